@@ -1,0 +1,35 @@
+"""Errors a designer can act on.
+
+Every error names the parameter, the offending value in the units a designer reads, and what to
+change. They subclass ``ValueError`` so generic callers can still catch them as bad input.
+"""
+
+from __future__ import annotations
+
+
+class DesignError(ValueError):
+    """A design that cannot be built or simulated as given.
+
+    Attributes:
+        parameter: the design field at fault (e.g. ``"kernel_size"``).
+        value: the offending value as the user gave it (SI units for lengths).
+        hint: what to change to make the design valid.
+    """
+
+    def __init__(self, parameter: str, value: object, problem: str, hint: str = "") -> None:
+        self.parameter = parameter
+        self.value = value
+        self.problem = problem
+        self.hint = hint
+        message = f"{parameter}: {problem}"
+        if hint:
+            message += f" Fix: {hint}"
+        super().__init__(message)
+
+
+class OpticsInputError(ValueError):
+    """A call into the optics core with arguments it cannot use (wrong shape, dtype, sign...)."""
+
+
+class TableError(ValueError):
+    """A meta-atom table (radius → phase/transmission) that is malformed; names file and row."""

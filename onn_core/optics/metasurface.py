@@ -1,0 +1,206 @@
+"""Meta-atom library: meta-atom radius → transmitted phase and amplitude, per wavelength.
+
+A metasurface is modelled in the local-periodic approximation: each pillar imparts the phase
+and transmission it would have in an infinite periodic array of identical pillars (neighbour
+coupling ignored — one of the named causes of the simulation-to-fabrication gap).
+
+The default library is the silicon-nitride pillar family of the reference method (height 750 nm,
+lattice 293 nm, radius 0–240 nm). Its published fits give the phase, in units of 2π, for r in µm:
+
+    φ(r) = −A·(exp((r² − B·r)/(−C)) − 1),   (A, B, C) per colour below.
+
+They are tabulated on a 1 nm radius grid in ``assets/meta_atoms/sin_750nm.csv`` (columns
+``radius_m, wavelength_m, phase_rad, transmission``; transmission is not published and taken as 1).
+Users may load their own table in the same format.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import OpticsInputError, TableError
+
+ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "meta_atoms"
+DEFAULT_TABLE_PATH = ASSET_DIR / "sin_750nm.csv"
+TABLE_COLUMNS = ("radius_m", "wavelength_m", "phase_rad", "transmission")
+
+# (A, B [µm], C [µm²]) of φ(r)/2π = −A·(exp((r² − B r)/(−C)) − 1), r in µm.
+SIN_PHASE_FITS: dict[float, tuple[float, float, float]] = {
+    635e-9: (5.03593, 0.0244, 0.28081),
+    532e-9: (2.28293, 0.03756, 0.07134),
+    450e-9: (1.87336, 0.0474, 0.03191),
+}
+SIN_RADIUS_RANGE = (0.0, 240e-9)  # metres, the fabricable range of the pillar family
+SIN_LATTICE_PITCH = 293e-9  # metres
+SIN_PILLAR_HEIGHT = 750e-9  # metres
+
+
+def sin_fit_phase(radius: np.ndarray, wavelength: float) -> np.ndarray:
+    """Phase (radians) of the silicon-nitride fit at one of its wavelengths (635/532/450 nm).
+
+    Args:
+        radius: pillar radius, metres. wavelength: metres, one of the fitted wavelengths.
+    """
+    key = min(SIN_PHASE_FITS, key=lambda lam: abs(lam - wavelength))
+    if abs(key - wavelength) > 1e-12:
+        raise OpticsInputError(f"no silicon-nitride fit at {wavelength * 1e9:.1f} nm (fits: 450, 532, 635 nm).")
+    amplitude, linear, width = SIN_PHASE_FITS[key]
+    r_um = np.asarray(radius, dtype=np.float64) * 1e6
+    return 2 * math.pi * (-amplitude * (np.exp((r_um**2 - linear * r_um) / (-width)) - 1))
+
+
+@dataclass(frozen=True)
+class MetaAtomTable:
+    """Tabulated meta-atom response on a shared radius grid.
+
+    Attributes:
+        radii: (R,) increasing pillar radii, metres.
+        wavelengths: (W,) increasing wavelengths, metres.
+        phase: (W, R) transmitted phase, radians (unwrapped along radius).
+        transmission: (W, R) amplitude transmission, 0..1.
+        source: where the table came from (file path or description).
+    """
+
+    radii: np.ndarray
+    wavelengths: np.ndarray
+    phase: np.ndarray
+    transmission: np.ndarray
+    source: str
+
+    @property
+    def radius_range(self) -> tuple[float, float]:
+        """(min, max) tabulated radius, metres: the fabricable range."""
+        return float(self.radii[0]), float(self.radii[-1])
+
+    def phase_coverage(self, wavelength: float) -> float:
+        """Span of phase (radians) reachable at ``wavelength`` (metres); < 2π limits designs."""
+        row = self._row(wavelength)
+        return float(self.phase[row].max() - self.phase[row].min())
+
+    def _row(self, wavelength: float) -> int:
+        index = int(np.argmin(np.abs(self.wavelengths - wavelength)))
+        if abs(self.wavelengths[index] - wavelength) > 0.5e-9:
+            available = ", ".join(f"{w * 1e9:.1f} nm" for w in self.wavelengths)
+            raise OpticsInputError(
+                f"the meta-atom table ({self.source}) has no data at {wavelength * 1e9:.1f} nm; "
+                f"it covers {available}. Use one of those wavelengths or load a table that covers yours."
+            )
+        return index
+
+    def response(self, radius: torch.Tensor, wavelength: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Phase (radians) and transmission of pillars of ``radius`` (metres) at ``wavelength``.
+
+        Piecewise-linear in radius, so it is differentiable almost everywhere (for inverse
+        design). Radii outside the table raise: clamp them to :attr:`radius_range` first.
+        """
+        if not isinstance(radius, torch.Tensor) or not radius.is_floating_point():
+            raise OpticsInputError("radius must be a floating-point tensor of radii in metres.")
+        low, high = self.radius_range
+        detached = radius.detach()
+        if bool((detached < low - 1e-15).any()) or bool((detached > high + 1e-15).any()):
+            raise OpticsInputError(
+                f"radii must lie in the fabricable range {low * 1e9:.0f}–{high * 1e9:.0f} nm of the table; "
+                f"got {float(detached.min()) * 1e9:.1f}–{float(detached.max()) * 1e9:.1f} nm."
+            )
+        row = self._row(wavelength)
+        grid = torch.as_tensor(self.radii, dtype=radius.dtype, device=radius.device)
+        phase = torch.as_tensor(self.phase[row], dtype=radius.dtype, device=radius.device)
+        transmission = torch.as_tensor(self.transmission[row], dtype=radius.dtype, device=radius.device)
+        upper = torch.clamp(torch.searchsorted(grid, detached.contiguous(), right=True), 1, grid.numel() - 1)
+        lower = upper - 1
+        weight = (radius - grid[lower]) / (grid[upper] - grid[lower])
+        return (
+            torch.lerp(phase[lower], phase[upper], weight),
+            torch.lerp(transmission[lower], transmission[upper], weight),
+        )
+
+    def field(self, radius: torch.Tensor, wavelength: float) -> torch.Tensor:
+        """Complex transmission t·exp(iφ) of a radius map (metres) at ``wavelength`` (metres)."""
+        phase, transmission = self.response(radius, wavelength)
+        return torch.polar(transmission, phase)
+
+
+def load_meta_atom_table(path: str | Path) -> MetaAtomTable:
+    """Read a CSV of ``radius_m, wavelength_m, phase_rad, transmission`` rows.
+
+    Every wavelength must be tabulated on the same increasing radius grid (≥ 2 radii).
+    Errors name the file and the row.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in TABLE_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise TableError(f"{path}: missing column(s) {missing}; expected header {','.join(TABLE_COLUMNS)}.")
+            rows: dict[float, list[tuple[float, float, float]]] = {}
+            for line_number, record in enumerate(reader, start=2):
+                try:
+                    radius, wavelength, phase, transmission = (float(record[c]) for c in TABLE_COLUMNS)
+                except (TypeError, ValueError) as exc:
+                    raise TableError(f"{path}, row {line_number}: not a number ({exc}).") from None
+                if not all(math.isfinite(v) for v in (radius, wavelength, phase, transmission)):
+                    raise TableError(f"{path}, row {line_number}: values must be finite.")
+                if radius < 0 or not 100e-9 <= wavelength <= 20e-6:
+                    raise TableError(
+                        f"{path}, row {line_number}: radius must be ≥ 0 m and wavelength 100 nm–20 µm, in metres "
+                        f"(got radius {radius}, wavelength {wavelength})."
+                    )
+                if not 0 <= transmission <= 1:
+                    raise TableError(f"{path}, row {line_number}: transmission must be in 0..1, got {transmission}.")
+                rows.setdefault(round(wavelength, 15), []).append((radius, phase, transmission))
+    except OSError as exc:
+        raise TableError(f"cannot read meta-atom table {path}: {exc.strerror or exc}.") from None
+    if not rows:
+        raise TableError(f"{path}: no data rows.")
+    wavelengths = np.array(sorted(rows))
+    reference = None
+    phases, transmissions = [], []
+    for wavelength in wavelengths:
+        samples = sorted(rows[wavelength])
+        radii = np.array([s[0] for s in samples])
+        if radii.size < 2 or np.any(np.diff(radii) <= 0):
+            raise TableError(f"{path}: at {wavelength * 1e9:.1f} nm the radii must be ≥ 2 distinct values.")
+        if reference is None:
+            reference = radii
+        elif radii.shape != reference.shape or not np.allclose(radii, reference, rtol=0, atol=1e-13):
+            raise TableError(f"{path}: every wavelength must use the same radius grid.")
+        phases.append([s[1] for s in samples])
+        transmissions.append([s[2] for s in samples])
+    return MetaAtomTable(reference, wavelengths, np.array(phases), np.array(transmissions), str(path))
+
+
+_DEFAULT_TABLE: MetaAtomTable | None = None
+
+
+def default_meta_atom_table() -> MetaAtomTable:
+    """The shipped silicon-nitride table (loaded once)."""
+    global _DEFAULT_TABLE
+    if _DEFAULT_TABLE is None:
+        _DEFAULT_TABLE = load_meta_atom_table(DEFAULT_TABLE_PATH)
+    return _DEFAULT_TABLE
+
+
+def write_sin_table(path: str | Path = DEFAULT_TABLE_PATH, radius_step: float = 1e-9) -> Path:
+    """(Re)generate the shipped table from the silicon-nitride fits."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    low, high = SIN_RADIUS_RANGE
+    radii = np.round(np.arange(low, high + radius_step / 2, radius_step), 12)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(TABLE_COLUMNS)
+        for wavelength in sorted(SIN_PHASE_FITS):
+            for radius, phase in zip(radii, sin_fit_phase(radii, wavelength), strict=True):
+                writer.writerow([f"{radius:.3e}", f"{wavelength:.3e}", f"{phase:.9f}", "1.0"])
+    return path
+
+
+if __name__ == "__main__":
+    print(write_sin_table())
