@@ -1,0 +1,124 @@
+"""ONN Design Studio — Streamlit entry point and router.
+
+The design lives in the sidebar (units a designer types: mm, µm, nm), is validated by the design
+object on every change, and is shared with the pages through ``st.session_state``:
+``design`` (a valid :class:`onn_core.design.Design`, or None) and ``design_error``.
+Run with ``make run``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from onn_core.design import Design
+from onn_core.design_form import FORM_FIELDS, design_from_form, form_values
+from onn_core.errors import DesignError
+
+PAGES = Path(__file__).resolve().parent / "pages"
+MAX_DESIGN_UPLOAD_BYTES = 64 * 1024
+FORM_PREFIX = "form."
+
+st.set_page_config(page_title="ONN Design Studio", page_icon=":material/blur_on:", layout="wide")
+
+
+def _load_into_form(design: Design) -> None:
+    values = form_values(design)
+    values["wavelengths"] = ", ".join(f"{w:g}" for w in values["wavelengths"])  # a text input
+    for name, value in values.items():
+        st.session_state[FORM_PREFIX + name] = value
+
+
+def _on_upload() -> None:
+    upload = st.session_state.get("design_upload")
+    if upload is None:
+        return
+    if upload.size > MAX_DESIGN_UPLOAD_BYTES:
+        st.session_state["upload_message"] = (
+            f"{upload.name} is {upload.size // 1024} KiB; a design file is at most 64 KiB."
+        )
+        return
+    try:
+        design = Design.from_json(upload.getvalue().decode("utf-8"))
+    except UnicodeDecodeError:
+        st.session_state["upload_message"] = f"{upload.name} is not a UTF-8 text file."
+        return
+    except DesignError as error:
+        st.session_state["upload_message"] = f"{upload.name} was not loaded: {error}"
+        return
+    _load_into_form(design)
+    st.session_state["upload_message"] = None
+
+
+def design_sidebar() -> None:
+    """Draw the design inputs; store the validated design (or the error) in session state."""
+    if FORM_PREFIX + "kernel_size" not in st.session_state:
+        _load_into_form(Design())
+    sidebar = st.sidebar
+    sidebar.header("Frontend design")
+    values = {}
+    for group in ("Metasurface", "Sensor", "Network"):
+        with sidebar.expander(group, expanded=group == "Metasurface"):
+            for spec in (f for f in FORM_FIELDS if f.group == group):
+                key = FORM_PREFIX + spec.name
+                if spec.integer:
+                    values[spec.name] = st.number_input(
+                        f"{spec.label} ({spec.unit})",
+                        min_value=int(spec.minimum),
+                        max_value=int(spec.maximum),
+                        step=int(spec.step),
+                        key=key,
+                        help=spec.help,
+                    )
+                else:
+                    values[spec.name] = st.number_input(
+                        f"{spec.label} ({spec.unit})",
+                        min_value=0.0,
+                        step=float(spec.step),
+                        format="%g",
+                        key=key,
+                        help=spec.help,
+                    )
+            if group == "Metasurface":
+                values["wavelengths"] = st.text_input(
+                    "Wavelengths (nm)",
+                    key=FORM_PREFIX + "wavelengths",
+                    help="One per colour channel, comma-separated, e.g. 635, 532, 450.",
+                )
+                values["signed_kernels"] = st.toggle(
+                    "Signed kernels (K⁺/K⁻ pairs)",
+                    key=FORM_PREFIX + "signed_kernels",
+                    help="Realise each signed kernel with two sub-optics whose captures are subtracted.",
+                )
+    try:
+        design = design_from_form(values)
+        st.session_state["design"], st.session_state["design_error"] = design, None
+    except DesignError as error:
+        st.session_state["design"], st.session_state["design_error"] = None, error
+        sidebar.error(str(error))
+
+    with sidebar.expander("Save / load"):
+        design = st.session_state["design"]
+        if design is not None:
+            st.download_button(
+                "Download design JSON",
+                design.to_json(),
+                file_name=f"design-{design.design_id}.json",
+                mime="application/json",
+            )
+        st.file_uploader(
+            "Load design JSON",
+            type=["json"],
+            key="design_upload",
+            on_change=_on_upload,
+            help="A design saved from this app or by `python -m onn_core design default --json`.",
+        )
+        if st.session_state.get("upload_message"):
+            st.error(st.session_state["upload_message"])
+        st.button("Reset to default", on_click=_load_into_form, args=(Design(),))
+
+
+design_sidebar()
+navigation = st.navigation([st.Page(PAGES / "design.py", title="Design", icon=":material/grid_view:", default=True)])
+navigation.run()

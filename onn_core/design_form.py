@@ -1,0 +1,196 @@
+"""The design as a designer types it: fields in mm/µm/nm, converted to the SI design object.
+
+This is the UI edge. The app draws one input per :data:`FORM_FIELDS` entry and calls
+:func:`design_from_form`; nothing else converts units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .design import Design
+from .errors import DesignError
+from .units import MM, NM, UM
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One design input as shown: ``name`` is the Design field, ``scale`` its unit in metres."""
+
+    name: str
+    label: str
+    unit: str
+    scale: float  # SI value = shown value × scale (1 for unitless integers)
+    minimum: float
+    maximum: float
+    step: float
+    help: str
+    group: str
+    integer: bool = False
+
+
+FORM_FIELDS: tuple[FormField, ...] = (
+    FormField(
+        "metasurface_height",
+        "Metasurface height",
+        "mm",
+        MM,
+        0.01,
+        100.0,
+        0.1,
+        "Height h of the whole metasurface.",
+        "Metasurface",
+    ),
+    FormField(
+        "metasurface_width",
+        "Metasurface width",
+        "mm",
+        MM,
+        0.01,
+        100.0,
+        0.1,
+        "Width w of the whole metasurface.",
+        "Metasurface",
+    ),
+    FormField(
+        "kernel_size",
+        "Kernel aperture k",
+        "mm",
+        MM,
+        0.001,
+        100.0,
+        0.01,
+        "Side of one sub-optic: the aperture that forms one kernel's PSF.",
+        "Metasurface",
+    ),
+    FormField(
+        "kernel_spacing",
+        "Edge-to-edge spacing d",
+        "µm",
+        UM,
+        0.0,
+        10000.0,
+        10.0,
+        "Minimum gap between neighbouring sub-optics that fabrication needs.",
+        "Metasurface",
+    ),
+    FormField(
+        "meta_atom_pitch",
+        "Meta-atom pitch",
+        "nm",
+        NM,
+        10.0,
+        100000.0,
+        1.0,
+        "Lattice period of the pillars.",
+        "Metasurface",
+    ),
+    FormField(
+        "sensor_distance",
+        "Metasurface → sensor",
+        "mm",
+        MM,
+        0.001,
+        1000.0,
+        0.1,
+        "Distance from the metasurface to the sensor.",
+        "Sensor",
+    ),
+    FormField("sensor_pixel_pitch", "Pixel pitch", "µm", UM, 0.1, 1000.0, 0.01, "Sensor pixel pitch.", "Sensor"),
+    FormField("sensor_bit_depth", "Bit depth", "bits", 1, 1, 16, 1, "ADC resolution.", "Sensor", True),
+    FormField(
+        "sensor_pixels_per_tap",
+        "Pixels per kernel tap",
+        "px",
+        1,
+        1,
+        64,
+        1,
+        "Sensor pixels spanned by one kernel tap, per side.",
+        "Sensor",
+        True,
+    ),
+    FormField(
+        "kernel_taps", "Kernel taps", "taps", 1, 1, 63, 2, "Kernel size in taps per side (odd).", "Network", True
+    ),
+    FormField("input_height", "Input height", "px", 1, 1, 4096, 1, "Input image height.", "Network", True),
+    FormField("input_width", "Input width", "px", 1, 1, 4096, 1, "Input image width.", "Network", True),
+    FormField(
+        "input_channels",
+        "Input channels",
+        "ch",
+        1,
+        1,
+        16,
+        1,
+        "1 for monochrome, or one per wavelength.",
+        "Network",
+        True,
+    ),
+)
+
+
+def form_values(design: Design) -> dict[str, Any]:
+    """The design in display units, keyed by field name (wavelengths as a list of nm)."""
+    values: dict[str, Any] = {}
+    for spec in FORM_FIELDS:
+        value = getattr(design, spec.name)
+        values[spec.name] = int(value) if spec.integer else round(value / spec.scale, 9)
+    values["wavelengths"] = [round(w / NM, 6) for w in design.wavelengths]
+    values["signed_kernels"] = design.signed_kernels
+    return values
+
+
+def parse_wavelengths_nm(text: str) -> tuple[float, ...]:
+    """'635, 532, 450' (nanometres) → wavelengths in metres; refuses anything else clearly."""
+    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
+    if not parts:
+        raise DesignError("wavelengths", text, "enter at least one wavelength in nm, e.g. 532 or 635, 532, 450.")
+    try:
+        return tuple(float(p) * NM for p in parts)
+    except ValueError:
+        raise DesignError(
+            "wavelengths", text, "must be numbers in nm separated by commas, e.g. 635, 532, 450."
+        ) from None
+
+
+def design_from_form(values: dict[str, Any]) -> Design:
+    """Build the validated design from display-unit values (as returned by :func:`form_values`)."""
+    fields: dict[str, Any] = {}
+    for spec in FORM_FIELDS:
+        value = values[spec.name]
+        fields[spec.name] = int(value) if spec.integer else float(value) * spec.scale
+    wavelengths = values["wavelengths"]
+    fields["wavelengths"] = (
+        parse_wavelengths_nm(wavelengths) if isinstance(wavelengths, str) else tuple(w * NM for w in wavelengths)
+    )
+    fields["signed_kernels"] = bool(values["signed_kernels"])
+    return Design(**fields)
+
+
+def diagnostic_rows(design: Design) -> list[dict[str, str]]:
+    """Derived quantities as (quantity, value) rows in display units, for a table."""
+    from .units import format_length
+
+    rows = [
+        ("Sub-optic grid", f"{design.n_rows} × {design.n_cols} = {design.sub_optic_count}"),
+        ("Kernels", f"{design.kernel_count} ({'K⁺/K⁻ pairs' if design.signed_kernels else 'non-negative'})"),
+        ("Sub-optic pitch (k + d)", format_length(design.sub_optic_pitch)),
+        ("Kernel", f"{design.kernel_taps} × {design.kernel_taps} taps of {format_length(design.tap_pitch)}"),
+        ("Kernel on sensor", f"{design.kernel_size_pixels} px = {format_length(design.kernel_support)}"),
+        ("Feature map on sensor", format_length(design.feature_map_extent)),
+        ("F-number (z / k)", f"{design.f_number:.3g}"),
+        ("Numerical aperture", f"{design.numerical_aperture:.3g}"),
+        ("Meta-atoms per sub-optic", f"{design.meta_atoms_per_sub_optic} × {design.meta_atoms_per_sub_optic}"),
+        ("Steepest deflection needed", f"{design.required_deflection_deg:.1f}°"),
+    ]
+    for row in design.per_wavelength():
+        lam = format_length(row["wavelength_m"])
+        rows += [
+            (f"Airy radius @ {lam}", format_length(row["airy_radius_m"])),
+            (f"Fresnel number @ {lam}", f"{row['fresnel_number']:.3g}"),
+            (f"Nyquist factor Q @ {lam}", f"{row['nyquist_q']:.3g}"),
+            (f"Max. deflection of the lattice @ {lam}", f"{row['max_deflection_deg']:.1f}°"),
+        ]
+    return [{"quantity": quantity, "value": value} for quantity, value in rows]

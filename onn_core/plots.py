@@ -1,0 +1,148 @@
+"""Plotly figures with physical axes. Pure functions: data in (SI units), figure out.
+
+Axis units are converted here, at the UI edge: layouts in mm, focal-plane profiles in µm,
+spatial frequencies in cycles/mm.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from .design import Design
+from .preview import LensPreview
+from .units import MM, UM
+
+SIGN_COLOURS = {1: "#2b6cb0", -1: "#c05621", 0: "#4a5568"}
+UNUSED_COLOUR = "#cbd5e0"
+
+
+def layout_figure(design: Design) -> go.Figure:
+    """The metasurface with every sub-optic drawn to scale (mm), coloured by K⁺/K⁻."""
+    figure = go.Figure()
+    half_w, half_h = design.metasurface_width / 2 / MM, design.metasurface_height / 2 / MM
+    figure.add_shape(
+        type="rect",
+        x0=-half_w,
+        x1=half_w,
+        y0=-half_h,
+        y1=half_h,
+        line={"color": "#1a202c", "width": 2},
+        fillcolor="rgba(226,232,240,0.35)",
+    )
+    half_k = design.kernel_size / 2 / MM
+    labels_x, labels_y, labels = [], [], []
+    for optic in design.sub_optics():
+        cx, cy = optic.centre_x / MM, optic.centre_y / MM
+        colour = UNUSED_COLOUR if optic.kernel is None else SIGN_COLOURS[optic.sign]
+        figure.add_shape(
+            type="rect",
+            x0=cx - half_k,
+            x1=cx + half_k,
+            y0=cy - half_k,
+            y1=cy + half_k,
+            line={"color": colour, "width": 1},
+            fillcolor=colour,
+            opacity=0.75,
+        )
+        labels_x.append(cx)
+        labels_y.append(cy)
+        if optic.kernel is None:
+            labels.append("unused")
+        else:
+            suffix = {1: "⁺", -1: "⁻", 0: ""}[optic.sign]
+            labels.append(f"K{optic.kernel}{suffix}")
+    figure.add_trace(
+        go.Scatter(
+            x=labels_x,
+            y=labels_y,
+            text=labels,
+            mode="text",
+            textfont={"color": "white", "size": 12},
+            hoverinfo="text",
+            showlegend=False,
+        )
+    )
+    pad = 0.05 * max(half_w, half_h)
+    figure.update_xaxes(title="x (mm)", range=[-half_w - pad, half_w + pad], zeroline=False)
+    figure.update_yaxes(
+        title="y (mm)", range=[-half_h - pad, half_h + pad], zeroline=False, scaleanchor="x", scaleratio=1
+    )
+    figure.update_layout(
+        title=f"{design.n_rows} × {design.n_cols} sub-optics of {design.kernel_size / MM:.3g} mm "
+        f"→ {design.kernel_count} {'signed ' if design.signed_kernels else ''}kernels",
+        height=460,
+        margin={"l": 40, "r": 20, "t": 50, "b": 40},
+    )
+    return figure
+
+
+def psf_figure(preview: LensPreview) -> go.Figure:
+    """Simulated lens PSF (x profile, µm) over the sinc² closed form, with sensor pixels."""
+    figure = go.Figure()
+    pixel_peak = preview.pixel_psf.max()
+    figure.add_trace(
+        go.Bar(
+            x=preview.pixel_x / UM,
+            y=preview.pixel_psf / pixel_peak,
+            name="on sensor pixels",
+            marker_color="rgba(160,174,192,0.55)",
+            width=(preview.pixel_x[1] - preview.pixel_x[0]) / UM,
+        )
+    )
+    figure.add_trace(go.Scatter(x=preview.x / UM, y=preview.psf, name="simulated", line={"color": "#2b6cb0"}))
+    figure.add_trace(
+        go.Scatter(
+            x=preview.x / UM,
+            y=preview.psf_reference,
+            name="sinc² (diffraction limit)",
+            line={"color": "#1a202c", "dash": "dot"},
+        )
+    )
+    span = preview.x.max() / UM
+    figure.update_xaxes(title="x on the sensor (µm)", range=[-span, span])
+    figure.update_yaxes(title="intensity (peak = 1)", range=[0, 1.05])
+    figure.update_layout(
+        title=f"Lens PSF of one sub-optic at {preview.wavelength * 1e9:.0f} nm",
+        height=380,
+        legend={"orientation": "h", "y": -0.25},
+        margin={"l": 40, "r": 20, "t": 50, "b": 40},
+    )
+    return figure
+
+
+def mtf_figure(preview: LensPreview) -> go.Figure:
+    """Simulated MTF (cycles/mm) over the diffraction limit, with sensor and tap Nyquist marks."""
+    per_mm = MM  # cycles/m × 1e-3 = cycles/mm
+    figure = go.Figure()
+    figure.add_trace(
+        go.Scatter(x=preview.frequency * per_mm, y=preview.mtf, name="simulated", line={"color": "#2b6cb0"})
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=preview.frequency * per_mm,
+            y=preview.mtf_reference,
+            name="diffraction limit 1 − ν/ν꜀",
+            line={"color": "#1a202c", "dash": "dot"},
+        )
+    )
+    for value, label, colour in (
+        (preview.cutoff, "cutoff ν꜀", "#1a202c"),
+        (preview.sensor_nyquist, "sensor Nyquist", "#c05621"),
+        (preview.tap_nyquist, "kernel-tap Nyquist", "#2f855a"),
+    ):
+        if value <= preview.frequency.max():
+            figure.add_vline(
+                x=value * per_mm,
+                line={"color": colour, "dash": "dash", "width": 1},
+                annotation_text=label,
+                annotation_position="top",
+            )
+    figure.update_xaxes(title="spatial frequency (cycles/mm)")
+    figure.update_yaxes(title="MTF", range=[0, 1.05])
+    figure.update_layout(
+        title="MTF along x",
+        height=380,
+        legend={"orientation": "h", "y": -0.25},
+        margin={"l": 40, "r": 20, "t": 50, "b": 40},
+    )
+    return figure
