@@ -19,7 +19,8 @@ def propagation_table(result: dict) -> str:
     lines = [
         f"`{result['command']}` — {result['date'][:10]}, {machine['cpu']}, {machine['cores']} threads, "
         f"torch {machine['torch']}{', GPU ' + machine['gpu'] if machine.get('gpu') else ''}. "
-        "Batch 8 × 3 wavelengths, complex64, best of 3 in one process.",
+        "Batch 8 × 3 wavelengths, complex64; best of the repeats after a warm-up, ours and the floor timed "
+        "round-robin in one process.",
         "",
         "| N | ours, 2N pad (s) | ours, derived pad (s) | FFT floor (s) | ours / floor | torchoptics 2N pad (s) "
         "| torchoptics defaults (s) | torchoptics defaults / ours | max abs diff vs torchoptics (f32 / f64) "

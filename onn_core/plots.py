@@ -28,6 +28,7 @@ def layout_figure(design: Design) -> go.Figure:
         y1=half_h,
         line={"color": "#1a202c", "width": 2},
         fillcolor="rgba(226,232,240,0.35)",
+        layer="below",
     )
     half_k = design.kernel_size / 2 / MM
     labels_x, labels_y, labels = [], [], []
@@ -43,6 +44,7 @@ def layout_figure(design: Design) -> go.Figure:
             line={"color": colour, "width": 1},
             fillcolor=colour,
             opacity=0.75,
+            layer="below",
         )
         labels_x.append(cx)
         labels_y.append(cy)
@@ -51,6 +53,12 @@ def layout_figure(design: Design) -> go.Figure:
         else:
             suffix = {1: "⁺", -1: "⁻", 0: ""}[optic.sign]
             labels.append(f"K{optic.kernel}{suffix}")
+    legend = [("K⁺ sub-optic", SIGN_COLOURS[1]), ("K⁻ sub-optic", SIGN_COLOURS[-1])]
+    if not design.signed_kernels:
+        legend = [("kernel sub-optic", SIGN_COLOURS[0])]
+    for name, colour in (*legend, ("unused", UNUSED_COLOUR)):
+        marker = {"symbol": "square", "size": 12, "color": colour}
+        figure.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name, marker=marker))
     figure.add_trace(
         go.Scatter(
             x=labels_x,
@@ -121,21 +129,23 @@ def mtf_figure(preview: LensPreview) -> go.Figure:
         go.Scatter(
             x=preview.frequency * per_mm,
             y=preview.mtf_reference,
-            name="diffraction limit 1 − ν/ν꜀",
+            name="diffraction limit 1 − ν/ν<sub>c</sub>",
             line={"color": "#1a202c", "dash": "dot"},
         )
     )
-    for value, label, colour in (
-        (preview.cutoff, "cutoff ν꜀", "#1a202c"),
-        (preview.sensor_nyquist, "sensor Nyquist", "#c05621"),
-        (preview.tap_nyquist, "kernel-tap Nyquist", "#2f855a"),
+    # Labels sit on different sides of their lines: the two Nyquist marks are often close.
+    for value, label, colour, side in (
+        (preview.cutoff, "cutoff ν<sub>c</sub>", "#1a202c", "top left"),
+        (preview.sensor_nyquist, "sensor Nyquist", "#c05621", "top right"),
+        (preview.tap_nyquist, "kernel-tap Nyquist", "#2f855a", "bottom left"),
     ):
         if value <= preview.frequency.max():
             figure.add_vline(
                 x=value * per_mm,
                 line={"color": colour, "dash": "dash", "width": 1},
                 annotation_text=label,
-                annotation_position="top",
+                annotation_position=side,
+                annotation_font={"color": colour, "size": 11},
             )
     figure.update_xaxes(title="spatial frequency (cycles/mm)")
     figure.update_yaxes(title="MTF", range=[0, 1.05])

@@ -48,5 +48,6 @@ mtf_column.plotly_chart(mtf_figure(preview), width="stretch")
 st.caption(
     f"Ideal lens over a {format_length(design.kernel_size)} square aperture focused at "
     f"{format_length(design.sensor_distance)}; bars: the PSF integrated over "
-    f"{format_length(design.sensor_pixel_pitch)} sensor pixels. Dotted: closed forms (sinc², 1 − ν/ν꜀)."
+    f"{format_length(design.sensor_pixel_pitch)} sensor pixels. "
+    "Dotted: closed forms (sinc², triangular MTF of a square pupil)."
 )

@@ -32,7 +32,7 @@ def test_design_page_shows_layout_diagnostics_and_preview(app):
     assert len(layout["layout"]["shapes"]) == 1 + 16
     assert layout["layout"]["xaxis"]["title"]["text"] == "x (mm)"
     assert layout["layout"]["yaxis"]["scaleanchor"] == "x"
-    labels = layout["data"][0]["text"]
+    labels = layout["data"][-1]["text"]
     assert labels[:2] == ["K0⁺", "K0⁻"]
     # Physical axes and the diffraction-limit references on the preview.
     assert psf["layout"]["xaxis"]["title"]["text"] == "x on the sensor (µm)"
