@@ -21,14 +21,19 @@ from onn_core.optics import (
 from onn_core.optics.grids import coordinates
 
 
+def focused_circular_pupil(*, wavelength, focal_length, pitch, n, padded, diameter):
+    """Back-focal-plane field of a circular pupil (float64) and its sample pitch (metres)."""
+    pupil = circular_aperture((n, n), pitch=pitch, diameter=diameter, dtype=torch.float64).to(torch.complex128)
+    return lens_fourier(pupil, wavelength=wavelength, pitch=pitch, focal_length=focal_length, padded_size=padded)
+
+
 def test_airy_pattern_of_circular_aperture():
     # Check #1: |FT|² of a circular pupil behind an ideal lens is [2J1(v)/v]²; profile error < 1e-3 of peak.
     wavelength, focal_length, n, padded = 0.55e-6, 50e-3, 512, 4096
     pitch = 10e-6
     diameter = 500 * pitch
-    pupil = circular_aperture((n, n), pitch=pitch, diameter=diameter, dtype=torch.float64)
-    focal, out_pitch = lens_fourier(
-        pupil.to(torch.complex128), wavelength=wavelength, pitch=pitch, focal_length=focal_length, padded_size=padded
+    focal, out_pitch = focused_circular_pupil(
+        wavelength=wavelength, focal_length=focal_length, pitch=pitch, n=n, padded=padded, diameter=diameter
     )
     intensity = (focal.abs() ** 2).numpy()
     intensity /= intensity[padded // 2, padded // 2]
@@ -50,9 +55,8 @@ def test_airy_pattern_of_circular_aperture():
 def test_first_zero_and_fwhm_of_the_airy_disk():
     wavelength, focal_length, pitch, n, padded = 0.5e-6, 20e-3, 5e-6, 256, 4096
     diameter = 200 * pitch
-    pupil = circular_aperture((n, n), pitch=pitch, diameter=diameter, dtype=torch.float64).to(torch.complex128)
-    focal, out_pitch = lens_fourier(
-        pupil, wavelength=wavelength, pitch=pitch, focal_length=focal_length, padded_size=padded
+    focal, out_pitch = focused_circular_pupil(
+        wavelength=wavelength, focal_length=focal_length, pitch=pitch, n=n, padded=padded, diameter=diameter
     )
     profile = (focal.abs() ** 2)[padded // 2, padded // 2 :].numpy()
     profile /= profile[0]
@@ -138,9 +142,8 @@ def test_diffraction_limited_mtf_matches_closed_form():
     # Check #12: MTF of the Airy PSF vs (2/π)[acos ν̂ − ν̂√(1−ν̂²)], ν_c = D/(λf), < 1e-2.
     wavelength, focal_length, pitch, n, padded = 0.55e-6, 50e-3, 10e-6, 256, 1024
     diameter = 200 * pitch
-    pupil = circular_aperture((n, n), pitch=pitch, diameter=diameter, dtype=torch.float64).to(torch.complex128)
-    focal, out_pitch = lens_fourier(
-        pupil, wavelength=wavelength, pitch=pitch, focal_length=focal_length, padded_size=padded
+    focal, out_pitch = focused_circular_pupil(
+        wavelength=wavelength, focal_length=focal_length, pitch=pitch, n=n, padded=padded, diameter=diameter
     )
     transfer, frequencies = mtf(intensity_psf(focal), pitch=out_pitch)
     cutoff = diameter / (wavelength * focal_length)

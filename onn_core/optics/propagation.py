@@ -324,8 +324,7 @@ def lens_fourier(
     check_positive("wavelength", wavelength)
     check_positive("pitch", pitch)
     check_positive("focal_length", focal_length)
-    if not isinstance(wavelength, int | float):
-        raise OpticsInputError("lens_fourier takes one wavelength per call: the output pitch λf/(NΔx) depends on it.")
+    wavelength = float(wavelength)  # one value per call: the output pitch λf/(NΔx) depends on it
     shape = _padded_shape(field, padded_size)
     if shape[0] != shape[1] or field.shape[-1] != field.shape[-2]:
         raise OpticsInputError(
