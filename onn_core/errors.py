@@ -33,3 +33,22 @@ class OpticsInputError(ValueError):
 
 class TableError(ValueError):
     """A meta-atom table (radius → phase/transmission) that is malformed; names file and row."""
+
+
+class DataFormatError(ValueError):
+    """A dataset file that is missing, corrupt, truncated or not in the expected format.
+
+    Attributes:
+        path: the file or folder at fault, as a string.
+    """
+
+    def __init__(self, path: object, problem: str, hint: str = "") -> None:
+        self.path = str(path)
+        message = f"{self.path}: {problem}"
+        if hint:
+            message += f" Fix: {hint}"
+        super().__init__(message)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (diverged, a config that does not fit the design or data...)."""
