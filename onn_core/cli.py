@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .design import Design
-from .errors import DesignError
+from .errors import DataFormatError, DesignError, TrainingError
 from .units import format_length
 
 
@@ -60,6 +60,115 @@ def _cmd_design(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from .data import list_datasets
+
+    roots = {args.dataset: args.data_root} if args.data_root and args.dataset else {}
+    entries = list_datasets(roots)
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    for entry in entries:
+        state = "available" if entry["available"] else f"not available: {entry['reason']}"
+        size = "×".join(str(v) for v in entry["image_size"])
+        print(f"{entry['name']:14s} {entry['task']:14s} {size:>6s}×{entry['channels']}  {state}")
+        print(f"{'':14s} licence: {entry['licence']}")
+    return 0
+
+
+def _training_config(args: argparse.Namespace, role: str):
+    from .training import TrainConfig
+
+    return TrainConfig(
+        dataset=args.dataset,
+        data_root=args.data_root,
+        role=role,
+        model=args.model or "",
+        method=getattr(args, "method", "e2e"),
+        frontend=getattr(args, "frontend", "ideal"),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimiser=args.optimiser,
+        learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        early_stopping_patience=args.patience or None,
+        seed=args.seed,
+        threads=args.threads,
+        train_limit=args.train_limit,
+        augment=args.augment,
+        sensor_noise=getattr(args, "sensor_noise", False),
+        normalise_intensity=getattr(args, "normalise_intensity", False),
+        phase_pixel=getattr(args, "phase_pixel", None),
+    )
+
+
+def _report_training(metrics: dict, args: argparse.Namespace, out: Path) -> None:
+    if args.json:
+        print(json.dumps({**metrics, "run_dir": str(out)}, indent=2))
+        return
+    score = "accuracy" if metrics["task"] == "classification" else "miou"
+    print(f"{metrics['model']} on {metrics['dataset']}: test {score} {metrics[score]:.4f} → {out}")
+
+
+def _progress_printer(args: argparse.Namespace):
+    if args.json or args.quiet:
+        return None
+
+    def report(progress) -> None:
+        if progress.phase == "validate":
+            eta = f", ETA {progress.eta_s:.0f} s" if progress.eta_s is not None else ""
+            print(f"epoch {progress.epoch}/{progress.epochs} loss {progress.train_loss:.4f} {progress.metrics}{eta}",
+                  file=sys.stderr)  # fmt: skip
+
+    return report
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training import train
+
+    design = _read_design(args.design) if args.design else Design()
+    config = _training_config(args, "student")
+    out = Path(args.out)
+    metrics = train(config, out, design=design, progress=_progress_printer(args))
+    _report_training(metrics, args, out)
+    return 0
+
+
+def _cmd_train_teacher(args: argparse.Namespace) -> int:
+    from .data import SPECS
+    from .training import teacher_dir, train
+    from .training.trainer import DEFAULT_TEACHER
+
+    config = _training_config(args, "teacher")
+    if args.dataset not in SPECS:
+        raise DataFormatError(args.dataset, f"unknown dataset; choose one of {', '.join(SPECS)}.")
+    model = config.model or DEFAULT_TEACHER[SPECS[args.dataset].task]
+    out = Path(args.out) if args.out else teacher_dir(args.dataset, model, args.seed)
+    metrics = train(config.replace(model=model), out, progress=_progress_printer(args))
+    _report_training(metrics, args, out)
+    return 0
+
+
+def _add_training_options(parser: argparse.ArgumentParser, *, epochs: int, lr: float) -> None:
+    parser.add_argument("--dataset", required=True, help="registry name (see `data list`)")
+    parser.add_argument("--data-root", default=None, help="your copy of the dataset (file or folder)")
+    parser.add_argument("--model", default=None, help="architecture (default: the task's default)")
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--optimiser", choices=("adamw", "sgd"), default="adamw")
+    parser.add_argument("--lr", type=float, default=lr, help="learning rate")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--schedule", choices=("cosine", "step", "none"), default="cosine")
+    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (0: off)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
+    parser.add_argument("--augment", action="store_true", help="random ±2-pixel shifts (classification)")
+    parser.add_argument("--json", action="store_true", help="print the final test metrics as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m onn_core",
@@ -74,6 +183,30 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--design", required=True, metavar="FILE.json", help="design JSON file")
     check.add_argument("--json", action="store_true", help="machine-readable output")
     design.set_defaults(handler=_cmd_design)
+
+    data = commands.add_parser("data", help="datasets")
+    data_actions = data.add_subparsers(dest="action", required=True)
+    data_list = data_actions.add_parser("list", help="registered datasets and whether they are available here")
+    data_list.add_argument("--json", action="store_true")
+    data_list.add_argument("--dataset", default=None, help="check one dataset at --data-root")
+    data_list.add_argument("--data-root", default=None)
+    data.set_defaults(handler=_cmd_data)
+
+    train = commands.add_parser("train", help="train a hybrid ONN student; prints final test metrics")
+    train.add_argument("--design", default=None, metavar="FILE.json", help="design JSON (default: the default design)")
+    train.add_argument("--method", choices=("e2e",), default="e2e")
+    train.add_argument("--frontend", choices=("ideal", "physical"), default="ideal")
+    train.add_argument("--sensor-noise", action="store_true", help="simulate shot/read noise and the ADC")
+    train.add_argument("--normalise-intensity", action="store_true", help="auto-exposure on the feature maps")
+    train.add_argument("--phase-pixel", type=float, default=None, help="physical frontend phase pitch, metres")
+    train.add_argument("--out", required=True, help="run folder (resumes if it holds this run)")
+    _add_training_options(train, epochs=10, lr=2e-3)
+    train.set_defaults(handler=_cmd_train)
+
+    teacher = commands.add_parser("train-teacher", help="train an electronic teacher into the teacher store")
+    teacher.add_argument("--out", default=None, help="run folder (default: the teacher store)")
+    _add_training_options(teacher, epochs=15, lr=1e-3)
+    teacher.set_defaults(handler=_cmd_train_teacher)
     return parser
 
 
@@ -85,5 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     except DesignError as exc:
         if getattr(args, "json", False):
             print(json.dumps({"valid": False, "error": str(exc), "parameter": exc.parameter, "hint": exc.hint}))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (DataFormatError, TrainingError) as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(exc)}))
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -59,25 +59,25 @@ def test_idx_round_trip_in_torchvision_layout(tmp_path, compress):
 def test_truncated_idx_names_the_file(tmp_path):
     path = write_idx(tmp_path / "train-images-idx3-ubyte", fake_digits(5)[0])
     path.write_bytes(path.read_bytes()[:-7])
-    with pytest.raises(DataFormatError, match="train-images-idx3-ubyte.*truncated"):
+    with pytest.raises(DataFormatError, match=r"train-images-idx3-ubyte.*truncated"):
         read_idx(path)
 
 
 def test_corrupt_gzip_and_bad_header_are_refused(tmp_path):
     path = write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(10, dtype=np.uint8), compress=True)
     path.write_bytes(path.read_bytes()[:20])
-    with pytest.raises(DataFormatError, match="t10k-labels-idx1-ubyte.gz.*gzip"):
+    with pytest.raises(DataFormatError, match=r"t10k-labels-idx1-ubyte.gz.*gzip"):
         read_idx(path)
     bad = tmp_path / "x"
     bad.write_bytes(b"\x01\x02\x08\x01")
-    with pytest.raises(DataFormatError, match="not an IDX file"):
+    with pytest.raises(DataFormatError, match=r"not an IDX file"):
         read_idx(bad)
 
 
 def test_mismatched_image_and_label_counts(tmp_path):
     folder = write_idx_set(tmp_path, compress=False)
     write_idx(folder / "train-labels-idx1-ubyte", np.zeros(59, dtype=np.uint8))
-    with pytest.raises(DataFormatError, match="train-labels-idx1-ubyte.*59 labels.*60 images"):
+    with pytest.raises(DataFormatError, match=r"train-labels-idx1-ubyte.*59 labels.*60 images"):
         read_idx_dataset(folder)
 
 
@@ -89,7 +89,7 @@ def test_keras_npz(tmp_path):
     data = load_dataset("mnist", root=path)
     assert len(data.test) == 10 and len(data.train) + len(data.val) == 40
     np.savez(path, x_train=x_train, y_train=y_train)
-    with pytest.raises(DataFormatError, match="mnist.npz.*x_test"):
+    with pytest.raises(DataFormatError, match=r"mnist.npz.*x_test"):
         load_dataset("mnist", root=path)
 
 
@@ -128,7 +128,7 @@ def test_crafted_cifar_pickle_is_refused_without_running_code(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "data_batch_1"
     path.write_bytes(pickle.dumps({b"data": _Exploit(marker), b"labels": []}, protocol=2))
-    with pytest.raises(DataFormatError, match="data_batch_1.*refused to load .*system"):
+    with pytest.raises(DataFormatError, match=r"data_batch_1.*refused to load .*system"):
         read_cifar_batch(path)
     assert not marker.exists()
 
@@ -136,7 +136,7 @@ def test_crafted_cifar_pickle_is_refused_without_running_code(tmp_path):
 def test_cifar_with_wrong_content_is_refused(tmp_path):
     path = tmp_path / "test_batch"
     path.write_bytes(pickle.dumps({b"data": np.zeros((2, 10), dtype=np.uint8), b"labels": [0, 1]}))
-    with pytest.raises(DataFormatError, match="test_batch.*N, 3072"):
+    with pytest.raises(DataFormatError, match=r"test_batch.*N, 3072"):
         read_cifar_batch(path)
 
 
@@ -167,7 +167,7 @@ def test_carvana_layout_resized_and_split_by_car(tmp_path):
 def test_carvana_missing_mask_names_the_file(tmp_path):
     root = write_carvana(tmp_path / "carvana", cars=2)
     (root / "train_masks" / "car001abc_02_mask.gif").unlink()
-    with pytest.raises(DataFormatError, match="car001abc_02_mask.gif"):
+    with pytest.raises(DataFormatError, match=r"car001abc_02_mask.gif"):
         load_dataset("carvana", root=root)
 
 
@@ -204,9 +204,7 @@ def test_shapes_seg_is_reproducible_with_exact_binary_masks():
     # Not trivially thresholdable: the best global threshold is far from perfect.
     images = first.train.images.flatten()
     truth = masks.flatten() > 0.5
-    best = max(
-        float(((images > t) & truth).sum() / ((images > t) | truth).sum()) for t in np.linspace(0.05, 0.95, 19)
-    )
+    best = max(float(((images > t) & truth).sum() / ((images > t) | truth).sum()) for t in np.linspace(0.05, 0.95, 19))
     assert best < 0.8
 
 
@@ -218,7 +216,7 @@ def test_fashion_mnist_from_the_debian_package():
 
 
 def test_unavailable_dataset_says_why(tmp_path):
-    with pytest.raises(DataFormatError, match="cifar10 is not available.*cifar-10-batches-py"):
+    with pytest.raises(DataFormatError, match=r"cifar10 is not available.*cifar-10-batches-py"):
         load_dataset("cifar10", root=tmp_path)
 
 

@@ -120,6 +120,22 @@ class MetaAtomTable:
             torch.lerp(transmission[lower], transmission[upper], weight),
         )
 
+    def radius_for_phase(self, phase: torch.Tensor, wavelength: float, bins: int = 4096) -> torch.Tensor:
+        """Radii (metres) whose phase at ``wavelength`` is nearest to ``phase`` (radians) modulo 2π.
+
+        Inverse design's starting point: a target phase map → a fabricable radius map. Phases
+        the table cannot reach (coverage < 2π) get the radius of the nearest reachable phase.
+        Resolved through a ``bins``-entry lookup table over [0, 2π).
+        """
+        row = self._row(wavelength)
+        wrapped_table = np.mod(self.phase[row], 2 * math.pi)
+        centres = (np.arange(bins) + 0.5) * (2 * math.pi / bins)
+        distance = np.abs(centres[:, None] - wrapped_table[None, :])
+        distance = np.minimum(distance, 2 * math.pi - distance)
+        lookup = torch.as_tensor(self.radii[np.argmin(distance, axis=1)], dtype=phase.dtype, device=phase.device)
+        index = torch.clamp((torch.remainder(phase, 2 * math.pi) / (2 * math.pi) * bins).long(), 0, bins - 1)
+        return lookup[index]
+
     def field(self, radius: torch.Tensor, wavelength: float) -> torch.Tensor:
         """Complex transmission t·exp(iφ) of a radius map (metres) at ``wavelength`` (metres)."""
         phase, transmission = self.response(radius, wavelength)

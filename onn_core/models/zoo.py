@@ -1,0 +1,320 @@
+"""The model zoo: hybrid ONN students (optical frontend + digital backend) and electronic teachers.
+
+Students (configured from the design object; the method's architectures). The classification
+students use every kernel the design's layout fits: the default design (4 × 4 mm, 0.94 mm
+kernels, signed) fits the method's 8; a 16-kernel design gives Polychromatic Meta's 16.
+
+* ``compressed-meta`` — 8 kernels 7×7, monochrome, 2 FC layers (MNIST-class tasks);
+* ``polychromatic-meta`` — 16 kernels 7×7 on RGB, 3 FC layers (CIFAR-10);
+* ``segmentation-meta`` — 56 kernels 3×3 in groups of 8/16/32 on the image at full, ½ and ¼
+  resolution (sensor binning), mimicking three encoder depths, with an up-convolution decoder;
+* ``random-readout`` — fixed random kernels and a 1-layer readout (the random-PSF ablation).
+
+Teachers: ``lenet`` (LeNet-5 with ReLU and max-pooling), ``alexnet`` (an AlexNet-style net sized
+for 32×32 RGB), ``unet`` (a 3-level U-Net).
+
+The kernel count comes from the design (its layout decides how many fit); a student asking for
+more kernels than fit raises a DesignError saying how big the metasurface must be.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..design import Design
+from ..errors import DesignError
+from .frontends import IdealFrontend, OpticalFrontend, PhysicalFrontend, SensorSettings
+
+FRONTENDS = ("ideal", "physical")
+
+
+@dataclass(frozen=True)
+class FrontendOptions:
+    """How to realise the optics: ``kind`` ideal|physical, sensor model, normalisation, init."""
+
+    kind: str = "ideal"
+    sensor: SensorSettings | None = None
+    normalise_intensity: bool = False
+    phase_pixel: float | None = None  # metres, physical frontend only
+    seed: int = 0
+
+
+def build_frontend(
+    design: Design, kernels: int, options: FrontendOptions, *, taps: int | None = None, scale: int = 1
+) -> OpticalFrontend:
+    common = {
+        "signed": design.signed_kernels,
+        "sensor": options.sensor,
+        "normalise_intensity": options.normalise_intensity,
+        "scale": scale,
+    }
+    if options.kind == "ideal":
+        return IdealFrontend(kernels, design.input_channels, taps or design.kernel_taps, **common)
+    if options.kind == "physical":
+        if taps is not None and taps != design.kernel_taps:
+            design = design.replace(kernel_taps=taps)
+        return PhysicalFrontend(design, kernels, phase_pixel=options.phase_pixel, seed=options.seed, **common)
+    raise DesignError("frontend", options.kind, f"must be one of {', '.join(FRONTENDS)}.")
+
+
+def _require_kernels(design: Design, needed: int, student: str) -> None:
+    if design.kernel_count >= needed:
+        return
+    per_kernel = design.sub_optics_per_kernel
+    side = math.ceil(math.sqrt(needed * per_kernel))
+    pitch = design.sub_optic_pitch
+    raise DesignError(
+        "kernel_count",
+        design.kernel_count,
+        f"the {student} student needs {needed} kernels ({needed * per_kernel} sub-optics) but this design fits "
+        f"{design.kernel_count} ({design.n_rows}×{design.n_cols} sub-optics).",
+        f"enlarge the metasurface to at least {(side * pitch - design.kernel_spacing) * 1e3:.2f} mm per side, "
+        f"or shrink the kernels / spacing.",
+    )
+
+
+class HybridClassifier(nn.Module):
+    """Optical frontend → ReLU → max-pool → fully connected layers → class logits."""
+
+    def __init__(
+        self, frontend: OpticalFrontend, image_size: tuple[int, int], hidden: Sequence[int], classes: int, pool: int
+    ) -> None:
+        super().__init__()
+        self.frontend, self.pool = frontend, pool
+        height, width = (s // frontend.scale // pool for s in image_size)
+        widths = [frontend.kernels * height * width, *hidden]
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in itertools.pairwise(widths):
+            layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+        layers.append(nn.Linear(widths[-1], classes))
+        self.backend = nn.Sequential(*layers)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        features = F.relu(self.frontend(images))
+        return F.max_pool2d(features, self.pool) if self.pool > 1 else features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backend(self.features(images).flatten(1))
+
+
+class HybridSegmenter(nn.Module):
+    """Optical kernel groups at full, ½, ¼ … resolution feed an up-convolution decoder.
+
+    Group g sees the image binned by 2^g (its taps are 2^g sensor taps wide), so the groups play
+    the role of a U-Net's encoder depths; the decoder upsamples the coarsest maps with transposed
+    convolutions and fuses each finer group, like U-Net skip connections.
+    """
+
+    def __init__(self, frontends: Sequence[OpticalFrontend], decoder_width: int = 16) -> None:
+        super().__init__()
+        self.groups = nn.ModuleList(frontends)
+        ups, fuses = [], []
+        channels = frontends[-1].kernels
+        for finer in reversed(frontends[:-1]):
+            ups.append(nn.ConvTranspose2d(channels, decoder_width, kernel_size=2, stride=2))
+            fuses.append(nn.Conv2d(decoder_width + finer.kernels, decoder_width, kernel_size=3, padding=1))
+            channels = decoder_width
+        self.ups, self.fuses = nn.ModuleList(ups), nn.ModuleList(fuses)
+        self.head = nn.Conv2d(channels, 1, kernel_size=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        step = 2 ** (len(self.groups) - 1)
+        if height % step or width % step:
+            raise DesignError(
+                "input_height", (height, width), f"the segmentation student needs sizes divisible by {step}."
+            )
+        maps = [F.relu(group(images)) for group in self.groups]
+        x = maps[-1]
+        for up, fuse, skip in zip(self.ups, self.fuses, reversed(maps[:-1]), strict=True):
+            x = F.relu(fuse(torch.cat([F.relu(up(x)), skip], dim=1)))
+        return self.head(x)
+
+
+class RandomReadout(nn.Module):
+    """Fixed random non-negative kernels (random PSFs) and a single trained linear readout."""
+
+    def __init__(self, frontend: OpticalFrontend, image_size: tuple[int, int], classes: int, pool: int) -> None:
+        super().__init__()
+        self.frontend, self.pool = frontend, pool
+        for parameter in frontend.parameters():
+            parameter.requires_grad_(False)
+        height, width = (s // pool for s in image_size)
+        self.readout = nn.Linear(frontend.kernels * height * width, classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = F.avg_pool2d(self.frontend(images), self.pool) if self.pool > 1 else self.frontend(images)
+        return self.readout(features.flatten(1))
+
+
+# ---------------------------------------------------------------------------- teachers
+class LeNet(nn.Module):
+    """LeNet-5 (ReLU, max-pooling): conv 6@5×5 → pool → conv 16@5×5 → pool → 120 → 84 → classes."""
+
+    def __init__(self, channels: int, image_size: tuple[int, int], classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        )  # fmt: skip
+        flat = self.features(torch.zeros(1, channels, *image_size)).numel()
+        self.classifier = nn.Sequential(
+            nn.Linear(flat, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, classes)
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(images).flatten(1))
+
+
+class AlexNetSmall(nn.Module):
+    """AlexNet's pattern (5 convs, 3 pools, 3 FC, dropout) sized for 32×32 RGB."""
+
+    def __init__(self, channels: int, image_size: tuple[int, int], classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(128, 256, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(256, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )  # fmt: skip
+        flat = self.features(torch.zeros(1, channels, *image_size)).numel()
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5), nn.Linear(flat, 512), nn.ReLU(),
+            nn.Dropout(0.5), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, classes),
+        )  # fmt: skip
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(images).flatten(1))
+
+
+def _double_conv(fan_in: int, fan_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(fan_in, fan_out, 3, padding=1), nn.BatchNorm2d(fan_out), nn.ReLU(),
+        nn.Conv2d(fan_out, fan_out, 3, padding=1), nn.BatchNorm2d(fan_out), nn.ReLU(),
+    )  # fmt: skip
+
+
+class UNet(nn.Module):
+    """U-Net with ``depth`` down/up levels, ``base`` channels at the top, one output logit map."""
+
+    def __init__(self, channels: int, base: int = 16, depth: int = 3) -> None:
+        super().__init__()
+        widths = [base * 2**level for level in range(depth + 1)]
+        self.depth = depth
+        self.downs = nn.ModuleList([_double_conv(channels, widths[0])])
+        self.downs.extend(_double_conv(widths[i], widths[i + 1]) for i in range(depth))
+        self.ups = nn.ModuleList(
+            nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth))
+        )
+        self.fuses = nn.ModuleList(_double_conv(2 * widths[i], widths[i]) for i in reversed(range(depth)))
+        self.head = nn.Conv2d(widths[0], 1, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        step = 2**self.depth
+        if images.shape[-2] % step or images.shape[-1] % step:
+            raise DesignError("input_height", tuple(images.shape[-2:]), f"the U-Net needs sizes divisible by {step}.")
+        skips = [self.downs[0](images)]
+        for down in self.downs[1:]:
+            skips.append(down(F.max_pool2d(skips[-1], 2)))
+        x = skips.pop()
+        for up, fuse in zip(self.ups, self.fuses, strict=True):
+            x = fuse(torch.cat([up(x), skips.pop()], dim=1))
+        return self.head(x)
+
+
+# ---------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered architecture: its task, a builder, and what it is."""
+
+    name: str
+    task: str
+    role: str  # "student" | "teacher"
+    description: str
+    build: Callable[..., nn.Module]
+
+
+def _compressed_meta(design: Design, classes: int, options: FrontendOptions) -> nn.Module:
+    _require_kernels(design, 1, "compressed-meta")
+    frontend = build_frontend(design, design.kernel_count, options)
+    return HybridClassifier(frontend, (design.input_height, design.input_width), hidden=(128,), classes=classes, pool=2)
+
+
+def _polychromatic_meta(design: Design, classes: int, options: FrontendOptions) -> nn.Module:
+    _require_kernels(design, 1, "polychromatic-meta")
+    frontend = build_frontend(design, design.kernel_count, options)
+    size = (design.input_height, design.input_width)
+    return HybridClassifier(frontend, size, hidden=(256, 128), classes=classes, pool=2)
+
+
+SEGMENTATION_GROUPS = (8, 16, 32)
+
+
+def _segmentation_meta(design: Design, classes: int, options: FrontendOptions) -> nn.Module:
+    _require_kernels(design, sum(SEGMENTATION_GROUPS), "segmentation-meta")
+    frontends = [
+        build_frontend(design, count, options, taps=3, scale=2**level)
+        for level, count in enumerate(SEGMENTATION_GROUPS)
+    ]
+    return HybridSegmenter(frontends)
+
+
+def _random_readout(design: Design, classes: int, options: FrontendOptions) -> nn.Module:
+    _require_kernels(design, 1, "random-readout")
+    frontend = build_frontend(design, design.kernel_count, FrontendOptions(kind="ideal", sensor=options.sensor))
+    with torch.no_grad():  # random PSFs: non-negative, unit sum
+        frontend.weight.copy_(torch.rand_like(frontend.weight))
+        frontend.weight.div_(frontend.weight.sum(dim=(1, 2, 3), keepdim=True))
+    return RandomReadout(frontend, (design.input_height, design.input_width), classes, pool=2)
+
+
+STUDENTS: dict[str, ModelEntry] = {
+    entry.name: entry
+    for entry in (
+        ModelEntry("compressed-meta", "classification", "student",
+                   "Compressed Meta: the design's kernels (8 by default, 7×7 taps), 2 FC layers", _compressed_meta),
+        ModelEntry("polychromatic-meta", "classification", "student",
+                   "Polychromatic Meta: the design's kernels (16 in the method), RGB, 3 FC", _polychromatic_meta),
+        ModelEntry("segmentation-meta", "segmentation", "student",
+                   "56 kernels 3×3 in groups 8/16/32 at full/½/¼ resolution, up-convolution decoder",
+                   _segmentation_meta),
+        ModelEntry("random-readout", "classification", "student",
+                   "random fixed PSFs (all kernels the design fits) + 1 linear readout (ablation)", _random_readout),
+    )
+}  # fmt: skip
+
+TEACHERS: dict[str, ModelEntry] = {
+    entry.name: entry
+    for entry in (
+        ModelEntry("lenet", "classification", "teacher", "LeNet-5 (ReLU, max-pool)",
+                   lambda channels, size, classes: LeNet(channels, size, classes)),
+        ModelEntry("alexnet", "classification", "teacher", "AlexNet-style CNN for 32×32 RGB",
+                   lambda channels, size, classes: AlexNetSmall(channels, size, classes)),
+        ModelEntry("unet", "segmentation", "teacher", "3-level U-Net (16 channels at the top)",
+                   lambda channels, size, classes: UNet(channels)),
+    )
+}  # fmt: skip
+
+DEFAULT_STUDENT = {"classification": "compressed-meta", "segmentation": "segmentation-meta"}
+DEFAULT_TEACHER = {"classification": "lenet", "segmentation": "unet"}
+
+
+def build_student(name: str, design: Design, classes: int, options: FrontendOptions | None = None) -> nn.Module:
+    """The student ``name`` for ``design`` with ``classes`` outputs (segmentation: 1 logit map)."""
+    if name not in STUDENTS:
+        raise DesignError("student", name, f"unknown student; choose one of {', '.join(STUDENTS)}.")
+    return STUDENTS[name].build(design, classes, options or FrontendOptions())
+
+
+def build_teacher(name: str, channels: int, image_size: tuple[int, int], classes: int) -> nn.Module:
+    if name not in TEACHERS:
+        raise DesignError("teacher", name, f"unknown teacher; choose one of {', '.join(TEACHERS)}.")
+    return TEACHERS[name].build(channels, image_size, classes)

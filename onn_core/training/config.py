@@ -1,0 +1,110 @@
+"""Training configuration: one validated, JSON-serialisable object (SI units where physical)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import TrainingError
+
+METHODS = ("e2e",)  # distillation methods (kd, ntkd) plug in with the NTKD issue
+ROLES = ("student", "teacher")
+OPTIMISERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "step", "none")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train one model on one dataset.
+
+    Attributes:
+        dataset: registry name. data_root: the user's copy (None: embedded/system default).
+        role: "student" (a hybrid ONN built from the design) or "teacher" (electronic).
+        model: registry name ("" → the task's default student or teacher).
+        method: training method ("e2e": plain end-to-end training on the task loss).
+        frontend: "ideal" or "physical" (students only).
+        epochs, batch_size: as usual. optimiser: "adamw" or "sgd" (momentum 0.9, Nesterov).
+        learning_rate, weight_decay: optimiser settings. schedule: "cosine" (to 1 % of the
+            initial rate), "step" (×0.1 at 50 % and 75 % of the epochs) or "none".
+        early_stopping_patience: epochs without a better validation score before stopping
+            (None: never). The best-validation weights are the ones kept.
+        seed: fixes the split, the initial weights, batch order and noise.
+        threads: torch threads (None: every core; the job runner passes cores − 1 so the web
+            server stays responsive).
+        train_limit: use only this many training images (quick runs). val_fraction: of train.
+        augment: random ±2-pixel translations of training images.
+        sensor_noise: simulate the camera (shot/read noise, ADC at the design's bit depth).
+        normalise_intensity: frontend auto-exposure (feature maps ÷ mean input intensity).
+        phase_pixel: physical frontend's phase-map pitch, metres (None: derived from the NA).
+    """
+
+    dataset: str = "mnist"
+    data_root: str | None = None
+    role: str = "student"
+    model: str = ""
+    method: str = "e2e"
+    frontend: str = "ideal"
+    epochs: int = 10
+    batch_size: int = 128
+    optimiser: str = "adamw"
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    early_stopping_patience: int | None = 5
+    seed: int = 0
+    threads: int | None = None
+    train_limit: int | None = None
+    val_fraction: float = 0.1
+    augment: bool = False
+    sensor_noise: bool = False
+    normalise_intensity: bool = False
+    phase_pixel: float | None = None
+
+    def __post_init__(self) -> None:
+        choices = {"role": ROLES, "method": METHODS, "optimiser": OPTIMISERS, "schedule": SCHEDULES,
+                   "frontend": ("ideal", "physical")}  # fmt: skip
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise TrainingError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}.")
+        positive_ints = {"epochs": self.epochs, "batch_size": self.batch_size}
+        for name, value in positive_ints.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TrainingError(f"{name} must be a whole number ≥ 1; got {value!r}.")
+        for name in ("learning_rate", "weight_decay", "val_fraction"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise TrainingError(f"{name} must be a finite number ≥ 0; got {value!r}.")
+        if self.learning_rate <= 0:
+            raise TrainingError(f"learning_rate must be > 0; got {self.learning_rate}.")
+        if not 0 < self.val_fraction < 1:
+            raise TrainingError(f"val_fraction must lie strictly between 0 and 1; got {self.val_fraction}.")
+        for name in ("early_stopping_patience", "threads", "train_limit"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise TrainingError(f"{name} must be a whole number ≥ 1 or null; got {value!r}.")
+        if self.phase_pixel is not None and not (isinstance(self.phase_pixel, int | float) and self.phase_pixel > 0):
+            raise TrainingError(f"phase_pixel must be a positive length in metres; got {self.phase_pixel!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TrainingError(f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def config_id(self) -> str:
+        """Hash of every setting but ``threads`` (which does not change results' meaning)."""
+        values = {k: v for k, v in self.to_dict().items() if k != "threads"}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]

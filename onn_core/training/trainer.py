@@ -1,0 +1,368 @@
+"""The trainer: config-driven, seeded, resumable, with progress callbacks and a divergence guard.
+
+A run folder holds everything needed to inspect or resume the run:
+
+    config.json      training settings        design.json   the frontend design (students)
+    checkpoint.pt    latest epoch (atomic)     model.pt      best-validation weights
+    history.json     per-epoch metrics         metrics.json  final test metrics
+    kernels.npz      kernels / PSFs (students) train.log     human-readable log
+
+Checkpoints hold only tensors, numbers and strings, so they load with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import DatasetSplits, Split, load_dataset
+from ..design import Design
+from ..errors import DesignError, TrainingError
+from ..models import (
+    DEFAULT_STUDENT,
+    DEFAULT_TEACHER,
+    FrontendOptions,
+    OpticalFrontend,
+    PhysicalFrontend,
+    SensorSettings,
+    build_student,
+    build_teacher,
+    count_cost,
+)
+from .config import TrainConfig
+from .metrics import classification_metrics, segmentation_counts, segmentation_metrics, task_loss
+
+CHECKPOINT = "checkpoint.pt"
+PROGRESS_EVERY_STEPS = 10
+
+
+@dataclass
+class Progress:
+    """What a running job reports (to the job store, a progress bar, a log)."""
+
+    phase: str  # "train" | "validate" | "done"
+    epoch: int  # 1-based
+    epochs: int
+    step: int  # 1-based within the epoch
+    steps: int
+    train_loss: float
+    elapsed_s: float
+    eta_s: float | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, ((self.epoch - 1) * self.steps + self.step) / max(1, self.epochs * self.steps))
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file then rename: a crash never leaves a half-written file."""
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _logger(run_dir: Path) -> logging.Logger:
+    logger = logging.getLogger(f"onn_core.training.{run_dir.resolve()}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not logger.handlers:
+        handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    return logger
+
+
+def _check_shapes(design: Design, data: DatasetSplits) -> None:
+    channels = data.image_shape[0]
+    if channels != design.input_channels:
+        raise DesignError(
+            "input_channels",
+            design.input_channels,
+            f"{data.spec.name} images have {channels} channel(s) but the design expects {design.input_channels}.",
+            f"set input channels to {channels}"
+            + (" and give one wavelength per colour channel." if channels > 1 else "."),
+        )
+
+
+def _augment(images: torch.Tensor, generator: torch.Generator, shift: int = 2) -> torch.Tensor:
+    """Random translation by up to ±shift pixels (zero fill), one offset per image."""
+    padded = F.pad(images, (shift, shift, shift, shift))
+    offsets = torch.randint(0, 2 * shift + 1, (len(images), 2), generator=generator)
+    height, width = images.shape[-2:]
+    return torch.stack([padded[i, :, dy : dy + height, dx : dx + width] for i, (dy, dx) in enumerate(offsets.tolist())])
+
+
+def evaluate(model: nn.Module, split: Split, task: str, classes: int, batch_size: int = 512) -> dict[str, Any]:
+    """Metrics of ``model`` over a whole split (eval mode, no gradients)."""
+    was_training = model.training
+    model.eval()
+    confusion = torch.zeros(classes, classes, dtype=torch.long)
+    counts = torch.zeros(4, dtype=torch.float64)
+    total_loss = 0.0
+    with torch.no_grad():
+        for start in range(0, len(split), batch_size):
+            images = split.images[start : start + batch_size]
+            targets = split.targets[start : start + batch_size]
+            outputs = model(images)
+            total_loss += float(task_loss(task, outputs, targets)) * len(images)
+            if task == "classification":
+                predicted = outputs.argmax(dim=1)
+                confusion += torch.bincount(targets * classes + predicted, minlength=classes**2).view(classes, classes)
+            else:
+                counts += segmentation_counts(outputs, targets)
+    model.train(was_training)
+    metrics = classification_metrics(confusion) if task == "classification" else segmentation_metrics(*counts.tolist())
+    metrics["loss"] = total_loss / max(1, len(split))
+    return metrics
+
+
+def headline(task: str) -> str:
+    """The metric that ranks runs: accuracy (classification) or mIoU (segmentation)."""
+    return "accuracy" if task == "classification" else "miou"
+
+
+def build_model(design: Design | None, config: TrainConfig, data: DatasetSplits) -> tuple[nn.Module, str]:
+    """The model a config asks for, sized for the data; returns (model, resolved model name)."""
+    task, classes = data.spec.task, len(data.spec.classes)
+    channels, height, width = data.image_shape
+    if config.role == "teacher":
+        name = config.model or DEFAULT_TEACHER[task]
+        return build_teacher(name, channels, (height, width), classes), name
+    if design is None:
+        raise TrainingError("a student needs a design (the optical frontend it realises).")
+    _check_shapes(design, data)
+    name = config.model or DEFAULT_STUDENT[task]
+    sensor = SensorSettings(bit_depth=design.sensor_bit_depth) if config.sensor_noise else None
+    options = FrontendOptions(
+        kind=config.frontend,
+        sensor=sensor,
+        normalise_intensity=config.normalise_intensity,
+        phase_pixel=config.phase_pixel,
+        seed=config.seed,
+    )
+    return build_student(name, design, classes, options), name
+
+
+def _optimiser(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if config.optimiser == "sgd":
+        return torch.optim.SGD(
+            parameters, lr=config.learning_rate, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
+        )
+    return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+def _scheduler(optimiser: torch.optim.Optimizer, config: TrainConfig):
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimiser, T_max=config.epochs, eta_min=config.learning_rate * 0.01
+        )
+    if config.schedule == "step":
+        milestones = sorted({max(1, config.epochs // 2), max(1, (3 * config.epochs) // 4)})
+        return torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=0.1)
+    return torch.optim.lr_scheduler.LambdaLR(optimiser, lambda epoch: 1.0)
+
+
+def export_kernels(model: nn.Module, path: Path) -> None:
+    """Save every frontend's signed kernels, capture PSFs (and radius maps) as npz, in taps."""
+    arrays: dict[str, np.ndarray] = {}
+    frontends = [m for m in model.modules() if isinstance(m, OpticalFrontend)]
+    with torch.no_grad():
+        for index, frontend in enumerate(frontends):
+            prefix = f"group{index}_" if len(frontends) > 1 else ""
+            arrays[f"{prefix}signed_kernels"] = frontend.signed_kernels().double().numpy()
+            arrays[f"{prefix}capture_kernels"] = frontend.capture_kernels().double().numpy()
+            if isinstance(frontend, PhysicalFrontend):
+                arrays[f"{prefix}radius_map_m"] = frontend.radius_map().double().numpy()
+                arrays[f"{prefix}phase_pixel_m"] = np.array(frontend.phase_pixel)
+    if arrays:
+        np.savez_compressed(path, **arrays)
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    design: Design | None = None,
+    progress: ProgressCallback | None = None,
+    data: DatasetSplits | None = None,
+) -> dict[str, Any]:
+    """Train one model; resume from ``out_dir/checkpoint.pt`` if it holds this same run.
+
+    Returns the final metrics (test split, best-validation weights) and writes the run folder.
+    Raises TrainingError if the loss becomes NaN/Inf (the last good checkpoint is kept).
+    """
+    run_dir = Path(out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = _logger(run_dir)
+    threads = config.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    torch.manual_seed(config.seed)
+    if data is None:
+        size = (design.input_height, design.input_width) if design is not None and config.role == "student" else None
+        data = load_dataset(
+            config.dataset,
+            root=config.data_root,
+            seed=config.seed,
+            image_size=size,
+            val_fraction=config.val_fraction,
+            train_limit=config.train_limit,
+        )
+    task, classes = data.spec.task, len(data.spec.classes)
+    model, model_name = build_model(design, config, data)
+    cost = count_cost(model, data.image_shape)
+    optimiser = _optimiser(model, config)
+    scheduler = _scheduler(optimiser, config)
+    score_name = headline(task)
+
+    _atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+    if design is not None and config.role == "student":
+        _atomic_write_text(run_dir / "design.json", design.to_json())
+
+    history: list[dict[str, Any]] = []
+    start_epoch, best_score, best_state, stale = 0, -math.inf, None, 0
+    checkpoint_path = run_dir / CHECKPOINT
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, weights_only=True)
+        if state.get("config_id") == config.config_id:
+            model.load_state_dict(state["model"])
+            optimiser.load_state_dict(state["optimiser"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_epoch, history = state["epoch"], json.loads(state["history"])
+            best_score, best_state, stale = state["best_score"], state["best_model"], state["stale"]
+            log.info("resumed at epoch %d of %d", start_epoch, config.epochs)
+        else:
+            log.warning("checkpoint.pt belongs to another configuration; starting afresh")
+
+    log.info(
+        "training %s (%s) on %s: %d train / %d val / %d test images, %d threads, %s",
+        model_name, config.role, data.source, len(data.train), len(data.val), len(data.test), threads, cost,
+    )  # fmt: skip
+    if config.augment and task == "segmentation":
+        raise TrainingError("augment shifts images but not masks: it is for classification datasets only.")
+    batch = config.batch_size
+    steps = math.ceil(len(data.train) / batch)
+    started = time.perf_counter()
+    for epochs_done_here, epoch in enumerate(range(start_epoch, config.epochs), start=1):
+        if best_state is not None and config.early_stopping_patience and stale >= config.early_stopping_patience:
+            break
+        model.train()
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        order = torch.randperm(len(data.train), generator=generator)
+        running, seen = 0.0, 0
+        for step in range(steps):
+            index = order[step * batch : (step + 1) * batch]
+            images, targets = data.train.images[index], data.train.targets[index]
+            if config.augment:
+                images = _augment(images, generator)
+            loss = task_loss(task, model(images), targets)
+            if not torch.isfinite(loss):
+                message = (
+                    f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1} "
+                    f"(learning rate {optimiser.param_groups[0]['lr']:.3g}). Lower the learning rate or "
+                    f"turn off sensor noise; the last good checkpoint is kept in {checkpoint_path}."
+                )
+                log.error(message)
+                raise TrainingError(message)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            running += float(loss.detach()) * len(index)
+            seen += len(index)
+            if progress and ((step + 1) % PROGRESS_EVERY_STEPS == 0 or step + 1 == steps):
+                elapsed = time.perf_counter() - started
+                done = (epochs_done_here - 1) * steps + step + 1
+                remaining = (config.epochs - epoch) * steps - step - 1
+                progress(
+                    Progress("train", epoch + 1, config.epochs, step + 1, steps, running / seen, elapsed,
+                             elapsed / done * remaining)
+                )  # fmt: skip
+        scheduler.step()
+        validation = evaluate(model, data.val, task, classes)
+        score = validation[score_name]
+        if score > best_score:
+            best_score, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": running / max(seen, 1),
+            "val_loss": validation["loss"],
+            f"val_{score_name}": score,
+            "learning_rate": optimiser.param_groups[0]["lr"],
+            "elapsed_s": time.perf_counter() - started,
+        }
+        history.append(row)
+        log.info("epoch %d/%d %s", epoch + 1, config.epochs, json.dumps(row))
+        _atomic_save(
+            {
+                "config_id": config.config_id,
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "history": json.dumps(history),
+                "best_score": best_score,
+                "best_model": best_state,
+                "stale": stale,
+            },
+            checkpoint_path,
+        )
+        _atomic_write_text(run_dir / "history.json", json.dumps(history, indent=2))
+        if progress:
+            elapsed = time.perf_counter() - started
+            eta = elapsed / epochs_done_here * (config.epochs - epoch - 1)
+            progress(Progress("validate", epoch + 1, config.epochs, steps, steps, row["train_loss"], elapsed, eta,
+                              {f"val_{score_name}": score}))  # fmt: skip
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    test = evaluate(model, data.test, task, classes)
+    metrics = {
+        **test,
+        "task": task,
+        "dataset": data.spec.name,
+        "model": model_name,
+        "role": config.role,
+        "method": config.method,
+        "frontend": config.frontend if config.role == "student" else None,
+        "seed": config.seed,
+        "epochs_run": len(history),
+        "best_val": best_score,
+        "train_seconds": history[-1]["elapsed_s"] if history else 0.0,
+        "data": data.summary(),
+        "cost": cost,
+        "design_id": design.design_id if design is not None and config.role == "student" else None,
+    }
+    _atomic_save(model.state_dict(), run_dir / "model.pt")
+    export_kernels(model, run_dir / "kernels.npz")
+    _atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    log.info("test %s = %.4f", score_name, test[score_name])
+    if progress:
+        elapsed = time.perf_counter() - started
+        progress(Progress("done", len(history), config.epochs, steps, steps, history[-1]["train_loss"] if history
+                          else math.nan, elapsed, 0.0, {score_name: test[score_name]}))  # fmt: skip
+    return metrics

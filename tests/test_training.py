@@ -1,0 +1,105 @@
+"""Trainer: learns, resumes exactly, refuses to go on after NaN, and the CLI prints JSON metrics."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from onn_core.data import load_dataset
+from onn_core.design import Design
+from onn_core.errors import DesignError, TrainingError
+from onn_core.training import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = TrainConfig(dataset="mnist", epochs=2, train_limit=600, threads=2, batch_size=64)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_student_learns_and_writes_the_run_folder(tmp_path):
+    metrics = train(QUICK, tmp_path, design=Design())
+    assert 0.6 < metrics["accuracy"] <= 1.0
+    assert len(metrics["per_class_accuracy"]) == 10
+    assert np.array(metrics["confusion_matrix"]).sum() == 1000
+    for name in ("config.json", "design.json", "history.json", "metrics.json", "model.pt", "kernels.npz", "train.log"):
+        assert (tmp_path / name).is_file(), name
+    kernels = np.load(tmp_path / "kernels.npz")
+    assert kernels["signed_kernels"].shape == (8, 1, 7, 7)
+    assert json.loads((tmp_path / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 2
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path):
+    config = QUICK.replace(epochs=3)
+    straight = train(config, tmp_path / "straight", design=Design())
+
+    def stop_after_first_epoch(progress):
+        if progress.phase == "validate" and progress.epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(config, tmp_path / "resumed", design=Design(), progress=stop_after_first_epoch)
+    resumed = train(config, tmp_path / "resumed", design=Design())
+    assert "resumed at epoch 1" in (tmp_path / "resumed" / "train.log").read_text()
+    assert resumed["epochs_run"] == 3
+    assert resumed["accuracy"] == straight["accuracy"]
+
+
+def test_seeds_are_deterministic(tmp_path):
+    first = train(QUICK.replace(epochs=1), tmp_path / "a", design=Design())
+    second = train(QUICK.replace(epochs=1), tmp_path / "b", design=Design())
+    assert first["confusion_matrix"] == second["confusion_matrix"]
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_log(tmp_path):
+    data = load_dataset("mnist", train_limit=256)
+    data.train.images[5] = float("nan")
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 1.*Lower the learning rate"):
+        train(QUICK, tmp_path, design=Design(), data=data)
+    assert "loss became nan" in (tmp_path / "train.log").read_text()
+
+
+def test_channel_mismatch_names_the_design_field(tmp_path):
+    with pytest.raises(DesignError, match=r"input_channels"):
+        train(QUICK, tmp_path, design=Design(input_channels=3, wavelengths=(450e-9, 532e-9, 635e-9)))
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(TrainingError, match=r"optimiser must be one of"):
+        TrainConfig(optimiser="lbfgs")
+    with pytest.raises(TrainingError, match=r"unknown training setting"):
+        TrainConfig.from_dict({"epochz": 3})
+
+
+def test_segmentation_teacher_reports_miou_and_dice(tmp_path):
+    data = load_dataset("shapes-seg", image_size=(32, 32), generated_counts=(48, 16, 16))
+    config = TrainConfig(dataset="shapes-seg", role="teacher", epochs=1, batch_size=16, threads=2)
+    metrics = train(config, tmp_path, data=data)
+    assert metrics["model"] == "unet"
+    assert 0 <= metrics["miou"] <= 1 and 0 <= metrics["dice"] <= 1
+
+
+def test_cli_train_prints_final_metrics_as_json(tmp_path):
+    command = [
+        sys.executable, "-m", "onn_core", "train", "--dataset", "digits", "--method", "e2e", "--epochs", "1",
+        "--seed", "3", "--out", str(tmp_path / "run"), "--train-limit", "300", "--threads", "2", "--json",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["seed"] == 3 and metrics["data"]["name"] == "digits"
+    assert (tmp_path / "run" / "kernels.npz").is_file()
+
+
+def test_cli_reports_a_missing_dataset_with_exit_code_2(tmp_path):
+    command = [sys.executable, "-m", "onn_core", "train", "--dataset", "cifar10", "--data-root", str(tmp_path),
+               "--out", str(tmp_path / "run"), "--json"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 2
+    assert "cifar10 is not available" in json.loads(result.stdout)["error"]
