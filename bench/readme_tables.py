@@ -42,7 +42,51 @@ def propagation_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-TABLES = {"propagation": propagation_table}
+def training_table(result: dict) -> str:
+    machine = result["machine"]
+    lines = [
+        f"`{result['command']}` — {result['date'][:10]}, {machine['threads']} threads, torch {machine['torch']}; "
+        f"{result['workload']['student']}, batch {result['workload']['batch']}, {result['workload']['dataset']}; "
+        "best of the repeats, round-robin in one process.",
+        "",
+        "| frontend | images / s | time per image vs plain Conv2d |",
+        "|---|---|---|",
+    ]
+    for row in result["rows"]:
+        lines.append(f"| {row['frontend']} | {row['images_per_s']:.0f} | **{row['ratio_to_conv2d']:.2f}×** |")
+    return "\n".join(lines)
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def training_accuracy_table(result: dict) -> str:
+    machine = result["machine"]
+    lines = [
+        f"`python {result['script']}` (each row: `--only NAME`), torch {machine['torch']}, "
+        f"{machine['threads']} threads. Mean ± std over seeds (a seed fixes split, initialisation and batch order); "
+        "the headline metric is the test accuracy (classification) or test mIoU, mean of object and background "
+        "IoU (segmentation), of the best-validation weights.",
+        "",
+        "| experiment | model | data (train/val/test) | test metric (%) | seeds | epochs run | digital MACs / image "
+        "| parameters | train time (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in result["experiments"].items():
+        sizes = row["data"]["sizes"]
+        spread = f" ± {_percent(row['std'])}" if len(row["values"]) > 1 else ""
+        dice = f"; Dice {_percent(sum(row['dice']) / len(row['dice']))}" if "dice" in row else ""
+        lines.append(
+            f"| {name} | {row['model']} | {sizes['train']}/{sizes['val']}/{sizes['test']} "
+            f"| {row['metric']} **{_percent(row['mean'])}{spread}**{dice} | {len(row['values'])} "
+            f"| {', '.join(str(e) for e in row['epochs_run'])} | {row['cost']['digital_macs']:,} "
+            f"| {row['cost']['parameters']:,} | {', '.join(str(t) for t in row['train_seconds'])} |"
+        )
+    return "\n".join(lines)
+
+
+TABLES = {"propagation": propagation_table, "training": training_table, "training_accuracy": training_accuracy_table}
 
 
 def main() -> None:

@@ -36,8 +36,10 @@ SEGMENTATION_DESIGN = Design(
 
 EXPERIMENTS = {
     "fashion-mnist-teacher": [
-        ("lenet", None, TrainConfig(dataset="fashion-mnist", role="teacher", epochs=20, learning_rate=1e-3,
-                                    augment=True, seed=0))],
+        # Chosen on validation accuracy: with ±2-pixel shifts and lr 1e-3 for 20 epochs LeNet-5
+        # underfits (val 89.7 %, test 89.5 %); without them, lr 2e-3, up to 30 epochs: val 91.4 %.
+        ("lenet", None, TrainConfig(dataset="fashion-mnist", role="teacher", epochs=30, learning_rate=2e-3,
+                                    early_stopping_patience=8, seed=0))],
     "fashion-mnist-student": [
         ("compressed-meta", Design(), TrainConfig(dataset="fashion-mnist", epochs=20, seed=s)) for s in SEEDS],
     "mnist5k-teacher": [

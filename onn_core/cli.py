@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     teacher = commands.add_parser("train-teacher", help="train an electronic teacher into the teacher store")
     teacher.add_argument("--out", default=None, help="run folder (default: the teacher store)")
-    _add_training_options(teacher, epochs=15, lr=1e-3)
+    _add_training_options(teacher, epochs=30, lr=2e-3)
     teacher.set_defaults(handler=_cmd_train_teacher)
     return parser
 

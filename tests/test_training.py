@@ -1,6 +1,7 @@
 """Trainer: learns, resumes exactly, refuses to go on after NaN, and the CLI prints JSON metrics."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from onn_core.data import load_dataset
 from onn_core.design import Design
 from onn_core.errors import DesignError, TrainingError
-from onn_core.training import TrainConfig, train
+from onn_core.training import TrainConfig, find_teacher, train
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = TrainConfig(dataset="mnist", epochs=2, train_limit=600, threads=2, batch_size=64)
@@ -103,3 +104,17 @@ def test_cli_reports_a_missing_dataset_with_exit_code_2(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 2
     assert "cifar10 is not available" in json.loads(result.stdout)["error"]
+
+
+def test_train_teacher_lands_in_the_store_and_is_found(tmp_path, monkeypatch):
+    command = [sys.executable, "-m", "onn_core", "train-teacher", "--dataset", "digits", "--epochs", "1",
+               "--train-limit", "300", "--threads", "2", "--json"]  # fmt: skip
+    environment = {**os.environ, "ONN_STUDIO_HOME": str(tmp_path)}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=240, env=environment)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["model"] == "lenet" and metrics["role"] == "teacher"
+    assert Path(metrics["run_dir"]) == tmp_path / "teachers" / "digits" / "lenet-seed0"
+    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path))
+    found = find_teacher("digits", "lenet")
+    assert found is not None and found[1]["accuracy"] == metrics["accuracy"]
