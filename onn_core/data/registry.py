@@ -403,19 +403,17 @@ def load_dataset(
 def _split(
     raw: _Raw, task: Task, val_fraction: float, test_fraction: float, rng: np.random.Generator
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    if raw.groups is not None:
-        train, val, test = group_split(raw.groups, (1 - val_fraction - test_fraction, val_fraction), rng)
-        x, y = raw.x_train, raw.y_train
-        return {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (x[test], y[test])}
-    labels = raw.y_train if task == "classification" else np.zeros(len(raw.y_train), dtype=np.int64)
-    if raw.x_test is None:
-        train_share = 1 - test_fraction
-        train, val, test = stratified_split(labels, (train_share * (1 - val_fraction), train_share * val_fraction), rng)
-        x, y = raw.x_train, raw.y_train
-        return {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (x[test], y[test])}
-    train, val = stratified_split(labels, (1 - val_fraction,), rng)
     x, y = raw.x_train, raw.y_train
-    return {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (raw.x_test, raw.y_test)}
+    if raw.groups is not None:
+        parts = group_split(raw.groups, (1 - val_fraction - test_fraction, val_fraction), rng)
+    else:
+        labels = y if task == "classification" else np.zeros(len(y), dtype=np.int64)
+        if raw.x_test is not None:
+            train, val = stratified_split(labels, (1 - val_fraction,), rng)
+            return {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (raw.x_test, raw.y_test)}
+        train_share = 1 - test_fraction
+        parts = stratified_split(labels, (train_share * (1 - val_fraction), train_share * val_fraction), rng)
+    return {name: (x[part], y[part]) for name, part in zip(("train", "val", "test"), parts, strict=True)}
 
 
 def _generate_shapes(

@@ -135,14 +135,13 @@ class OpticalFrontend(nn.Module):
     def _read_sensor(self, captures: torch.Tensor) -> torch.Tensor:
         settings = self.sensor
         electrons = captures * settings.full_well
-        readout = sensor_readout(
+        return sensor_readout(
             electrons,
             full_well=settings.full_well,
             read_noise=settings.read_noise,
             bit_depth=settings.bit_depth,
             shot_noise=settings.shot_noise,
         )
-        return readout
 
     def optical_macs(self, height: int, width: int) -> int:
         """Multiply-accumulates the optics performs per image (free: done by light)."""
@@ -187,14 +186,6 @@ class IdealFrontend(OpticalFrontend):
         if self.sensor is None:
             return None
         return self._parts().sum(dim=(1, 2, 3)).clamp_min(1e-12)
-
-    def digital_macs(self, height: int, width: int) -> int:
-        # Gains are only applied when captures are read separately (sensor model on).
-        pixels = (height // self.scale) * (width // self.scale)
-        work = self.kernels * pixels if self.signed else 0
-        if self.sensor is not None:
-            work += self.kernels * self.captures_per_kernel * pixels
-        return work
 
 
 def default_phase_pixel(design: Design) -> float:
