@@ -160,3 +160,20 @@ def test_physical_student_builds_from_the_options():
     model = build_student("compressed-meta", SMALL, 10, FrontendOptions(kind="physical"))
     assert isinstance(model.frontend, PhysicalFrontend)
     assert model(torch.rand(2, 1, 12, 12)).shape == (2, 10)
+
+
+def test_physical_rgb_frontend_maps_each_channel_to_its_wavelength():
+    rgb = SMALL.replace(wavelengths=(450e-9, 532e-9, 635e-9), input_channels=3)
+    frontend = PhysicalFrontend(rgb, 1, perturbation=0.0)
+    with torch.no_grad():
+        kernels = frontend.capture_kernels()
+    assert kernels.shape == (2, 3, 5, 5)
+    # One metasurface, three colours: the lens designed for the first wavelength (450 nm) is
+    # defocused for the others, so its peak tap holds less of their light.
+    peaks = kernels[0].amax(dim=(-2, -1))
+    assert float(peaks[0]) > float(peaks[1]) > float(peaks[2])
+    red_only = torch.zeros(1, 3, 12, 12)
+    red_only[0, 2, 6, 6] = 1.0
+    with torch.no_grad():
+        response = _convolve(red_only, kernels)
+    torch.testing.assert_close(response[0, 0, 4:9, 4:9], kernels[0, 2], rtol=1e-5, atol=1e-7)

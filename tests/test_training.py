@@ -118,3 +118,16 @@ def test_train_teacher_lands_in_the_store_and_is_found(tmp_path, monkeypatch):
     monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path))
     found = find_teacher("digits", "lenet")
     assert found is not None and found[1]["accuracy"] == metrics["accuracy"]
+
+
+def test_rgb_student_and_alexnet_teacher_train_on_cifar_files(tmp_path):
+    from tests.test_data import write_cifar
+
+    write_cifar(tmp_path / "cifar-10-batches-py", per_batch=24)
+    rgb = Design(wavelengths=(450e-9, 532e-9, 635e-9), input_channels=3, input_height=32, input_width=32)
+    config = TrainConfig(dataset="cifar10", data_root=str(tmp_path), model="polychromatic-meta", epochs=1,
+                         batch_size=32, threads=2)  # fmt: skip
+    student = train(config, tmp_path / "student", design=rgb)
+    assert student["data"]["image_shape"] == [3, 32, 32] and 0 <= student["accuracy"] <= 1
+    teacher = train(config.replace(role="teacher", model="alexnet"), tmp_path / "teacher")
+    assert teacher["model"] == "alexnet" and teacher["cost"]["optical_macs"] == 0
