@@ -281,7 +281,7 @@ def train(
             loss = task_loss(task, model(images), targets)
             if not torch.isfinite(loss):
                 message = (
-                    f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1} "
+                    f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} "
                     f"(learning rate {optimiser.param_groups[0]['lr']:.3g}). Lower the learning rate or "
                     f"turn off sensor noise; the last good checkpoint is kept in {checkpoint_path}."
                 )
