@@ -177,3 +177,16 @@ def test_physical_rgb_frontend_maps_each_channel_to_its_wavelength():
     with torch.no_grad():
         response = _convolve(red_only, kernels)
     torch.testing.assert_close(response[0, 0, 4:9, 4:9], kernels[0, 2], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("design", [SMALL, Design()], ids=["small", "default"])
+def test_window_padding_leaves_the_kernel_window_exact(design):
+    """Against a reference padded to 3× the field, the window-only padding errs < 1e-3 of the peak."""
+    frontend = PhysicalFrontend(design, 2, seed=1)
+    assert frontend.padding < frontend.samples  # cheaper than padding the whole field
+    with torch.no_grad():
+        window_only = frontend.capture_kernels()
+        frontend.padding = 2 * frontend.samples
+        reference = frontend.capture_kernels()
+    peak = float(reference.max())
+    assert float((window_only - reference).abs().max()) < 1e-3 * peak

@@ -28,7 +28,7 @@ from torch import nn
 from ..design import Design
 from ..errors import DesignError
 from ..optics.metasurface import MetaAtomTable, default_meta_atom_table
-from ..optics.propagation import propagate
+from ..optics.propagation import propagate, window_padding
 from ..optics.psf import pixel_integrate
 from ..optics.sensor import sensor_readout
 
@@ -252,6 +252,11 @@ class PhysicalFrontend(OpticalFrontend):
             self.table._row(wavelength)  # raises a clear error if the table lacks it
         low, high = self.table.radius_range
         self.radius_low, self.radius_span = low, high - low
+        # Only the kernel window on the sensor matters: pad just enough to keep it alias-free.
+        self.padding = window_padding(
+            self.samples, pitch=self.phase_pixel, wavelength=max(design.wavelengths),
+            distance=design.sensor_distance, window=design.kernel_taps * design.tap_pitch * self.scale,
+        )  # fmt: skip
         captures = kernels * self.captures_per_kernel
         generator = torch.Generator().manual_seed(seed)
         shape = (captures, self.samples, self.samples)
@@ -291,7 +296,10 @@ class PhysicalFrontend(OpticalFrontend):
         per_wavelength = []
         for wavelength in design.wavelengths:
             field = self.table.field(radius, wavelength)
-            at_sensor = propagate(field, wavelength=wavelength, pitch=self.phase_pixel, distance=design.sensor_distance)
+            at_sensor = propagate(
+                field, wavelength=wavelength, pitch=self.phase_pixel, distance=design.sensor_distance,
+                padding=self.padding,
+            )  # fmt: skip
             # Fraction of the power incident on the sub-optic (n² unit-amplitude samples), as
             # irradiance per m² for pixel_integrate, which returns power fraction per tap.
             irradiance = (at_sensor.real**2 + at_sensor.imag**2) / (self.samples**2 * self.phase_pixel**2)
