@@ -3,14 +3,17 @@
 Usage: python bench/reproduce_training.py [--only NAME ...] [--threads 2]
 
 Each experiment is a list of CLI-equivalent runs (same code path as `python -m onn_core train`);
-students are reported as mean ± std over seeds. Results are appended as each run finishes, so an
-interrupted reproduction keeps what it measured. Run folders go to var/reproduce/.
+students are reported as mean ± std over seeds (``seed`` varies initialisation and batch order;
+the split is fixed by ``split_seed`` 0, so teachers and students share one test set). The JSON is
+rewritten atomically after every run, so an interrupted reproduction keeps what it measured (and
+the run folders in var/reproduce/ resume).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -99,14 +102,16 @@ def main() -> None:
             runs.append(metrics)
             print(f"{name} seed {config.seed}: {metrics.get('accuracy', metrics.get('miou')):.4f} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
-        results["experiments"][name] = {
-            "model": runs[0]["model"],
-            "config": {**config.to_dict(), "seed": list(SEEDS) if len(runs) > 1 else config.seed},
-            "design": design.to_dict() if design is not None else None,
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            **summarise(runs),
-        }
-        RESULTS.write_text(json.dumps(results, indent=2))
+            results["experiments"][name] = {
+                "model": runs[0]["model"],
+                "config": {**config.to_dict(), "seed": [m["seed"] for m in runs]},
+                "design": design.to_dict() if design is not None else None,
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                **summarise(runs),
+            }
+            temporary = RESULTS.with_suffix(".tmp")
+            temporary.write_text(json.dumps(results, indent=2))
+            os.replace(temporary, RESULTS)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Training throughput: the ideal optical frontend against a plain nn.Conv2d student (the floor).
 
-Usage: python bench/training.py [--repeats 3] [--images 12800] [--physical-batches 4]
+Usage: python bench/training.py [--repeats 3] [--images N] [--physical-batches 4]
 
 Three students identical but for the frontend: Compressed Meta with the ideal frontend, the same
 network with a plain ``nn.Conv2d`` (8 kernels 7×7, no bias) in its place (the floor), and the
 physical frontend (PSFs simulated through the optics core every step). Each is timed on one
-training epoch over the same Fashion-MNIST images (MNIST-5k if Fashion-MNIST is not installed),
+training epoch over the same Fashion-MNIST training split (54,000 images; MNIST-5k, with a
+warning, if Fashion-MNIST is not installed; ``--images N`` times only the first N),
 round-robin over the repeats in one process; best time kept. The physical frontend is timed on
 ``--physical-batches`` batches and reported per image. Writes bench/results/training.json.
 """
@@ -56,7 +57,7 @@ def epoch_seconds(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--images", type=int, default=12800, help="training images per timed epoch")
+    parser.add_argument("--images", type=int, default=None, help="images per timed epoch (default: all)")
     parser.add_argument("--physical-batches", type=int, default=4)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
@@ -64,6 +65,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dataset = "fashion-mnist" if dataset_status("fashion-mnist")["available"] else "mnist"
+    if dataset != "fashion-mnist":
+        print("warning: Fashion-MNIST is not installed; timing on MNIST-5k instead", file=sys.stderr)
     data = load_dataset(dataset, seed=0)
     images, labels = data.train.images[: args.images], data.train.targets[: args.images]
     design = Design()

@@ -63,7 +63,9 @@ def _cmd_design(args: argparse.Namespace) -> int:
 def _cmd_data(args: argparse.Namespace) -> int:
     from .data import list_datasets
 
-    roots = {args.dataset: args.data_root} if args.data_root and args.dataset else {}
+    if args.data_root and not args.dataset:
+        raise DataFormatError(args.data_root, "--data-root needs --dataset NAME to say which dataset it holds.")
+    roots = {args.dataset: args.data_root} if args.data_root else {}
     entries = list_datasets(roots)
     if args.json:
         print(json.dumps(entries, indent=2))
@@ -94,6 +96,7 @@ def _training_config(args: argparse.Namespace, role: str):
         schedule=args.schedule,
         early_stopping_patience=args.patience or None,
         seed=args.seed,
+        split_seed=args.split_seed,
         threads=args.threads,
         train_limit=args.train_limit,
         augment=args.augment,
@@ -144,7 +147,11 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
     if args.dataset not in SPECS:
         raise DataFormatError(args.dataset, f"unknown dataset; choose one of {', '.join(SPECS)}.")
     model = config.model or DEFAULT_TEACHER[SPECS[args.dataset].task]
-    out = Path(args.out) if args.out else teacher_dir(args.dataset, model, args.seed)
+    out = (
+        Path(args.out)
+        if args.out
+        else teacher_dir(args.dataset, model, args.seed, split_seed=args.split_seed, data_root=args.data_root)
+    )
     metrics = train(config.replace(model=model), out, progress=_progress_printer(args))
     _report_training(metrics, args, out)
     return 0
@@ -161,7 +168,8 @@ def _add_training_options(parser: argparse.ArgumentParser, *, epochs: int, lr: f
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--schedule", choices=("cosine", "step", "none"), default="cosine")
     parser.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (0: off)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="initial weights, batch order, noise")
+    parser.add_argument("--split-seed", type=int, default=0, help="train/val/test split (keep fixed across seeds)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
     parser.add_argument("--augment", action="store_true", help="random ±2-pixel shifts (classification)")

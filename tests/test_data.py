@@ -133,6 +133,32 @@ def test_crafted_cifar_pickle_is_refused_without_running_code(tmp_path):
     assert not marker.exists()
 
 
+class _ObjectFieldDtype:
+    """A dtype whose state smuggles an object field over raw bytes (a pointer numpy would trust)."""
+
+    def __reduce__(self):
+        return np.dtype, ("V8", False, True), (3, "|", None, ("a",), {"a": (np.dtype("O"), 0)}, 8, 1, 1)
+
+
+class _ArrayOverRawBytes:
+    def __reduce__(self):
+        state = (1, (1,), _ObjectFieldDtype(), False, b"A" * 8)
+        return np._core.multiarray._reconstruct, (np.ndarray, (0,), b"b"), state
+
+
+class _HugeEmptyArray:
+    def __reduce__(self):
+        return np.ndarray, ((200_000, 3072), "u1")
+
+
+@pytest.mark.parametrize("payload", [_ArrayOverRawBytes(), _HugeEmptyArray()], ids=["object-field", "huge"])
+def test_crafted_numpy_state_is_refused_before_numpy_sees_it(tmp_path, payload):
+    path = tmp_path / "data_batch_2"
+    path.write_bytes(pickle.dumps({b"data": payload, b"labels": [0]}, protocol=2))
+    with pytest.raises(DataFormatError, match=r"data_batch_2"):
+        read_cifar_batch(path)
+
+
 def test_cifar_with_wrong_content_is_refused(tmp_path):
     path = tmp_path / "test_batch"
     path.write_bytes(pickle.dumps({b"data": np.zeros((2, 10), dtype=np.uint8), b"labels": [0, 1]}))
@@ -162,6 +188,12 @@ def test_carvana_layout_resized_and_split_by_car(tmp_path):
     assert len(data.train) + len(data.val) + len(data.test) == 20
     # Both views of a car stay together: every split has an even count.
     assert all(len(split) % 2 == 0 for split in (data.train, data.val, data.test))
+
+
+def test_fractions_that_leave_no_training_data_are_refused(tmp_path):
+    root = write_carvana(tmp_path / "carvana", cars=4)
+    with pytest.raises(DataFormatError, match=r"val_fraction \(0.85\).*leave some data for training"):
+        load_dataset("carvana", root=root, val_fraction=0.85)
 
 
 def test_carvana_missing_mask_names_the_file(tmp_path):

@@ -36,8 +36,9 @@ def test_student_learns_and_writes_the_run_folder(tmp_path):
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 2
 
 
-def test_interrupted_run_resumes_to_the_same_result(tmp_path):
-    config = QUICK.replace(epochs=3)
+@pytest.mark.parametrize("sensor_noise", [False, True], ids=["ideal", "sensor-noise"])
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, sensor_noise):
+    config = QUICK.replace(epochs=3, sensor_noise=sensor_noise)
     straight = train(config, tmp_path / "straight", design=Design())
 
     def stop_after_first_epoch(progress):
@@ -50,6 +51,21 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     assert "resumed at epoch 1" in (tmp_path / "resumed" / "train.log").read_text()
     assert resumed["epochs_run"] == 3
     assert resumed["accuracy"] == straight["accuracy"]
+
+
+def test_a_checkpoint_of_another_design_or_a_torn_file_is_not_resumed(tmp_path):
+    config = QUICK.replace(epochs=1)
+    train(config, tmp_path, design=Design())
+    train(config, tmp_path, design=Design(sensor_distance=2.5e-3))
+    assert "another configuration or design; starting afresh" in (tmp_path / "train.log").read_text()
+    (tmp_path / "checkpoint.pt").write_bytes(b"torn")
+    with pytest.raises(TrainingError, match=r"checkpoint.pt is not a readable checkpoint.*delete it"):
+        train(config, tmp_path, design=Design())
+
+
+def test_segmentation_with_augment_is_refused_up_front():
+    with pytest.raises(TrainingError, match=r"cannot be used with shapes-seg.*drop --augment"):
+        TrainConfig(dataset="shapes-seg", augment=True)
 
 
 def test_seeds_are_deterministic(tmp_path):
@@ -114,7 +130,7 @@ def test_train_teacher_lands_in_the_store_and_is_found(tmp_path, monkeypatch):
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert metrics["model"] == "lenet" and metrics["role"] == "teacher"
-    assert Path(metrics["run_dir"]) == tmp_path / "teachers" / "digits" / "lenet-seed0"
+    assert Path(metrics["run_dir"]) == tmp_path / "teachers" / "digits" / "lenet-split0-seed0"
     monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path))
     found = find_teacher("digits", "lenet")
     assert found is not None and found[1]["accuracy"] == metrics["accuracy"]

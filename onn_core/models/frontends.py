@@ -149,11 +149,15 @@ class OpticalFrontend(nn.Module):
         return self.kernels * self.captures_per_kernel * self.channels * self.taps**2 * pixels
 
     def digital_macs(self, height: int, width: int) -> int:
-        """Digital work of the frontend per image: the K⁺ − K⁻ subtraction (and gains)."""
+        """Digital work of the frontend per image, counting each add, multiply or divide as one MAC:
+        the K⁺ − K⁻ subtraction, capture gains, and the auto-exposure (mean of the input, one
+        division per feature value)."""
         pixels = (height // self.scale) * (width // self.scale)
         work = self.kernels * pixels if self.signed else 0
         if self.capture_gains() is not None:
             work += self.kernels * self.captures_per_kernel * pixels
+        if self.normalise_intensity:
+            work += self.channels * pixels + self.kernels * pixels
         return work
 
 

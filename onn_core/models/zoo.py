@@ -47,7 +47,7 @@ class FrontendOptions:
 
 
 def build_frontend(
-    design: Design, kernels: int, options: FrontendOptions, *, taps: int | None = None, scale: int = 1
+    design: Design, kernels: int, options: FrontendOptions, *, taps: int | None = None, scale: int = 1, group: int = 0
 ) -> OpticalFrontend:
     common = {
         "signed": design.signed_kernels,
@@ -60,7 +60,9 @@ def build_frontend(
     if options.kind == "physical":
         if taps is not None and taps != design.kernel_taps:
             design = design.replace(kernel_taps=taps)
-        return PhysicalFrontend(design, kernels, phase_pixel=options.phase_pixel, seed=options.seed, **common)
+        # Each kernel group gets its own initial phase perturbation.
+        seed = options.seed * 1_000 + group
+        return PhysicalFrontend(design, kernels, phase_pixel=options.phase_pixel, seed=seed, **common)
     raise DesignError("frontend", options.kind, f"must be one of {', '.join(FRONTENDS)}.")
 
 
@@ -261,7 +263,7 @@ SEGMENTATION_GROUPS = (8, 16, 32)
 def _segmentation_meta(design: Design, classes: int, options: FrontendOptions) -> nn.Module:
     _require_kernels(design, sum(SEGMENTATION_GROUPS), "segmentation-meta")
     frontends = [
-        build_frontend(design, count, options, taps=3, scale=2**level)
+        build_frontend(design, count, options, taps=3, scale=2**level, group=level)
         for level, count in enumerate(SEGMENTATION_GROUPS)
     ]
     return HybridSegmenter(frontends)

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..data import SPECS
 from ..errors import TrainingError
 
 METHODS = ("e2e",)  # distillation methods (kd, ntkd) plug in with the NTKD issue
@@ -32,7 +33,9 @@ class TrainConfig:
             initial rate), "step" (×0.1 at 50 % and 75 % of the epochs) or "none".
         early_stopping_patience: epochs without a better validation score before stopping
             (None: never). The best-validation weights are the ones kept.
-        seed: fixes the split, the initial weights, batch order and noise.
+        seed: fixes the initial weights, batch order and noise (varied across repeated runs).
+        split_seed: fixes the train/val/test split (and synthetic images); kept fixed across
+            seeds so the spread reflects training, and teachers and students share one test set.
         threads: torch threads (None: every core; the job runner passes cores − 1 so the web
             server stays responsive).
         train_limit: use only this many training images (quick runs). val_fraction: of train.
@@ -56,6 +59,7 @@ class TrainConfig:
     schedule: str = "cosine"
     early_stopping_patience: int | None = 5
     seed: int = 0
+    split_seed: int = 0
     threads: int | None = None
     train_limit: int | None = None
     val_fraction: float = 0.1
@@ -86,6 +90,14 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise TrainingError(f"{name} must be a whole number ≥ 1 or null; got {value!r}.")
+        for name in ("seed", "split_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise TrainingError(f"{name} must be a whole number ≥ 0; got {value!r}.")
+        if self.augment and self.dataset in SPECS and SPECS[self.dataset].task == "segmentation":
+            raise TrainingError(
+                f"augment shifts images but not masks, so it cannot be used with {self.dataset}. Fix: drop --augment."
+            )
         if self.phase_pixel is not None and not (isinstance(self.phase_pixel, int | float) and self.phase_pixel > 0):
             raise TrainingError(f"phase_pixel must be a positive length in metres; got {self.phase_pixel!r}.")
 
@@ -103,8 +115,8 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
-    @property
-    def config_id(self) -> str:
-        """Hash of every setting but ``threads`` (which does not change results' meaning)."""
+    def run_id(self, design_id: str | None = None) -> str:
+        """Hash of every setting but ``threads``, and of the design: what a checkpoint belongs to."""
         values = {k: v for k, v in self.to_dict().items() if k != "threads"}
+        values["design_id"] = design_id
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]

@@ -1,11 +1,14 @@
 """Where runs and trained teachers live: ``$ONN_STUDIO_HOME`` (default ``<repo>/var``).
 
-Teachers are trained once per dataset and reused: ``teachers/<dataset>/<model>-seed<S>/`` holds
-an ordinary run folder (model.pt, metrics.json, ...). :func:`find_teacher` returns the best one.
+Teachers are trained once per dataset and reused: ``teachers/<dataset>/<model>-split<S>-seed<T>[-<root>]/``
+holds an ordinary run folder (model.pt, metrics.json, ...). A teacher is only reusable for a
+student that shares its data source and split (else it may have trained on the student's test
+images), so :func:`find_teacher` filters on both and ranks by validation score, never test.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,12 +21,18 @@ def studio_home() -> Path:
     return Path(os.environ.get("ONN_STUDIO_HOME", REPO_ROOT / "var"))
 
 
-def teacher_dir(dataset: str, model: str, seed: int) -> Path:
-    return studio_home() / "teachers" / dataset / f"{model}-seed{seed}"
+def teacher_dir(dataset: str, model: str, seed: int, *, split_seed: int = 0, data_root: str | None = None) -> Path:
+    """The store folder of one teacher run."""
+    name = f"{model}-split{split_seed}-seed{seed}"
+    if data_root is not None:
+        name += "-" + hashlib.sha256(str(Path(data_root).resolve()).encode()).hexdigest()[:8]
+    return studio_home() / "teachers" / dataset / name
 
 
-def find_teacher(dataset: str, model: str | None = None) -> tuple[Path, dict[str, Any]] | None:
-    """The stored teacher for ``dataset`` (optionally of architecture ``model``) with the best test score."""
+def find_teacher(
+    dataset: str, model: str | None = None, *, split_seed: int = 0, data_root: str | None = None
+) -> tuple[Path, dict[str, Any]] | None:
+    """The stored teacher for ``dataset`` on this data source and split with the best validation score."""
     root = studio_home() / "teachers" / dataset
     best = None
     for metrics_path in sorted(root.glob("*/metrics.json")):
@@ -33,7 +42,9 @@ def find_teacher(dataset: str, model: str | None = None) -> tuple[Path, dict[str
             continue
         if model and metrics.get("model") != model:
             continue
-        score = metrics.get("accuracy", metrics.get("miou", -1.0))
+        if metrics.get("split_seed") != split_seed or metrics.get("data_root") != data_root:
+            continue
+        score = metrics.get("best_val", -1.0)
         if best is None or score > best[2]:
             best = (metrics_path.parent, metrics, score)
     return (best[0], best[1]) if best else None

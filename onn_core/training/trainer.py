@@ -47,6 +47,7 @@ from .metrics import classification_metrics, segmentation_counts, segmentation_m
 
 CHECKPOINT = "checkpoint.pt"
 PROGRESS_EVERY_STEPS = 10
+EVALUATION_SEED = 20_251_125
 
 
 @dataclass
@@ -119,6 +120,16 @@ def evaluate(model: nn.Module, split: Split, task: str, classes: int, batch_size
     """Metrics of ``model`` over a whole split (eval mode, no gradients)."""
     was_training = model.training
     model.eval()
+    # Sensor noise during evaluation is drawn from a fixed stream, so metrics are repeatable
+    # and the training RNG is left untouched.
+    with torch.random.fork_rng():
+        torch.manual_seed(EVALUATION_SEED)
+        metrics = _evaluate(model, split, task, classes, batch_size)
+    model.train(was_training)
+    return metrics
+
+
+def _evaluate(model: nn.Module, split: Split, task: str, classes: int, batch_size: int) -> dict[str, Any]:
     confusion = torch.zeros(classes, classes, dtype=torch.long)
     counts = torch.zeros(4, dtype=torch.float64)
     total_loss = 0.0
@@ -133,7 +144,6 @@ def evaluate(model: nn.Module, split: Split, task: str, classes: int, batch_size
                 confusion += torch.bincount(targets * classes + predicted, minlength=classes**2).view(classes, classes)
             else:
                 counts += segmentation_counts(outputs, targets)
-    model.train(was_training)
     metrics = classification_metrics(confusion) if task == "classification" else segmentation_metrics(*counts.tolist())
     metrics["loss"] = total_loss / max(1, len(split))
     return metrics
@@ -218,15 +228,36 @@ def train(
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = _logger(run_dir)
-    threads = config.threads or os.cpu_count() or 1
+    previous_threads = torch.get_num_threads()
+    # Deliberate: every core this process may use (affinity/cgroup aware) unless the caller —
+    # e.g. the job runner, which leaves one for the web server — says otherwise.
+    threads = config.threads or len(os.sched_getaffinity(0)) or 1
     torch.set_num_threads(threads)
+    try:
+        return _train(config, run_dir, log, threads, design, progress, data)
+    finally:
+        torch.set_num_threads(previous_threads)
+        for handler in list(log.handlers):
+            log.removeHandler(handler)
+            handler.close()
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    log: logging.Logger,
+    threads: int,
+    design: Design | None,
+    progress: ProgressCallback | None,
+    data: DatasetSplits | None,
+) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     if data is None:
         size = (design.input_height, design.input_width) if design is not None and config.role == "student" else None
         data = load_dataset(
             config.dataset,
             root=config.data_root,
-            seed=config.seed,
+            seed=config.split_seed,
             image_size=size,
             val_fraction=config.val_fraction,
             train_limit=config.train_limit,
@@ -243,29 +274,37 @@ def train(
         _atomic_write_text(run_dir / "design.json", design.to_json())
 
     history: list[dict[str, Any]] = []
-    start_epoch, best_score, best_state, stale = 0, -math.inf, None, 0
+    start_epoch, best_score, best_state, stale, elapsed_before = 0, -math.inf, None, 0, 0.0
     checkpoint_path = run_dir / CHECKPOINT
+    run_id = config.run_id(design.design_id if design is not None and config.role == "student" else None)
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=True)
-        if state.get("config_id") == config.config_id:
+        try:
+            state = torch.load(checkpoint_path, weights_only=True)
+        except Exception as exc:  # a torn or foreign file: say which, and how to go on
+            raise TrainingError(
+                f"{checkpoint_path} is not a readable checkpoint ({type(exc).__name__}). "
+                "Fix: delete it to start this run afresh, or choose another --out."
+            ) from None
+        if isinstance(state, dict) and state.get("run_id") == run_id:
             model.load_state_dict(state["model"])
             optimiser.load_state_dict(state["optimiser"])
             scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng_state"])
             start_epoch, history = state["epoch"], json.loads(state["history"])
             best_score, best_state, stale = state["best_score"], state["best_model"], state["stale"]
+            elapsed_before = state["elapsed_s"]
             log.info("resumed at epoch %d of %d", start_epoch, config.epochs)
         else:
-            log.warning("checkpoint.pt belongs to another configuration; starting afresh")
+            log.warning("checkpoint.pt belongs to another configuration or design; starting afresh")
 
     log.info(
         "training %s (%s) on %s: %d train / %d val / %d test images, %d threads, %s",
         model_name, config.role, data.source, len(data.train), len(data.val), len(data.test), threads, cost,
     )  # fmt: skip
-    if config.augment and task == "segmentation":
-        raise TrainingError("augment shifts images but not masks: it is for classification datasets only.")
     batch = config.batch_size
     steps = math.ceil(len(data.train) / batch)
-    started = time.perf_counter()
+    session_started = time.perf_counter()
+    started = session_started - elapsed_before  # elapsed times count earlier sessions of this run
     for epochs_done_here, epoch in enumerate(range(start_epoch, config.epochs), start=1):
         if best_state is not None and config.early_stopping_patience and stale >= config.early_stopping_patience:
             break
@@ -293,13 +332,13 @@ def train(
             running += float(loss.detach()) * len(index)
             seen += len(index)
             if progress and ((step + 1) % PROGRESS_EVERY_STEPS == 0 or step + 1 == steps):
-                elapsed = time.perf_counter() - started
+                now = time.perf_counter()
                 done = (epochs_done_here - 1) * steps + step + 1
                 remaining = (config.epochs - epoch) * steps - step - 1
+                eta = (now - session_started) / done * remaining
                 progress(
-                    Progress("train", epoch + 1, config.epochs, step + 1, steps, running / seen, elapsed,
-                             elapsed / done * remaining)
-                )  # fmt: skip
+                    Progress("train", epoch + 1, config.epochs, step + 1, steps, running / seen, now - started, eta)
+                )
         scheduler.step()
         validation = evaluate(model, data.val, task, classes)
         score = validation[score_name]
@@ -319,7 +358,9 @@ def train(
         log.info("epoch %d/%d %s", epoch + 1, config.epochs, json.dumps(row))
         _atomic_save(
             {
-                "config_id": config.config_id,
+                "run_id": run_id,
+                "rng_state": torch.get_rng_state(),
+                "elapsed_s": time.perf_counter() - started,
                 "epoch": epoch + 1,
                 "model": model.state_dict(),
                 "optimiser": optimiser.state_dict(),
@@ -333,8 +374,9 @@ def train(
         )
         _atomic_write_text(run_dir / "history.json", json.dumps(history, indent=2))
         if progress:
-            elapsed = time.perf_counter() - started
-            eta = elapsed / epochs_done_here * (config.epochs - epoch - 1)
+            now = time.perf_counter()
+            elapsed = now - started
+            eta = (now - session_started) / epochs_done_here * (config.epochs - epoch - 1)
             progress(Progress("validate", epoch + 1, config.epochs, steps, steps, row["train_loss"], elapsed, eta,
                               {f"val_{score_name}": score}))  # fmt: skip
 
@@ -350,6 +392,8 @@ def train(
         "method": config.method,
         "frontend": config.frontend if config.role == "student" else None,
         "seed": config.seed,
+        "split_seed": config.split_seed,
+        "data_root": config.data_root,
         "epochs_run": len(history),
         "best_val": best_score,
         "train_seconds": history[-1]["elapsed_s"] if history else 0.0,
