@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .design import Design
 from .errors import DataFormatError, DesignError, TrainingError
+from .jobs.store import JobError
 from .units import format_length
 
 
@@ -157,6 +158,47 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job_summary(job) -> dict:
+    return {key: getattr(job, key) for key in ("id", "kind", "state", "progress", "message", "artifact_dir")}
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from . import jobs
+
+    database = args.database
+    if args.action == "worker":
+        ran = jobs.work(database, idle_exit=None if args.idle_exit <= 0 else args.idle_exit, once=args.once)
+        print(json.dumps({"jobs_run": ran}) if args.json else f"worker finished: {ran} job(s) run")
+        return 0
+    if args.action == "submit":
+        try:
+            config = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise jobs.JobError(f"cannot read {args.config}: {exc.strerror or exc}.") from None
+        except ValueError as exc:
+            raise jobs.JobError(f"{args.config} is not valid JSON ({exc}).") from None
+        job_id = jobs.submit(args.kind, config, database=database, on_worker_death=args.on_worker_death,
+                             start_worker=not args.no_worker)  # fmt: skip
+        print(json.dumps({"id": job_id}) if args.json else job_id)
+        return 0
+    if args.action == "list":
+        listed = jobs.list_jobs(state=args.state, database=database)
+        if args.json:
+            print(json.dumps([_job_summary(job) for job in listed], indent=2))
+        for job in [] if args.json else listed:
+            print(f"{job.id}  {job.kind:8s} {job.state:10s} {100 * job.progress:5.1f}%  {job.message}")
+        return 0
+    if args.action == "show":
+        job = jobs.status(args.id, database=database)
+        record = {**job.to_dict(), "events": jobs.history(args.id, database=database)}
+        print(json.dumps(record, indent=2) if args.json else json.dumps(_job_summary(job), indent=2))
+        return 0
+    act = jobs.cancel if args.action == "cancel" else jobs.resume
+    job = act(args.id, database=database)
+    print(json.dumps(_job_summary(job)) if args.json else f"{job.id}: {job.state} ({job.message or 'ok'})")
+    return 0
+
+
 def _add_training_options(parser: argparse.ArgumentParser, *, epochs: int, lr: float) -> None:
     parser.add_argument("--dataset", required=True, help="registry name (see `data list`)")
     parser.add_argument("--data-root", default=None, help="your copy of the dataset (file or folder)")
@@ -215,6 +257,28 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--out", default=None, help="run folder (default: the teacher store)")
     _add_training_options(teacher, epochs=30, lr=2e-3)
     teacher.set_defaults(handler=_cmd_train_teacher)
+
+    jobs = commands.add_parser("jobs", help="background jobs that survive the app: submit, watch, cancel, resume")
+    job_actions = jobs.add_subparsers(dest="action", required=True)
+    submit = job_actions.add_parser("submit", help="queue a job and start a worker; prints its id")
+    submit.add_argument("--kind", required=True, help="train | teacher")
+    submit.add_argument("--config", required=True, metavar="FILE.json",
+                        help="training settings (TrainConfig keys) plus an optional 'design' object")  # fmt: skip
+    submit.add_argument("--on-worker-death", choices=("fail", "requeue"), default="fail")
+    submit.add_argument("--no-worker", action="store_true", help="queue only; start no worker")
+    job_list = job_actions.add_parser("list", help="jobs, newest first")
+    job_list.add_argument("--state", default=None)
+    for name, text in (("show", "one job, with its progress events"), ("cancel", "stop a job (artifacts kept)"),
+                       ("resume", "re-queue a failed/cancelled job from its last checkpoint")):  # fmt: skip
+        action = job_actions.add_parser(name, help=text)
+        action.add_argument("id")
+    worker = job_actions.add_parser("worker", help="run a worker in the foreground")
+    worker.add_argument("--idle-exit", type=float, default=0, help="exit after this many idle seconds (0: never)")
+    worker.add_argument("--once", action="store_true", help="run at most one job, then exit")
+    for action in job_actions.choices.values():
+        action.add_argument("--database", default=None, help="job store (default: $ONN_STUDIO_HOME/jobs.sqlite3)")
+        action.add_argument("--json", action="store_true")
+    jobs.set_defaults(handler=_cmd_jobs)
     return parser
 
 
@@ -228,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"valid": False, "error": str(exc), "parameter": exc.parameter, "hint": exc.hint}))
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (DataFormatError, TrainingError) as exc:
+    except (DataFormatError, TrainingError, JobError) as exc:
         if getattr(args, "json", False):
             print(json.dumps({"error": str(exc)}))
         print(f"error: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Where runs and trained teachers live: ``$ONN_STUDIO_HOME`` (default ``<repo>/var``).
+"""Trained teachers in the studio's home (:func:`onn_core.paths.studio_home`).
 
 Teachers are trained once per dataset and reused: ``teachers/<dataset>/<model>-split<S>-seed<T>[-<root>]/``
 holds an ordinary run folder (model.pt, metrics.json, ...). A teacher is only reusable for a
@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def studio_home() -> Path:
-    return Path(os.environ.get("ONN_STUDIO_HOME", REPO_ROOT / "var"))
+from ..paths import studio_home
 
 
 def teacher_dir(dataset: str, model: str, seed: int, *, split_seed: int = 0, data_root: str | None = None) -> Path:

@@ -46,7 +46,6 @@ from .config import TrainConfig
 from .metrics import classification_metrics, segmentation_counts, segmentation_metrics, task_loss
 
 CHECKPOINT = "checkpoint.pt"
-PROGRESS_EVERY_STEPS = 10
 EVALUATION_SEED = 20_251_125
 
 
@@ -331,7 +330,7 @@ def _train(
             optimiser.step()
             running += float(loss.detach()) * len(index)
             seen += len(index)
-            if progress and ((step + 1) % PROGRESS_EVERY_STEPS == 0 or step + 1 == steps):
+            if progress:  # every step: callers throttle, and a job's cancel is checked here
                 now = time.perf_counter()
                 done = (epochs_done_here - 1) * steps + step + 1
                 remaining = (config.epochs - epoch) * steps - step - 1

@@ -1,0 +1,101 @@
+"""Background jobs that survive: the SQLite job store, detached workers, and the API pages use.
+
+Pages and the CLI call only these functions; none of them touches SQL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .store import FINAL_STATES, STATES, Job, JobError, JobStore
+from .worker import KINDS, ensure_workers, validate_job, work
+
+
+def submit(
+    kind: str,
+    config: dict[str, Any],
+    *,
+    database: str | Path | None = None,
+    on_worker_death: str = "fail",
+    start_worker: bool = True,
+) -> str:
+    """Validate and queue a job, start a worker if none is free; returns the job id."""
+    validate_job(kind, config)
+    store = JobStore(database)
+    try:
+        job_id = store.submit(kind, config, on_worker_death=on_worker_death)
+        if start_worker:
+            ensure_workers(store)
+        return job_id
+    finally:
+        store.close()
+
+
+def status(job_id: str, *, database: str | Path | None = None) -> Job:
+    """The job as stored now (dead workers are detected first)."""
+    from .worker import stale_after
+
+    store = JobStore(database)
+    try:
+        store.reap(stale_after())
+        return store.get(job_id)
+    finally:
+        store.close()
+
+
+def history(job_id: str, *, after: int = 0, database: str | Path | None = None) -> list[dict[str, Any]]:
+    """Progress events (one per epoch, with validation metrics), oldest first, ids > ``after``."""
+    store = JobStore(database)
+    try:
+        store.get(job_id)
+        return store.events(job_id, after=after)
+    finally:
+        store.close()
+
+
+def list_jobs(*, state: str | None = None, database: str | Path | None = None) -> list[Job]:
+    from .worker import stale_after
+
+    store = JobStore(database)
+    try:
+        store.reap(stale_after())
+        return store.list(state=state)
+    finally:
+        store.close()
+
+
+def cancel(job_id: str, *, database: str | Path | None = None) -> Job:
+    store = JobStore(database)
+    try:
+        return store.cancel(job_id)
+    finally:
+        store.close()
+
+
+def resume(job_id: str, *, database: str | Path | None = None, start_worker: bool = True) -> Job:
+    store = JobStore(database)
+    try:
+        job = store.resume(job_id)
+        if start_worker:
+            ensure_workers(store)
+        return job
+    finally:
+        store.close()
+
+
+__all__ = [
+    "FINAL_STATES",
+    "KINDS",
+    "STATES",
+    "Job",
+    "JobError",
+    "JobStore",
+    "cancel",
+    "history",
+    "list_jobs",
+    "resume",
+    "status",
+    "submit",
+    "work",
+]

@@ -1,0 +1,354 @@
+"""The job store: one SQLite database (WAL mode) shared by the app, the CLI and the workers.
+
+Tables:
+
+* ``jobs`` — one row per job: kind, config JSON, state (queued → running → succeeded | failed |
+  cancelled), times, progress fraction and message, metrics so far, error and traceback, artifact
+  folder, worker pid/host, heartbeat, attempts, whether cancel was requested, and what to do if
+  its worker dies (``fail`` or ``requeue``).
+* ``events`` — append-only progress/metric events per job (the curves pages draw).
+* ``workers`` — live worker processes and their heartbeats.
+* ``schema_version`` — the migrations applied so far.
+
+Every write is a short transaction; claiming a job uses ``BEGIN IMMEDIATE`` so two workers never
+take the same one. Times are Unix seconds (UTC).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..paths import studio_home
+
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+ON_WORKER_DEATH = ("fail", "requeue")
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema.
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        config TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+        created REAL NOT NULL,
+        started REAL,
+        finished REAL,
+        heartbeat REAL,
+        progress REAL NOT NULL DEFAULT 0,
+        message TEXT NOT NULL DEFAULT '',
+        metrics TEXT NOT NULL DEFAULT '{}',
+        error TEXT,
+        traceback TEXT,
+        artifact_dir TEXT NOT NULL,
+        worker_pid INTEGER,
+        worker_host TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        on_worker_death TEXT NOT NULL DEFAULT 'fail' CHECK (on_worker_death IN ('fail', 'requeue'))
+    );
+    CREATE INDEX jobs_state_created ON jobs (state, created);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL REFERENCES jobs (id),
+        time REAL NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_job ON events (job_id, id);
+    CREATE TABLE workers (
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        started REAL NOT NULL,
+        heartbeat REAL NOT NULL,
+        job_id TEXT,
+        PRIMARY KEY (pid, host)
+    );
+    """,
+]
+
+
+class JobError(ValueError):
+    """A job request that cannot be honoured (unknown id, wrong state, bad config)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of ``jobs``, decoded."""
+
+    id: str
+    kind: str
+    config: dict[str, Any]
+    state: str
+    created: float
+    started: float | None
+    finished: float | None
+    heartbeat: float | None
+    progress: float
+    message: str
+    metrics: dict[str, Any]
+    error: str | None
+    traceback: str | None
+    artifact_dir: str
+    worker_pid: int | None
+    worker_host: str | None
+    attempts: int
+    cancel_requested: bool
+    on_worker_death: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _decode(row: sqlite3.Row) -> Job:
+    values = dict(row)
+    values["config"] = json.loads(values["config"])
+    values["metrics"] = json.loads(values["metrics"])
+    values["cancel_requested"] = bool(values["cancel_requested"])
+    return Job(**values)
+
+
+def default_database() -> Path:
+    return studio_home() / "jobs.sqlite3"
+
+
+class JobStore:
+    """The job database at ``path`` (default ``$ONN_STUDIO_HOME/jobs.sqlite3``).
+
+    Safe to use from several processes at once; open one store per process (connections are
+    not shared across threads — each thread opens its own :class:`JobStore`).
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_database()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.jobs_dir = self.path.parent / "jobs"
+        # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit.
+        self._connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self._connection.row_factory = sqlite3.Row
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA synchronous=NORMAL")
+        self._connection.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    @contextmanager
+    def _transaction(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
+        self._connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        try:
+            yield self._connection
+        except BaseException:
+            self._connection.execute("ROLLBACK")
+            raise
+        self._connection.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._transaction(immediate=True) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    @property
+    def schema_version(self) -> int:
+        return self._connection.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+
+    # ------------------------------------------------------------------ submitting and reading
+    def submit(self, kind: str, config: dict[str, Any], *, on_worker_death: str = "fail") -> str:
+        """Queue a job; returns its id. Its artifact folder is created with ``job.json``."""
+        if on_worker_death not in ON_WORKER_DEATH:
+            raise JobError(f"on_worker_death must be one of {', '.join(ON_WORKER_DEATH)}, got {on_worker_death!r}.")
+        job_id = time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + uuid.uuid4().hex[:8]
+        folder = self.jobs_dir / job_id
+        folder.mkdir(parents=True)
+        (folder / "job.json").write_text(json.dumps({"id": job_id, "kind": kind, "config": config}, indent=2))
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO jobs (id, kind, config, state, created, artifact_dir, on_worker_death) "
+                "VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+                (job_id, kind, json.dumps(config), time.time(), str(folder), on_worker_death),
+            )
+        return job_id
+
+    def get(self, job_id: str) -> Job:
+        row = self._connection.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobError(f"no job with id {job_id!r} in {self.path}.")
+        return _decode(row)
+
+    def list(self, state: str | None = None, limit: int = 200) -> list[Job]:
+        """Newest first."""
+        if state is not None and state not in STATES:
+            raise JobError(f"state must be one of {', '.join(STATES)}, got {state!r}.")
+        query = "SELECT * FROM jobs" + (" WHERE state = ?" if state else "") + " ORDER BY created DESC LIMIT ?"
+        parameters = (state, limit) if state else (limit,)
+        return [_decode(row) for row in self._connection.execute(query, parameters)]
+
+    def events(self, job_id: str, *, after: int = 0) -> list[dict[str, Any]]:
+        """Events of a job with id > ``after`` (for incremental polling), oldest first."""
+        rows = self._connection.execute(
+            "SELECT id, time, kind, data FROM events WHERE job_id = ? AND id > ? ORDER BY id", (job_id, after)
+        )
+        return [{"id": r["id"], "time": r["time"], "kind": r["kind"], **json.loads(r["data"])} for r in rows]
+
+    # ------------------------------------------------------------------ user actions
+    def cancel(self, job_id: str) -> Job:
+        """Queued jobs are cancelled at once; running ones are asked to stop (their worker obeys)."""
+        with self._transaction(immediate=True) as db:
+            job = self.get(job_id)
+            if job.state == "queued":
+                db.execute(
+                    "UPDATE jobs SET state = 'cancelled', finished = ?, message = 'cancelled before it started' "
+                    "WHERE id = ?",
+                    (time.time(), job_id),
+                )
+            elif job.state == "running":
+                db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+            else:
+                raise JobError(f"job {job_id} has already {job.state}; there is nothing to cancel.")
+        return self.get(job_id)
+
+    def resume(self, job_id: str) -> Job:
+        """Re-queue a failed or cancelled job; it continues from its last checkpoint."""
+        with self._transaction(immediate=True) as db:
+            job = self.get(job_id)
+            if job.state not in ("failed", "cancelled"):
+                raise JobError(f"job {job_id} is {job.state}; only failed or cancelled jobs can be resumed.")
+            db.execute(
+                "UPDATE jobs SET state = 'queued', cancel_requested = 0, error = NULL, traceback = NULL, "
+                "finished = NULL, message = 'queued to resume from its last checkpoint' WHERE id = ?",
+                (job_id,),
+            )
+        return self.get(job_id)
+
+    # ------------------------------------------------------------------ worker side
+    def claim(self, pid: int, host: str | None = None) -> Job | None:
+        """Atomically take the oldest queued job for worker ``pid``; None if the queue is empty."""
+        host = host or socket.gethostname()
+        with self._transaction(immediate=True) as db:
+            row = db.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY created LIMIT 1").fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            db.execute(
+                "UPDATE jobs SET state = 'running', started = ?, heartbeat = ?, worker_pid = ?, worker_host = ?, "
+                "attempts = attempts + 1, message = 'started' WHERE id = ?",
+                (now, now, pid, host, row["id"]),
+            )
+            db.execute("UPDATE workers SET job_id = ? WHERE pid = ? AND host = ?", (row["id"], pid, host))
+        return self.get(row["id"])
+
+    def heartbeat(self, job_id: str) -> bool:
+        """Record that the job's worker is alive; returns whether cancel has been requested."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET heartbeat = ? WHERE id = ? AND state = 'running'", (time.time(), job_id))
+            row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bool(row and row[0])
+
+    def report(self, job_id: str, *, progress: float, message: str, metrics: dict[str, Any] | None = None,
+               event: dict[str, Any] | None = None, event_kind: str = "progress") -> None:  # fmt: skip
+        """Update a running job's progress (and metrics so far), optionally appending an event."""
+        now = time.time()
+        with self._transaction() as db:
+            if metrics is None:
+                db.execute(
+                    "UPDATE jobs SET progress = ?, message = ?, heartbeat = ? WHERE id = ?",
+                    (progress, message, now, job_id),
+                )
+            else:
+                db.execute(
+                    "UPDATE jobs SET progress = ?, message = ?, metrics = ?, heartbeat = ? WHERE id = ?",
+                    (progress, message, json.dumps(metrics), now, job_id),
+                )
+            if event is not None:
+                db.execute(
+                    "INSERT INTO events (job_id, time, kind, data) VALUES (?, ?, ?, ?)",
+                    (job_id, now, event_kind, json.dumps(event)),
+                )
+
+    def finish(self, job_id: str, state: str, *, message: str, metrics: dict[str, Any] | None = None,
+               error: str | None = None, traceback: str | None = None) -> None:  # fmt: skip
+        if state not in FINAL_STATES:
+            raise JobError(f"a job finishes as one of {', '.join(FINAL_STATES)}, not {state!r}.")
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, finished = ?, message = ?, metrics = COALESCE(?, metrics), error = ?, "
+                "traceback = ?, progress = CASE WHEN ? = 'succeeded' THEN 1.0 ELSE progress END WHERE id = ?",
+                (state, time.time(), message, json.dumps(metrics) if metrics is not None else None, error,
+                 traceback, state, job_id),
+            )  # fmt: skip
+
+    # ------------------------------------------------------------------ workers and their deaths
+    def register_worker(self, pid: int, host: str | None = None) -> None:
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO workers (pid, host, started, heartbeat) VALUES (?, ?, ?, ?)",
+                (pid, host or socket.gethostname(), now, now),
+            )
+
+    def worker_heartbeat(self, pid: int, host: str | None = None) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE workers SET heartbeat = ? WHERE pid = ? AND host = ?",
+                (time.time(), pid, host or socket.gethostname()),
+            )
+
+    def unregister_worker(self, pid: int, host: str | None = None) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM workers WHERE pid = ? AND host = ?", (pid, host or socket.gethostname()))
+
+    def live_workers(self, stale_after: float) -> int:
+        """Workers whose heartbeat is fresher than ``stale_after`` seconds; stale entries are dropped."""
+        cutoff = time.time() - stale_after
+        with self._transaction() as db:
+            db.execute("DELETE FROM workers WHERE heartbeat < ?", (cutoff,))
+            return db.execute("SELECT COUNT(*) FROM workers").fetchone()[0]
+
+    def reap(self, stale_after: float) -> list[str]:
+        """Running jobs whose heartbeat is older than ``stale_after`` s: their worker died.
+
+        Each is marked failed (saying so), or re-queued if it asked to be; returns their ids.
+        """
+        cutoff = time.time() - stale_after
+        reaped = []
+        with self._transaction(immediate=True) as db:
+            rows = db.execute(
+                "SELECT id, worker_pid, worker_host, heartbeat, on_worker_death FROM jobs "
+                "WHERE state = 'running' AND heartbeat < ?",
+                (cutoff,),
+            ).fetchall()
+            for row in rows:
+                silence = time.time() - row["heartbeat"]
+                reason = (
+                    f"its worker (pid {row['worker_pid']} on {row['worker_host']}) stopped answering "
+                    f"{silence:.0f} s ago"
+                )
+                if row["on_worker_death"] == "requeue":
+                    db.execute(
+                        "UPDATE jobs SET state = 'queued', message = ? WHERE id = ?",
+                        (f"re-queued: {reason}; it resumes from its last checkpoint", row["id"]),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE jobs SET state = 'failed', finished = ?, error = ?, message = ? WHERE id = ?",
+                        (time.time(), f"worker died: {reason}. `jobs resume {row['id']}` continues from the "
+                         "last checkpoint.", "worker died", row["id"]),
+                    )  # fmt: skip
+                reaped.append(row["id"])
+        return reaped

@@ -1,0 +1,167 @@
+"""Background jobs: survive their submitter, detect dead workers, resume exactly, cancel promptly."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from onn_core import jobs
+from onn_core.design import Design
+from onn_core.jobs.store import MIGRATIONS, JobStore
+from onn_core.training import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+HEARTBEAT_S = 0.3
+
+
+@pytest.fixture(autouse=True)
+def studio(tmp_path, monkeypatch):
+    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path))
+    monkeypatch.setenv("ONN_JOB_HEARTBEAT_S", str(HEARTBEAT_S))
+    monkeypatch.setenv("ONN_JOB_IDLE_EXIT_S", "3")
+    return tmp_path
+
+
+def cli(*arguments: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "onn_core", "jobs", *arguments], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)  # fmt: skip
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def write_config(folder: Path, **settings) -> Path:
+    path = folder / f"config-{len(list(folder.glob('config-*')))}.json"
+    path.write_text(json.dumps(settings))
+    return path
+
+
+def test_job_outlives_its_submitter_and_reports_progress(studio):
+    config = write_config(studio, dataset="digits", epochs=12, train_limit=800, threads=1)
+    job_id = json.loads(cli("submit", "--kind", "train", "--config", str(config), "--json").stdout)["id"]
+    # The submitting process has exited; the detached worker goes on, and we read its progress.
+    seen = set()
+
+    def finished():
+        job = jobs.status(job_id)
+        if job.state == "running" and 0 < job.progress < 1:
+            seen.add("progress")
+        return job.state in jobs.FINAL_STATES and job
+
+    job = wait_for(finished, timeout=120, interval=0.05)
+    assert job.state == "succeeded", job.error
+    assert "progress" in seen
+    assert 0 <= job.metrics["accuracy"] <= 1
+    epochs = [event for event in jobs.history(job_id) if event["kind"] == "epoch"]
+    assert [event["epoch"] for event in epochs][:3] == [1, 2, 3]
+    assert (Path(job.artifact_dir) / "metrics.json").is_file()
+
+
+def test_killed_worker_is_detected_and_resume_matches_an_uninterrupted_run(studio):
+    settings = {"dataset": "mnist", "epochs": 4, "train_limit": 1500, "threads": 1, "batch_size": 64, "seed": 3}
+    job_id = jobs.submit("train", settings, start_worker=False)
+    worker = subprocess.Popen([sys.executable, "-m", "onn_core", "jobs", "worker", "--once"], cwd=ROOT,
+                              start_new_session=True)  # fmt: skip
+    wait_for(lambda: any(e["kind"] == "epoch" and e["epoch"] >= 2 for e in jobs.history(job_id)), timeout=120)
+    job = jobs.status(job_id)
+    assert job.state == "running" and job.worker_pid == worker.pid
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    killed = time.monotonic()
+    failed = wait_for(lambda: (job := jobs.status(job_id)).state == "failed" and job, timeout=10, interval=0.05)
+    assert time.monotonic() - killed < 5 * HEARTBEAT_S + 2  # a few heartbeats
+    assert "worker died" in failed.error and "resume" in failed.error
+
+    jobs.resume(job_id)
+    job = wait_for(lambda: (j := jobs.status(job_id)).state in jobs.FINAL_STATES and j, timeout=120)
+    assert job.state == "succeeded", job.error
+    folder = Path(job.artifact_dir)
+    assert "resumed at epoch" in (folder / "train.log").read_text()
+    assert [row["epoch"] for row in json.loads((folder / "history.json").read_text())] == [1, 2, 3, 4]
+
+    reference = train(TrainConfig(**settings), studio / "uninterrupted", design=Design())
+    assert abs(job.metrics["accuracy"] - reference["accuracy"]) <= 1e-3
+    assert job.metrics["confusion_matrix"] == reference["confusion_matrix"]
+
+
+def test_cancel_stops_a_running_job_within_5_seconds_and_keeps_its_artifacts(studio):
+    job_id = jobs.submit("train", {"dataset": "mnist", "epochs": 200, "threads": 1})
+    wait_for(lambda: jobs.status(job_id).progress > 0, timeout=60)
+    asked = time.monotonic()
+    jobs.cancel(job_id)
+    job = wait_for(lambda: (j := jobs.status(job_id)).state == "cancelled" and j, timeout=5.5, interval=0.05)
+    assert time.monotonic() - asked <= 5
+    assert (Path(job.artifact_dir) / "train.log").is_file()
+
+
+def test_failing_job_ends_failed_with_error_and_traceback(studio):
+    job_id = jobs.submit("train", {"dataset": "cifar10", "data_root": str(studio / "nowhere"), "threads": 1})
+    job = wait_for(lambda: (j := jobs.status(job_id)).state in jobs.FINAL_STATES and j, timeout=60)
+    assert job.state == "failed"
+    assert "cifar10 is not available" in job.error
+    assert "Traceback" in job.traceback and (Path(job.artifact_dir) / "error.txt").is_file()
+
+
+def test_bad_submissions_are_refused_before_queueing(studio):
+    with pytest.raises(jobs.JobError, match="unknown job kind 'render'"):
+        jobs.submit("render", {})
+    with pytest.raises(jobs.JobError, match="unknown training setting"):
+        jobs.submit("train", {"dataset": "mnist", "epochz": 3})
+    assert jobs.list_jobs() == []
+
+
+_WRITER = """
+import sys
+from onn_core.jobs.store import JobStore
+store = JobStore(sys.argv[1])
+for index in range(int(sys.argv[2])):
+    job_id = store.submit("train", {"writer": sys.argv[3], "index": index})
+    store.report(job_id, progress=0.5, message="half", event={"index": index})
+"""
+
+
+def test_parallel_writers_do_not_corrupt_the_store(studio):
+    database = studio / "jobs.sqlite3"
+    JobStore(database).close()
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(database), "25", str(n)], cwd=ROOT) for n in range(4)
+    ]
+    assert [writer.wait(timeout=120) for writer in writers] == [0, 0, 0, 0]
+    store = JobStore(database)
+    listed = store.list(limit=1000)
+    assert len(listed) == 100 and len({job.id for job in listed}) == 100
+    assert all(len(store.events(job.id)) == 1 for job in listed)
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert store.schema_version == len(MIGRATIONS)
+
+
+def test_cli_round_trip(studio):
+    config = write_config(studio, dataset="digits", epochs=2, train_limit=300, threads=1)
+    job_id = json.loads(cli("submit", "--kind", "train", "--config", str(config), "--no-worker", "--json").stdout)["id"]
+    assert json.loads(cli("list", "--json").stdout)[0]["state"] == "queued"
+    assert json.loads(cli("worker", "--once", "--json").stdout) == {"jobs_run": 1}
+    shown = json.loads(cli("show", job_id, "--json").stdout)
+    assert shown["state"] == "succeeded" and shown["events"][-1]["kind"] == "epoch"
+    refused = cli("cancel", job_id, check=False)
+    assert refused.returncode == 2 and "already succeeded" in refused.stderr
+    refused = cli("resume", job_id, check=False)
+    assert refused.returncode == 2 and "only failed or cancelled" in refused.stderr
+    queued = json.loads(cli("submit", "--kind", "teacher", "--config", str(config), "--no-worker", "--json").stdout)
+    assert json.loads(cli("cancel", queued["id"], "--json").stdout)["state"] == "cancelled"
