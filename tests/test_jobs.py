@@ -100,6 +100,20 @@ def test_killed_worker_is_detected_and_resume_matches_an_uninterrupted_run(studi
     assert job.metrics["confusion_matrix"] == reference["confusion_matrix"]
 
 
+def test_a_job_that_asked_for_it_is_requeued_when_its_worker_dies(studio):
+    settings = {"dataset": "digits", "epochs": 30, "train_limit": 1200, "threads": 1}
+    job_id = jobs.submit("train", settings, on_worker_death="requeue", start_worker=False)
+    worker = subprocess.Popen([sys.executable, "-m", "onn_core", "jobs", "worker", "--once"], cwd=ROOT,
+                              start_new_session=True)  # fmt: skip
+    wait_for(lambda: any(e["kind"] == "epoch" for e in jobs.history(job_id)), timeout=120)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    # Reading the status detects the death, re-queues the job and starts a worker for it.
+    job = wait_for(lambda: (j := jobs.status(job_id)).state in jobs.FINAL_STATES and j, timeout=120)
+    assert job.state == "succeeded" and job.attempts == 2
+    assert "resumed at epoch" in (Path(job.artifact_dir) / "train.log").read_text()
+
+
 def test_cancel_stops_a_running_job_within_5_seconds_and_keeps_its_artifacts(studio):
     job_id = jobs.submit("train", {"dataset": "mnist", "epochs": 200, "threads": 1})
     wait_for(lambda: jobs.status(job_id).progress > 0, timeout=60)

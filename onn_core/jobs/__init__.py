@@ -32,13 +32,19 @@ def submit(
         store.close()
 
 
-def status(job_id: str, *, database: str | Path | None = None) -> Job:
-    """The job as stored now (dead workers are detected first)."""
+def _reap(store: JobStore) -> None:
+    """Detect dead workers; if that re-queued work, make sure a worker will take it."""
     from .worker import stale_after
 
+    if store.reap(stale_after()) and store.list(state="queued"):
+        ensure_workers(store)
+
+
+def status(job_id: str, *, database: str | Path | None = None) -> Job:
+    """The job as stored now (dead workers are detected first)."""
     store = JobStore(database)
     try:
-        store.reap(stale_after())
+        _reap(store)
         return store.get(job_id)
     finally:
         store.close()
@@ -55,11 +61,9 @@ def history(job_id: str, *, after: int = 0, database: str | Path | None = None) 
 
 
 def list_jobs(*, state: str | None = None, database: str | Path | None = None) -> list[Job]:
-    from .worker import stale_after
-
     store = JobStore(database)
     try:
-        store.reap(stale_after())
+        _reap(store)
         return store.list(state=state)
     finally:
         store.close()
