@@ -1,5 +1,6 @@
 """Background jobs: survive their submitter, detect dead workers, resume exactly, cancel promptly."""
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from onn_core import jobs
 from onn_core.design import Design
@@ -17,7 +19,7 @@ from onn_core.jobs.store import MIGRATIONS, JobStore
 from onn_core.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
-HEARTBEAT_S = 0.3
+HEARTBEAT_S = 1.0
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +27,17 @@ def studio(tmp_path, monkeypatch):
     monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path))
     monkeypatch.setenv("ONN_JOB_HEARTBEAT_S", str(HEARTBEAT_S))
     monkeypatch.setenv("ONN_JOB_IDLE_EXIT_S", "3")
-    return tmp_path
+    yield tmp_path
+    # Whatever happened, leave no worker behind to load the CPU for the tests that follow.
+    database = tmp_path / "jobs.sqlite3"
+    if database.exists():
+        store = JobStore(database)
+        pids = {job.worker_pid for job in store.list(limit=1000) if job.worker_pid}
+        pids |= {row[0] for row in store._connection.execute("SELECT pid FROM workers")}
+        store.close()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def cli(*arguments: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -80,7 +92,7 @@ def test_killed_worker_is_detected_and_resume_matches_an_uninterrupted_run(studi
                               start_new_session=True)  # fmt: skip
     wait_for(lambda: any(e["kind"] == "epoch" and e["epoch"] >= 2 for e in jobs.history(job_id)), timeout=120)
     job = jobs.status(job_id)
-    assert job.state == "running" and job.worker_pid == worker.pid
+    assert job.state == "running" and job.worker_pid == worker.pid and job.attempts == 1
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     killed = time.monotonic()
@@ -114,14 +126,23 @@ def test_a_job_that_asked_for_it_is_requeued_when_its_worker_dies(studio):
     assert "resumed at epoch" in (Path(job.artifact_dir) / "train.log").read_text()
 
 
-def test_cancel_stops_a_running_job_within_5_seconds_and_keeps_its_artifacts(studio):
-    job_id = jobs.submit("train", {"dataset": "mnist", "epochs": 200, "threads": 1})
-    wait_for(lambda: jobs.status(job_id).progress > 0, timeout=60)
+@pytest.mark.parametrize("phase", ["training", "evaluating"])
+def test_cancel_stops_a_running_job_within_5_seconds_and_keeps_its_artifacts(studio, phase):
+    # A large validation split makes evaluation long enough to cancel inside it.
+    settings = {"dataset": "mnist", "epochs": 200, "threads": 1, "train_limit": 640, "batch_size": 64}
+    if phase == "evaluating":
+        settings["val_fraction"] = 0.6
+    job_id = jobs.submit("train", settings)
+    wait_for(lambda: any(e["kind"] == "epoch" for e in jobs.history(job_id)), timeout=120)
+    if phase == "evaluating":
+        wait_for(lambda: "step 10/10" in jobs.status(job_id).message, timeout=60, interval=0.02)
     asked = time.monotonic()
     jobs.cancel(job_id)
-    job = wait_for(lambda: (j := jobs.status(job_id)).state == "cancelled" and j, timeout=5.5, interval=0.05)
+    job = wait_for(lambda: (j := jobs.status(job_id)).state == "cancelled" and j, timeout=6, interval=0.05)
     assert time.monotonic() - asked <= 5
-    assert (Path(job.artifact_dir) / "train.log").is_file()
+    folder = Path(job.artifact_dir)
+    assert (folder / "train.log").is_file()
+    assert torch.load(folder / "checkpoint.pt", weights_only=True)["epoch"] >= 1
 
 
 def test_failing_job_ends_failed_with_error_and_traceback(studio):
@@ -141,12 +162,13 @@ def test_bad_submissions_are_refused_before_queueing(studio):
 
 
 _WRITER = """
-import sys
+import os, sys
 from onn_core.jobs.store import JobStore
 store = JobStore(sys.argv[1])
 for index in range(int(sys.argv[2])):
-    job_id = store.submit("train", {"writer": sys.argv[3], "index": index})
-    store.report(job_id, progress=0.5, message="half", event={"index": index})
+    store.submit("train", {"writer": sys.argv[3], "index": index})
+    job = store.claim(os.getpid())  # each writer has submitted at least as many as it claimed
+    store.report(job, progress=0.5, message="half", event={"index": index})
 """
 
 
@@ -164,6 +186,44 @@ def test_parallel_writers_do_not_corrupt_the_store(studio):
     with sqlite3.connect(database) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert store.schema_version == len(MIGRATIONS)
+
+
+_CLAIMER = """
+import json, os, sys
+from onn_core.jobs.store import JobStore
+store = JobStore(sys.argv[1])
+claimed = []
+while (job := store.claim(os.getpid())) is not None:
+    claimed.append(job.id)
+print(json.dumps(claimed))
+"""
+
+
+def test_racing_workers_never_claim_the_same_job(studio):
+    database = studio / "jobs.sqlite3"
+    store = JobStore(database)
+    submitted = {store.submit("train", {"index": index}) for index in range(40)}
+    store.close()
+    claimers = [
+        subprocess.Popen([sys.executable, "-c", _CLAIMER, str(database)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    claimed = [json.loads(claimer.communicate(timeout=120)[0]) for claimer in claimers]
+    flat = [job_id for ids in claimed for job_id in ids]
+    assert sorted(flat) == sorted(submitted)  # every job exactly once
+
+
+def test_a_worker_declared_dead_can_no_longer_write(studio):
+    store = JobStore(studio / "jobs.sqlite3")
+    job_id = store.submit("train", {}, on_worker_death="requeue")
+    first = store.claim(pid=999_999_999)  # a pid that does not exist: its silence means death
+    time.sleep(0.05)
+    assert store.reap(stale_after=0.01) == [job_id]
+    second = store.claim(pid=999_999_998)
+    with pytest.raises(jobs.store.LostJob):
+        store.report(first, progress=0.5, message="stale worker")
+    assert store.finish(first, "succeeded", message="stale worker") is False
+    assert store.get(job_id).state == "running" and store.get(job_id).attempts == second.attempts == 2
 
 
 def test_cli_round_trip(studio):

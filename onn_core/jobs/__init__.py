@@ -33,10 +33,14 @@ def submit(
 
 
 def _reap(store: JobStore) -> None:
-    """Detect dead workers; if that re-queued work, make sure a worker will take it."""
+    """Detect dead workers; if that re-queued work, make sure a worker will take it.
+
+    (Reading never starts workers otherwise: a job queued with ``start_worker=False`` waits
+    for a worker the user starts.)
+    """
     from .worker import stale_after
 
-    if store.reap(stale_after()) and store.list(state="queued"):
+    if store.reap(stale_after()):
         ensure_workers(store)
 
 
@@ -70,8 +74,12 @@ def list_jobs(*, state: str | None = None, database: str | Path | None = None) -
 
 
 def cancel(job_id: str, *, database: str | Path | None = None) -> Job:
+    """Cancel a job: at once if queued (or its worker is dead), else its worker stops it."""
+    from .worker import stale_after
+
     store = JobStore(database)
     try:
+        store.reap(stale_after())
         return store.cancel(job_id)
     finally:
         store.close()

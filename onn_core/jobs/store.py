@@ -17,6 +17,7 @@ take the same one. Times are Unix seconds (UTC).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sqlite3
 import time
@@ -32,6 +33,7 @@ from ..paths import studio_home
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 ON_WORKER_DEATH = ("fail", "requeue")
+MAX_ATTEMPTS = 3  # a re-queued job that keeps killing its worker fails after this many
 
 MIGRATIONS: list[str] = [
     # 1: the first schema.
@@ -82,6 +84,13 @@ class JobError(ValueError):
     """A job request that cannot be honoured (unknown id, wrong state, bad config)."""
 
 
+class LostJob(BaseException):
+    """This worker no longer owns the job (it was declared dead and the job moved on).
+
+    A BaseException, so library code's ``except Exception`` cannot swallow it mid-training.
+    """
+
+
 @dataclass(frozen=True)
 class Job:
     """One row of ``jobs``, decoded."""
@@ -130,7 +139,8 @@ class JobStore:
     """
 
     def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else default_database()
+        # Resolved: workers start in another directory and must open this same file.
+        self.path = (Path(path) if path is not None else default_database()).expanduser().resolve()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.jobs_dir = self.path.parent / "jobs"
         # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit.
@@ -159,6 +169,11 @@ class JobStore:
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
             current = row[0] or 0
+            if current > len(MIGRATIONS):
+                raise JobError(
+                    f"{self.path} was written by a newer version of the studio (schema {current}, this one knows "
+                    f"{len(MIGRATIONS)}). Upgrade, or point ONN_STUDIO_HOME elsewhere."
+                )
             for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
                 for statement in filter(str.strip, script.split(";")):
                     db.execute(statement)
@@ -237,10 +252,17 @@ class JobStore:
         return self.get(job_id)
 
     # ------------------------------------------------------------------ worker side
-    def claim(self, pid: int, host: str | None = None) -> Job | None:
-        """Atomically take the oldest queued job for worker ``pid``; None if the queue is empty."""
+    # A worker owns a running job through a lease: (its pid, the attempt number it claimed).
+    # Every write it makes is conditional on still holding the lease, so a worker that was
+    # declared dead (and whose job was failed or handed to another worker) can change nothing.
+    def claim(self, pid: int, host: str | None = None, *, limit: int | None = None) -> Job | None:
+        """Atomically take the oldest queued job; None if the queue is empty or ``limit`` jobs run."""
         host = host or socket.gethostname()
         with self._transaction(immediate=True) as db:
+            if limit is not None:
+                running = db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'running'").fetchone()[0]
+                if running >= limit:
+                    return None
             row = db.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY created LIMIT 1").fetchone()
             if row is None:
                 return None
@@ -253,45 +275,54 @@ class JobStore:
             db.execute("UPDATE workers SET job_id = ? WHERE pid = ? AND host = ?", (row["id"], pid, host))
         return self.get(row["id"])
 
-    def heartbeat(self, job_id: str) -> bool:
-        """Record that the job's worker is alive; returns whether cancel has been requested."""
-        with self._transaction() as db:
-            db.execute("UPDATE jobs SET heartbeat = ? WHERE id = ? AND state = 'running'", (time.time(), job_id))
-            row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return bool(row and row[0])
+    _OWNED = "id = ? AND state = 'running' AND worker_pid = ? AND worker_host = ? AND attempts = ?"
 
-    def report(self, job_id: str, *, progress: float, message: str, metrics: dict[str, Any] | None = None,
+    @staticmethod
+    def _lease(job: Job) -> tuple[str, int | None, str | None, int]:
+        return (job.id, job.worker_pid, job.worker_host, job.attempts)
+
+    def heartbeat(self, job: Job) -> bool:
+        """Stamp a claimed job as alive; returns whether cancel was requested. Raises LostJob."""
+        with self._transaction() as db:
+            updated = db.execute(f"UPDATE jobs SET heartbeat = ? WHERE {self._OWNED}", (time.time(), *self._lease(job)))
+            if updated.rowcount == 0:
+                raise LostJob(job.id)
+            row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job.id,)).fetchone()
+        return bool(row[0])
+
+    def report(self, job: Job, *, progress: float, message: str, metrics: dict[str, Any] | None = None,
                event: dict[str, Any] | None = None, event_kind: str = "progress") -> None:  # fmt: skip
-        """Update a running job's progress (and metrics so far), optionally appending an event."""
+        """Update a claimed job's progress (and metrics so far), optionally appending an event."""
         now = time.time()
         with self._transaction() as db:
-            if metrics is None:
-                db.execute(
-                    "UPDATE jobs SET progress = ?, message = ?, heartbeat = ? WHERE id = ?",
-                    (progress, message, now, job_id),
-                )
-            else:
-                db.execute(
-                    "UPDATE jobs SET progress = ?, message = ?, metrics = ?, heartbeat = ? WHERE id = ?",
-                    (progress, message, json.dumps(metrics), now, job_id),
-                )
+            updated = db.execute(
+                f"UPDATE jobs SET progress = ?, message = ?, metrics = COALESCE(?, metrics), heartbeat = ? "
+                f"WHERE {self._OWNED}",
+                (progress, message, json.dumps(metrics) if metrics is not None else None, now, *self._lease(job)),
+            )
+            if updated.rowcount == 0:
+                raise LostJob(job.id)
             if event is not None:
                 db.execute(
                     "INSERT INTO events (job_id, time, kind, data) VALUES (?, ?, ?, ?)",
-                    (job_id, now, event_kind, json.dumps(event)),
+                    (job.id, now, event_kind, json.dumps(event)),
                 )
 
-    def finish(self, job_id: str, state: str, *, message: str, metrics: dict[str, Any] | None = None,
-               error: str | None = None, traceback: str | None = None) -> None:  # fmt: skip
-        if state not in FINAL_STATES:
-            raise JobError(f"a job finishes as one of {', '.join(FINAL_STATES)}, not {state!r}.")
+    def finish(self, job: Job, state: str, *, message: str, metrics: dict[str, Any] | None = None,
+               error: str | None = None, traceback: str | None = None) -> bool:  # fmt: skip
+        """End a claimed job; returns False (changing nothing) if this worker no longer owns it."""
+        if state not in (*FINAL_STATES, "queued"):
+            raise JobError(f"a job finishes as one of {', '.join(FINAL_STATES)} (or is re-queued), not {state!r}.")
         with self._transaction() as db:
-            db.execute(
-                "UPDATE jobs SET state = ?, finished = ?, message = ?, metrics = COALESCE(?, metrics), error = ?, "
-                "traceback = ?, progress = CASE WHEN ? = 'succeeded' THEN 1.0 ELSE progress END WHERE id = ?",
-                (state, time.time(), message, json.dumps(metrics) if metrics is not None else None, error,
-                 traceback, state, job_id),
+            updated = db.execute(
+                "UPDATE jobs SET state = ?, finished = CASE WHEN ? = 'queued' THEN NULL ELSE ? END, message = ?, "
+                "metrics = COALESCE(?, metrics), error = ?, traceback = ?, "
+                f"progress = CASE WHEN ? = 'succeeded' THEN 1.0 ELSE progress END WHERE {self._OWNED}",
+                (state, state, time.time(), message, json.dumps(metrics) if metrics is not None else None, error,
+                 traceback, state, *self._lease(job)),
             )  # fmt: skip
+            db.execute("UPDATE workers SET job_id = NULL WHERE job_id = ?", (job.id,))
+        return updated.rowcount == 1
 
     # ------------------------------------------------------------------ workers and their deaths
     def register_worker(self, pid: int, host: str | None = None) -> None:
@@ -313,42 +344,96 @@ class JobStore:
         with self._transaction() as db:
             db.execute("DELETE FROM workers WHERE pid = ? AND host = ?", (pid, host or socket.gethostname()))
 
-    def live_workers(self, stale_after: float) -> int:
-        """Workers whose heartbeat is fresher than ``stale_after`` seconds; stale entries are dropped."""
-        cutoff = time.time() - stale_after
-        with self._transaction() as db:
-            db.execute("DELETE FROM workers WHERE heartbeat < ?", (cutoff,))
-            return db.execute("SELECT COUNT(*) FROM workers").fetchone()[0]
+    def reserve_workers(self, stale_after: float, limit: int, spawn) -> list[int]:
+        """Start workers with ``spawn() → pid`` until ``limit`` are alive or no queued job lacks one.
+
+        Counting and registering happen in one transaction, so simultaneous callers (two tabs,
+        the app and the CLI) never start more than ``limit``.
+        """
+        started = []
+        with self._transaction(immediate=True) as db:
+            db.execute("DELETE FROM workers WHERE heartbeat < ?", (time.time() - stale_after,))
+            live = db.execute("SELECT COUNT(*) FROM workers").fetchone()[0]
+            idle = db.execute("SELECT COUNT(*) FROM workers WHERE job_id IS NULL").fetchone()[0]
+            queued = db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()[0]
+            for _ in range(max(0, min(limit - live, queued - idle))):
+                pid = spawn()
+                now = time.time()
+                db.execute(
+                    "INSERT OR REPLACE INTO workers (pid, host, started, heartbeat) VALUES (?, ?, ?, ?)",
+                    (pid, socket.gethostname(), now, now),
+                )
+                started.append(pid)
+        return started
+
+    def retire_worker_if_idle(self, pid: int, host: str | None = None) -> bool:
+        """Unregister an idle worker unless work arrived meanwhile (checked in one transaction)."""
+        with self._transaction(immediate=True) as db:
+            if db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()[0]:
+                return False
+            db.execute("DELETE FROM workers WHERE pid = ? AND host = ?", (pid, host or socket.gethostname()))
+        return True
 
     def reap(self, stale_after: float) -> list[str]:
-        """Running jobs whose heartbeat is older than ``stale_after`` s: their worker died.
+        """Running jobs whose heartbeat is older than ``stale_after`` s and whose worker is gone.
 
-        Each is marked failed (saying so), or re-queued if it asked to be; returns their ids.
+        On this host a silent worker whose process still runs is left alone (slow, not dead).
+        Each dead job is failed (saying so), cancelled (if cancel was pending), or re-queued if it
+        asked to be and has attempts left; the worker's row goes too. Returns the reaped ids.
         """
         cutoff = time.time() - stale_after
+        host = socket.gethostname()
         reaped = []
         with self._transaction(immediate=True) as db:
             rows = db.execute(
-                "SELECT id, worker_pid, worker_host, heartbeat, on_worker_death FROM jobs "
-                "WHERE state = 'running' AND heartbeat < ?",
+                "SELECT id, worker_pid, worker_host, heartbeat, on_worker_death, attempts, cancel_requested "
+                "FROM jobs WHERE state = 'running' AND heartbeat < ?",
                 (cutoff,),
             ).fetchall()
             for row in rows:
+                if row["worker_host"] == host and process_alive(row["worker_pid"]):
+                    continue
                 silence = time.time() - row["heartbeat"]
                 reason = (
                     f"its worker (pid {row['worker_pid']} on {row['worker_host']}) stopped answering "
                     f"{silence:.0f} s ago"
                 )
-                if row["on_worker_death"] == "requeue":
+                db.execute("DELETE FROM workers WHERE pid = ? AND host = ?", (row["worker_pid"], row["worker_host"]))
+                if row["cancel_requested"]:
+                    db.execute(
+                        "UPDATE jobs SET state = 'cancelled', finished = ?, message = ? WHERE id = ?",
+                        (time.time(), f"cancelled ({reason})", row["id"]),
+                    )
+                elif row["on_worker_death"] == "requeue" and row["attempts"] < MAX_ATTEMPTS:
                     db.execute(
                         "UPDATE jobs SET state = 'queued', message = ? WHERE id = ?",
                         (f"re-queued: {reason}; it resumes from its last checkpoint", row["id"]),
                     )
                 else:
+                    tries = f" after {row['attempts']} attempts" if row["on_worker_death"] == "requeue" else ""
                     db.execute(
                         "UPDATE jobs SET state = 'failed', finished = ?, error = ?, message = ? WHERE id = ?",
-                        (time.time(), f"worker died: {reason}. `jobs resume {row['id']}` continues from the "
-                         "last checkpoint.", "worker died", row["id"]),
+                        (time.time(), f"worker died{tries}: {reason}. `jobs resume {row['id']}` continues from "
+                         "the last checkpoint.", "worker died", row["id"]),
                     )  # fmt: skip
                 reaped.append(row["id"])
         return reaped
+
+
+def process_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` runs on this host (a zombie counts as dead)."""
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True

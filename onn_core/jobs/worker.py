@@ -1,11 +1,17 @@
 """Workers: detached processes that take jobs from the store, run them, and report.
 
 A worker runs one job at a time in its own process (a new session, so it outlives the web
-server and the shell that started it). While a job runs, a heartbeat thread stamps the job and
-the worker every ``ONN_JOB_HEARTBEAT_S`` seconds (default 2) and picks up cancel requests; the
-job's progress callback raises at the next training step once cancel is requested, so the
-checkpoint and log written so far stay. A worker that stops answering for three heartbeats is
-declared dead by whichever worker or client looks next (``JobStore.reap``).
+server and the shell that started it). While a job runs, a watcher thread stamps the job and the
+worker every ``ONN_JOB_HEARTBEAT_S`` seconds (default 2) and looks for a cancel request twice a
+second; on one it interrupts the job's main thread (``JobCancelled`` is raised at the next Python
+instruction, whatever phase the job is in), so cancel takes effect within a second or the length
+of one uninterruptible tensor operation. Checkpoints and logs are written atomically, so what was
+written stays. A worker silent for three heartbeats whose process is gone is declared dead by
+whichever worker or client looks next (``JobStore.reap``). SIGTERM or Ctrl-C stop a worker
+cleanly: its job is re-queued (if it asked for that) or failed with the reason.
+
+The store is one SQLite file in WAL mode: every worker and client must run on the host that
+holds it (WAL needs shared memory; network filesystems are not supported).
 
 Job kinds map a config dict to a function of (config, artifact folder, progress) → metrics.
 ``train`` and ``teacher`` exist now; estimate, sweep, inverse-design and compensate register
@@ -14,23 +20,28 @@ here when they land.
 
 from __future__ import annotations
 
+import _thread
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..design import Design
 from ..errors import DesignError, TrainingError
-from .store import Job, JobError, JobStore
+from .store import Job, JobError, JobStore, LostJob
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POLL_S = 0.5
 PROGRESS_WRITE_S = 0.5
+CANCEL_POLL_S = 0.5
 
 
 def heartbeat_seconds() -> float:
@@ -52,8 +63,15 @@ def job_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
-class JobCancelled(Exception):
-    """Raised inside a job's progress callback once the user asked to cancel it."""
+class JobCancelled(BaseException):
+    """Raised in a job's main thread once the user asked to cancel it.
+
+    A BaseException, so library code's ``except Exception`` cannot swallow it.
+    """
+
+
+class WorkerStopped(BaseException):
+    """The worker process received SIGTERM."""
 
 
 # ---------------------------------------------------------------------------- job kinds
@@ -94,66 +112,103 @@ def validate_job(kind: str, config: dict[str, Any]) -> None:
     if not isinstance(config, dict):
         raise JobError(f"a {kind} job's config must be a JSON object, got {type(config).__name__}.")
     if kind in ("train", "teacher"):
+        from ..data import SPECS
+        from ..models import STUDENTS, TEACHERS
+
         try:
-            _training_inputs(config, "student" if kind == "train" else "teacher")
+            train_config, _ = _training_inputs(config, "student" if kind == "train" else "teacher")
         except (TrainingError, DesignError, TypeError) as exc:
             raise JobError(f"the {kind} config is not valid: {exc}") from None
+        if train_config.dataset not in SPECS:
+            raise JobError(f"unknown dataset {train_config.dataset!r}; choose one of {', '.join(SPECS)}.")
+        models = STUDENTS if kind == "train" else TEACHERS
+        if train_config.model and train_config.model not in models:
+            raise JobError(f"unknown {kind} model {train_config.model!r}; choose one of {', '.join(models)}.")
 
 
 # ---------------------------------------------------------------------------- running one job
-def run_job(store: JobStore, job: Job, pid: int) -> str:
-    """Run a claimed job to its end; returns the final state."""
+def _raise_cancelled(signum, frame) -> None:
+    raise JobCancelled
+
+
+def run_job(store: JobStore, job: Job) -> str:
+    """Run a claimed job to its end in this (main) thread; returns the final state."""
     folder = Path(job.artifact_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    cancel_requested = threading.Event()
-    stop = threading.Event()
+    cancelled, lost, stop = threading.Event(), threading.Event(), threading.Event()
 
-    def beat() -> None:
-        beats = JobStore(store.path)  # SQLite connections stay in their own thread
+    def watch() -> None:
+        watcher = JobStore(store.path)  # SQLite connections stay in their own thread
+        last_beat = 0.0
         try:
-            while not stop.wait(heartbeat_seconds()):
-                if beats.heartbeat(job.id):
-                    cancel_requested.set()
-                beats.worker_heartbeat(pid)
+            while not stop.wait(CANCEL_POLL_S):
+                try:
+                    if time.monotonic() - last_beat >= heartbeat_seconds():
+                        watcher.worker_heartbeat(job.worker_pid, job.worker_host)
+                        last_beat = time.monotonic()
+                    if watcher.heartbeat(job) and not cancelled.is_set():
+                        cancelled.set()
+                        _thread.interrupt_main(signal.SIGUSR1)
+                except LostJob:
+                    lost.set()
+                    _thread.interrupt_main(signal.SIGUSR1)
+                    return
+                except sqlite3.Error:
+                    continue  # a busy or locked database: try again at the next tick
         finally:
-            beats.close()
+            watcher.close()
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{job.id}", daemon=True)
-    thread.start()
     last_write = 0.0
 
     def progress(update) -> None:
         nonlocal last_write
-        if cancel_requested.is_set():
-            raise JobCancelled
         now = time.monotonic()
         eta = f", ETA {update.eta_s:.0f} s" if update.eta_s is not None else ""
         message = f"epoch {update.epoch}/{update.epochs}, step {update.step}/{update.steps}{eta}"
         if update.phase in ("validate", "done"):
             event = {"epoch": update.epoch, "train_loss": update.train_loss, "elapsed_s": update.elapsed_s,
                      **update.metrics}  # fmt: skip
-            store.report(job.id, progress=update.fraction, message=message, metrics=update.metrics, event=event,
+            store.report(job, progress=update.fraction, message=message, metrics=update.metrics, event=event,
                          event_kind="epoch")  # fmt: skip
             last_write = now
         elif now - last_write >= PROGRESS_WRITE_S:
-            store.report(job.id, progress=update.fraction, message=f"{message}, loss {update.train_loss:.4f}")
+            store.report(job, progress=update.fraction, message=f"{message}, loss {update.train_loss:.4f}")
             last_write = now
 
+    previous = signal.signal(signal.SIGUSR1, _raise_cancelled)
+    thread = threading.Thread(target=watch, name=f"watch-{job.id}", daemon=True)
+    thread.start()
     try:
-        metrics = KINDS[job.kind](job.config, folder, progress)
-        store.finish(job.id, "succeeded", message="finished", metrics=_json_safe(metrics))
+        try:
+            metrics = KINDS[job.kind](job.config, folder, progress)
+        finally:
+            stop.set()
+            thread.join()
+        store.finish(job, "succeeded", message="finished", metrics=_json_safe(metrics))
         return "succeeded"
+    except LostJob:
+        return "lost"  # declared dead meanwhile: the job is someone else's now, write nothing
     except JobCancelled:
-        store.finish(job.id, "cancelled", message="cancelled; the checkpoint and log written so far are kept")
+        if lost.is_set():
+            return "lost"
+        store.finish(job, "cancelled", message="cancelled; the checkpoint and log written so far are kept")
         return "cancelled"
+    except (WorkerStopped, KeyboardInterrupt) as exc:
+        reason = "SIGTERM" if isinstance(exc, WorkerStopped) else "Ctrl-C"
+        if job.on_worker_death == "requeue":
+            store.finish(job, "queued", message=f"re-queued: its worker was stopped ({reason})")
+        else:
+            store.finish(job, "failed", message=f"worker stopped ({reason})",
+                         error=f"the worker was stopped ({reason}); `jobs resume {job.id}` continues from the "
+                         "last checkpoint.")  # fmt: skip
+        raise
     except Exception as exc:  # any failure ends the job as failed, with its reason kept
         trace = traceback.format_exc()
         (folder / "error.txt").write_text(trace, encoding="utf-8")
-        store.finish(job.id, "failed", message=str(exc)[:500], error=f"{type(exc).__name__}: {exc}", traceback=trace)
+        store.finish(job, "failed", message=str(exc)[:500], error=f"{type(exc).__name__}: {exc}", traceback=trace)
         return "failed"
     finally:
-        stop.set()
-        thread.join()
+        signal.signal(signal.SIGUSR1, previous)
 
 
 def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -163,32 +218,42 @@ def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- the worker loop
+def _stop_on_sigterm(signum, frame) -> None:
+    raise WorkerStopped
+
+
 def work(database: str | Path | None = None, *, idle_exit: float | None = 30.0, once: bool = False) -> int:
     """Take and run jobs until the queue has been empty for ``idle_exit`` seconds (None: forever).
 
-    Returns the number of jobs run.
+    At most :func:`concurrency` jobs run at once across all workers of the store. Returns the
+    number of jobs run.
     """
     store = JobStore(database)
     pid = os.getpid()
     store.register_worker(pid)
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     ran = 0
     idle_since = time.monotonic()
     try:
         while True:
             store.reap(stale_after())
             store.worker_heartbeat(pid)
-            job = store.claim(pid)
+            job = store.claim(pid, limit=concurrency())
             if job is None:
-                if once or (idle_exit is not None and time.monotonic() - idle_since > idle_exit):
+                idle_for = time.monotonic() - idle_since
+                if (once or (idle_exit is not None and idle_for > idle_exit)) and store.retire_worker_if_idle(pid):
                     return ran
                 time.sleep(POLL_S)
                 continue
-            run_job(store, job, pid)
+            run_job(store, job)
             ran += 1
             idle_since = time.monotonic()
             if once:
                 return ran
+    except WorkerStopped:
+        return ran
     finally:
+        signal.signal(signal.SIGTERM, previous)
         store.unregister_worker(pid)
         store.close()
 
@@ -204,7 +269,7 @@ def spawn_worker(database: str | Path, *, idle_exit: float | None = None) -> int
     idle_exit = idle_exit_seconds() if idle_exit is None else idle_exit
     logs = database.parent / "workers"
     logs.mkdir(parents=True, exist_ok=True)
-    log = (logs / f"worker-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log").open("ab")
+    log = (logs / f"worker-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.log").open("ab")
     command = [sys.executable, "-m", "onn_core", "jobs", "worker", "--database", str(database),
                "--idle-exit", str(idle_exit)]  # fmt: skip
     process = subprocess.Popen(
@@ -217,11 +282,4 @@ def spawn_worker(database: str | Path, *, idle_exit: float | None = None) -> int
 def ensure_workers(store: JobStore, *, limit: int | None = None) -> list[int]:
     """Start workers until ``limit`` (default :func:`concurrency`) are alive or none is needed."""
     store.reap(stale_after())
-    queued = len(store.list(state="queued"))
-    missing = min((limit or concurrency()) - store.live_workers(stale_after()), queued)
-    started = []
-    for _ in range(max(0, missing)):
-        pid = spawn_worker(store.path)
-        store.register_worker(pid)  # counted at once, so a second submit does not start another
-        started.append(pid)
-    return started
+    return store.reserve_workers(stale_after(), limit or concurrency(), lambda: spawn_worker(store.path))
