@@ -22,14 +22,11 @@ def submit(
 ) -> str:
     """Validate and queue a job, start a worker if none is free; returns the job id."""
     validate_job(kind, config)
-    store = JobStore(database)
-    try:
+    with JobStore(database) as store:
         job_id = store.submit(kind, config, on_worker_death=on_worker_death)
         if start_worker:
             ensure_workers(store)
         return job_id
-    finally:
-        store.close()
 
 
 def _reap(store: JobStore) -> None:
@@ -46,54 +43,39 @@ def _reap(store: JobStore) -> None:
 
 def status(job_id: str, *, database: str | Path | None = None) -> Job:
     """The job as stored now (dead workers are detected first)."""
-    store = JobStore(database)
-    try:
+    with JobStore(database) as store:
         _reap(store)
         return store.get(job_id)
-    finally:
-        store.close()
 
 
 def history(job_id: str, *, after: int = 0, database: str | Path | None = None) -> list[dict[str, Any]]:
     """Progress events (one per epoch, with validation metrics), oldest first, ids > ``after``."""
-    store = JobStore(database)
-    try:
+    with JobStore(database) as store:
         store.get(job_id)
         return store.events(job_id, after=after)
-    finally:
-        store.close()
 
 
 def list_jobs(*, state: str | None = None, database: str | Path | None = None) -> list[Job]:
-    store = JobStore(database)
-    try:
+    with JobStore(database) as store:
         _reap(store)
         return store.list(state=state)
-    finally:
-        store.close()
 
 
 def cancel(job_id: str, *, database: str | Path | None = None) -> Job:
     """Cancel a job: at once if queued (or its worker is dead), else its worker stops it."""
     from .worker import stale_after
 
-    store = JobStore(database)
-    try:
+    with JobStore(database) as store:
         store.reap(stale_after())
         return store.cancel(job_id)
-    finally:
-        store.close()
 
 
 def resume(job_id: str, *, database: str | Path | None = None, start_worker: bool = True) -> Job:
-    store = JobStore(database)
-    try:
+    with JobStore(database) as store:
         job = store.resume(job_id)
         if start_worker:
             ensure_workers(store)
         return job
-    finally:
-        store.close()
 
 
 __all__ = [

@@ -154,6 +154,12 @@ class JobStore:
     def close(self) -> None:
         self._connection.close()
 
+    def __enter__(self) -> JobStore:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     @contextmanager
     def _transaction(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
         self._connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
