@@ -104,6 +104,7 @@ def _training_config(args: argparse.Namespace, role: str):
         sensor_noise=getattr(args, "sensor_noise", False),
         normalise_intensity=getattr(args, "normalise_intensity", False),
         phase_pixel=getattr(args, "phase_pixel", None),
+        **{name: getattr(args, name) for name in TRANSFER_OPTIONS if hasattr(args, name)},
     )
 
 
@@ -219,6 +220,51 @@ def _add_training_options(parser: argparse.ArgumentParser, *, epochs: int, lr: f
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
 
 
+TRANSFER_OPTIONS = ("teacher", "alpha", "beta", "temperature", "kd_alpha", "ntk_engine", "teacher_ntk", "ntk_draws",
+                    "ntk_epsilon", "ntk_sketch", "ntk_normalisation", "ntk_output_pool")  # fmt: skip
+
+
+def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
+    from .training.config import METHODS, STUDENT_NTK_ENGINES, TEACHER_NTK_ENGINES, TRANSFER_DEFAULTS
+    from .training.ntk import NORMALISATIONS
+
+    d = TRANSFER_DEFAULTS
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="e2e",
+        help="e2e (task loss), kd (Hinton), ntkd (NTK distillation) or kd+ntkd",
+    )
+    parser.add_argument(
+        "--teacher",
+        default=None,
+        metavar="RUN_DIR",
+        help="trained teacher run folder (default: the teacher store's best for this data)",
+    )
+    parser.add_argument("--alpha", type=float, default=d["alpha"], help="NTKD weight of the task loss")
+    parser.add_argument("--beta", type=float, default=d["beta"], help="NTKD weight of the kernel distance")
+    parser.add_argument("--temperature", type=float, default=d["temperature"], help="KD temperature T")
+    parser.add_argument("--kd-alpha", type=float, default=d["kd_alpha"], help="KD weight α (task gets 1 − α)")
+    parser.add_argument(
+        "--ntk-engine",
+        choices=STUDENT_NTK_ENGINES,
+        default=d["ntk_engine"],
+        help="student NTK: finite-difference estimator or exact (torch.func)",
+    )
+    parser.add_argument(
+        "--teacher-ntk",
+        choices=TEACHER_NTK_ENGINES,
+        default=d["teacher_ntk"],
+        help="teacher NTK: sketch (cached once), estimator or exact (per batch)",
+    )
+    parser.add_argument("--ntk-draws", type=int, default=d["ntk_draws"], help="estimator draws R")
+    parser.add_argument("--ntk-epsilon", type=float, default=d["ntk_epsilon"], help="estimator step ε")
+    parser.add_argument("--ntk-sketch", type=int, default=d["ntk_sketch"], help="teacher sketch directions m")
+    parser.add_argument("--ntk-normalisation", choices=NORMALISATIONS, default=d["ntk_normalisation"])
+    parser.add_argument("--ntk-output-pool", type=int, default=d["ntk_output_pool"],
+                        help="segmentation: logit maps pooled to this many pixels per side for the NTK")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m onn_core",
@@ -244,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a hybrid ONN student; prints final test metrics")
     train.add_argument("--design", default=None, metavar="FILE.json", help="design JSON (default: the default design)")
-    train.add_argument("--method", choices=("e2e",), default="e2e")
+    _add_transfer_options(train)
     train.add_argument("--frontend", choices=("ideal", "physical"), default="ideal")
     train.add_argument("--sensor-noise", action="store_true", help="simulate shot/read noise and the ADC")
     train.add_argument("--normalise-intensity", action="store_true", help="auto-exposure on the feature maps")

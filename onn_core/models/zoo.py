@@ -10,7 +10,8 @@ kernels, signed) fits the method's 8; a 16-kernel design gives Polychromatic Met
   resolution (sensor binning), mimicking three encoder depths, with an up-convolution decoder;
 * ``random-readout`` — fixed random kernels and a 1-layer readout (the random-PSF ablation).
 
-Teachers: ``lenet`` (LeNet-5 with ReLU and max-pooling), ``alexnet`` (an AlexNet-style net sized
+Teachers: ``lenet`` (LeNet-5 with ReLU and max-pooling), ``lenet-wide`` (the same pattern with
+32/64 channels, BatchNorm and dropout: the Fashion-MNIST teacher), ``alexnet`` (an AlexNet-style net sized
 for 32×32 RGB), ``unet`` (a 3-level U-Net).
 
 The kernel count comes from the design (its layout decides how many fit); a student asking for
@@ -175,6 +176,27 @@ class LeNet(nn.Module):
         return self.classifier(self.features(images).flatten(1))
 
 
+class WideLeNet(nn.Module):
+    """LeNet's pattern, wider and regularised: conv 32@5×5 → pool → conv 64@5×5 → pool → 256 → classes.
+
+    A stronger teacher than LeNet-5 for 28×28 garments (Fashion-MNIST), where LeNet-5 is no
+    better than the 8-kernel optical student and so has nothing to teach it.
+    """
+
+    def __init__(self, channels: int, image_size: tuple[int, int], classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 32, 5, padding=2), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        )  # fmt: skip
+        flat = self.features(torch.zeros(1, channels, *image_size)).numel()
+        self.classifier = nn.Sequential(nn.Dropout(0.3), nn.Linear(flat, 256), nn.ReLU(), nn.Dropout(0.3),
+                                        nn.Linear(256, classes))  # fmt: skip
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(images).flatten(1))
+
+
 class AlexNetSmall(nn.Module):
     """AlexNet's pattern (5 convs, 3 pools, 3 FC, dropout) sized for 32×32 RGB."""
 
@@ -298,6 +320,8 @@ TEACHERS: dict[str, ModelEntry] = {
     for entry in (
         ModelEntry("lenet", "classification", "teacher", "LeNet-5 (ReLU, max-pool)",
                    lambda channels, size, classes: LeNet(channels, size, classes)),
+        ModelEntry("lenet-wide", "classification", "teacher", "LeNet pattern, 32/64 channels, BatchNorm, dropout",
+                   lambda channels, size, classes: WideLeNet(channels, size, classes)),
         ModelEntry("alexnet", "classification", "teacher", "AlexNet-style CNN for 32×32 RGB",
                    lambda channels, size, classes: AlexNetSmall(channels, size, classes)),
         ModelEntry("unet", "segmentation", "teacher", "3-level U-Net (16 channels at the top)",

@@ -11,8 +11,18 @@ from typing import Any
 
 from ..data import SPECS
 from ..errors import TrainingError
+from .ntk import NORMALISATIONS
 
-METHODS = ("e2e",)  # distillation methods (kd, ntkd) plug in with the NTKD issue
+METHODS = ("e2e", "kd", "ntkd", "kd+ntkd")
+STUDENT_NTK_ENGINES = ("estimator", "exact")
+TEACHER_NTK_ENGINES = ("sketch", "estimator", "exact")
+# Knowledge-transfer settings: left out of a run's identity while at their defaults, so runs
+# that do not use them keep the identity (and the resumable checkpoints) they had before.
+TRANSFER_DEFAULTS: dict[str, Any] = {
+    "teacher": None, "alpha": 1.0, "beta": 1.0, "temperature": 4.0, "kd_alpha": 0.5,
+    "ntk_engine": "estimator", "teacher_ntk": "sketch", "ntk_draws": 2, "ntk_epsilon": 1e-3,
+    "ntk_sketch": 64, "ntk_normalisation": "cka", "ntk_output_pool": 8,
+}  # fmt: skip
 ROLES = ("student", "teacher")
 OPTIMISERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "none")
@@ -26,7 +36,21 @@ class TrainConfig:
         dataset: registry name. data_root: the user's copy (None: embedded/system default).
         role: "student" (a hybrid ONN built from the design) or "teacher" (electronic).
         model: registry name ("" → the task's default student or teacher).
-        method: training method ("e2e": plain end-to-end training on the task loss).
+        method: "e2e" (task loss only), "kd" (Hinton distillation: kd_alpha·T²·KL(teacher‖student
+            at temperature T) + (1 − kd_alpha)·task), "ntkd" (alpha·task + beta·D(Θ_teacher,
+            Θ_student), D the mean squared difference of the normalised minibatch NTKs) or
+            "kd+ntkd" (the KD loss + beta·D).
+        teacher: run folder of the trained teacher (None: the teacher store's best on validation
+            for this dataset, split and data source).
+        alpha, beta: NTKD weights of the task loss and of the kernel distance.
+        temperature, kd_alpha: Hinton KD temperature T and weight α.
+        ntk_engine: student NTK, "estimator" (finite differences, forward passes) or "exact".
+        teacher_ntk: teacher NTK, "sketch" (jvp features cached once per dataset), "estimator"
+            or "exact" (both per batch).
+        ntk_draws, ntk_epsilon: estimator draws R and step ε (parameter units).
+        ntk_sketch: random directions m of the teacher sketch.
+        ntk_normalisation: "cka", "trace", "frobenius" or "none" (see training.ntk).
+        ntk_output_pool: segmentation logit maps are pooled to this many pixels per side.
         frontend: "ideal" or "physical" (students only).
         epochs, batch_size: as usual. optimiser: "adamw" or "sgd" (momentum 0.9, Nesterov).
         learning_rate, weight_decay: optimiser settings. schedule: "cosine" (to 1 % of the
@@ -67,23 +91,57 @@ class TrainConfig:
     sensor_noise: bool = False
     normalise_intensity: bool = False
     phase_pixel: float | None = None
+    teacher: str | None = None
+    alpha: float = 1.0
+    beta: float = 1.0
+    temperature: float = 4.0
+    kd_alpha: float = 0.5
+    ntk_engine: str = "estimator"
+    teacher_ntk: str = "sketch"
+    ntk_draws: int = 2
+    ntk_epsilon: float = 1e-3
+    ntk_sketch: int = 64
+    ntk_normalisation: str = "cka"
+    ntk_output_pool: int = 8
 
     def __post_init__(self) -> None:
         choices = {"role": ROLES, "method": METHODS, "optimiser": OPTIMISERS, "schedule": SCHEDULES,
-                   "frontend": ("ideal", "physical")}  # fmt: skip
+                   "frontend": ("ideal", "physical"), "ntk_engine": STUDENT_NTK_ENGINES,
+                   "teacher_ntk": TEACHER_NTK_ENGINES, "ntk_normalisation": NORMALISATIONS}  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise TrainingError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}.")
-        positive_ints = {"epochs": self.epochs, "batch_size": self.batch_size}
+        positive_ints = {"epochs": self.epochs, "batch_size": self.batch_size, "ntk_draws": self.ntk_draws,
+                         "ntk_sketch": self.ntk_sketch, "ntk_output_pool": self.ntk_output_pool}  # fmt: skip
         for name, value in positive_ints.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise TrainingError(f"{name} must be a whole number ≥ 1; got {value!r}.")
-        for name in ("learning_rate", "weight_decay", "val_fraction"):
+        for name in (
+            "learning_rate",
+            "weight_decay",
+            "val_fraction",
+            "alpha",
+            "beta",
+            "temperature",
+            "kd_alpha",
+            "ntk_epsilon",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise TrainingError(f"{name} must be a finite number ≥ 0; got {value!r}.")
         if self.learning_rate <= 0:
             raise TrainingError(f"learning_rate must be > 0; got {self.learning_rate}.")
+        if self.temperature <= 0 or self.ntk_epsilon <= 0:
+            raise TrainingError(f"temperature and ntk_epsilon must be > 0; got {self.temperature}, {self.ntk_epsilon}.")
+        if self.kd_alpha > 1:
+            raise TrainingError(f"kd_alpha weighs KD against the task loss, so it lies in [0, 1]; got {self.kd_alpha}.")
+        if self.method != "e2e" and self.role == "teacher":
+            raise TrainingError(f"a teacher is trained on the task loss (method e2e), not {self.method!r}.")
+        if self.method in ("ntkd", "kd+ntkd") and self.teacher_ntk == "sketch" and self.augment:
+            raise TrainingError(
+                "the teacher sketch caches the teacher's Jacobian of the un-shifted training images, so it cannot "
+                "be used with augment. Fix: set teacher_ntk to estimator or exact, or drop --augment."
+            )
         if not 0 < self.val_fraction < 1:
             raise TrainingError(f"val_fraction must lie strictly between 0 and 1; got {self.val_fraction}.")
         for name in ("early_stopping_patience", "threads", "train_limit"):
@@ -117,6 +175,10 @@ class TrainConfig:
 
     def run_id(self, design_id: str | None = None) -> str:
         """Hash of every setting but ``threads``, and of the design: what a checkpoint belongs to."""
-        values = {k: v for k, v in self.to_dict().items() if k != "threads"}
+        values = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k != "threads" and not (k in TRANSFER_DEFAULTS and v == TRANSFER_DEFAULTS[k])
+        }
         values["design_id"] = design_id
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]

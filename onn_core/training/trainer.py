@@ -13,6 +13,7 @@ Checkpoints hold only tensors, numbers and strings, so they load with ``weights_
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -42,8 +43,12 @@ from ..models import (
     build_teacher,
     count_cost,
 )
+from ..paths import studio_home
 from .config import TrainConfig
+from .losses import TransferLoss, needs_teacher
 from .metrics import classification_metrics, segmentation_counts, segmentation_metrics, task_loss
+from .ntk import TeacherSketch
+from .store import find_teacher
 
 CHECKPOINT = "checkpoint.pt"
 EVALUATION_SEED = 20_251_125
@@ -175,6 +180,82 @@ def build_model(design: Design | None, config: TrainConfig, data: DatasetSplits)
     return build_student(name, design, classes, options), name
 
 
+def load_teacher(config: TrainConfig, data: DatasetSplits) -> tuple[nn.Module, Path, dict[str, Any]]:
+    """The frozen teacher a distillation run learns from: (model, run folder, its metrics).
+
+    ``config.teacher`` names its run folder; otherwise the teacher store's best (on validation)
+    for this dataset, split and data source. A teacher trained on another dataset, split or image
+    size is refused: it may have seen the student's test images, or cannot read its inputs.
+    """
+    if config.teacher:
+        folder = Path(config.teacher)
+    else:
+        found = find_teacher(config.dataset, split_seed=config.split_seed, data_root=config.data_root)
+        if found is None:
+            raise TrainingError(
+                f"method {config.method} needs a trained teacher for {config.dataset} (split {config.split_seed}) and "
+                f"the teacher store has none. Fix: run `python -m onn_core train-teacher --dataset {config.dataset} "
+                f"--split-seed {config.split_seed}` first, or pass --teacher RUN_DIR."
+            )
+        folder = found[0]
+    try:
+        teacher_config = TrainConfig.from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+        teacher_metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        weights = torch.load(folder / "model.pt", weights_only=True)
+    except (OSError, ValueError, RuntimeError, TrainingError) as exc:
+        raise TrainingError(
+            f"{folder} is not a finished teacher run (config.json, metrics.json and model.pt): {exc}"
+        ) from None
+    for name in ("dataset", "split_seed", "data_root"):
+        if getattr(teacher_config, name) != getattr(config, name):
+            raise TrainingError(
+                f"the teacher in {folder} was trained with {name} = {getattr(teacher_config, name)!r} but this run "
+                f"uses {getattr(config, name)!r}; a teacher must share the student's data and split. "
+                "Fix: train a teacher for this data (`python -m onn_core train-teacher`)."
+            )
+    teacher, _ = build_model(None, teacher_config.replace(role="teacher"), data)
+    try:
+        teacher.load_state_dict(weights)
+    except RuntimeError:
+        raise TrainingError(
+            f"the teacher in {folder} does not fit {data.image_shape} images (its weights have other shapes). "
+            "Fix: train a teacher at the design's input size."
+        ) from None
+    teacher.eval()
+    return teacher, folder, teacher_metrics
+
+
+def teacher_sketch(
+    teacher: nn.Module, folder: Path, data: DatasetSplits, config: TrainConfig, log: logging.Logger
+) -> TeacherSketch:
+    """The teacher's NTK sketch over the training images, cached in the studio's home.
+
+    The key covers the teacher's weights, the exact training images, m and the output pooling,
+    so a cached sketch is reused across seeds and methods but never for other data.
+    """
+    digest = hashlib.sha256()
+    digest.update((folder / "model.pt").read_bytes())
+    digest.update(data.train.images.numpy().tobytes())
+    digest.update(f"{config.ntk_sketch}:{config.ntk_output_pool}:v1".encode())
+    cache = studio_home() / "cache" / "teacher-sketch" / f"{digest.hexdigest()[:20]}.pt"
+    if cache.exists():
+        try:
+            features = torch.load(cache, weights_only=True)
+            if features.shape[0] == len(data.train):
+                log.info("teacher NTK sketch from %s", cache)
+                return TeacherSketch.from_features(features)
+        except Exception:  # a torn cache file is rebuilt, never trusted
+            log.warning("unreadable teacher sketch cache %s; rebuilding it", cache)
+    started = time.perf_counter()
+    sketch = TeacherSketch(
+        teacher, data.train.images, directions=config.ntk_sketch, seed=0, output_pool=config.ntk_output_pool
+    )
+    log.info("teacher NTK sketch (%d directions) in %.1f s", config.ntk_sketch, time.perf_counter() - started)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save(sketch.features, cache)
+    return sketch
+
+
 def _optimiser(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     parameters = [p for p in model.parameters() if p.requires_grad]
     if config.optimiser == "sgd":
@@ -267,6 +348,22 @@ def _train(
     optimiser = _optimiser(model, config)
     scheduler = _scheduler(optimiser, config)
     score_name = headline(task)
+    teacher_info = None
+    loss_fn = TransferLoss(config, task)
+    if config.role == "student" and needs_teacher(config.method):
+        teacher, teacher_folder, teacher_metrics = load_teacher(config, data)
+        sketch = None
+        if "ntk" in loss_fn.weights and config.teacher_ntk == "sketch":
+            sketch = teacher_sketch(teacher, teacher_folder, data, config, log)
+        loss_fn = TransferLoss(config, task, teacher, sketch)
+        teacher_info = {
+            "run_dir": str(teacher_folder),
+            "model": teacher_metrics.get("model"),
+            score_name: teacher_metrics.get(score_name),
+            "best_val": teacher_metrics.get("best_val"),
+        }
+        log.info("teacher %s from %s (test %s %.4f)", teacher_info["model"], teacher_folder, score_name,
+                 teacher_info[score_name] or float("nan"))  # fmt: skip
 
     _atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
     if design is not None and config.role == "student":
@@ -311,12 +408,14 @@ def _train(
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         order = torch.randperm(len(data.train), generator=generator)
         running, seen = 0.0, 0
+        components: dict[str, float] = {}
         for step in range(steps):
             index = order[step * batch : (step + 1) * batch]
             images, targets = data.train.images[index], data.train.targets[index]
             if config.augment:
                 images = _augment(images, generator)
-            loss = task_loss(task, model(images), targets)
+            _, parts = loss_fn(model, images, targets, index)
+            loss = parts.total
             if not torch.isfinite(loss):
                 message = (
                     f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} "
@@ -329,15 +428,19 @@ def _train(
             loss.backward()
             optimiser.step()
             running += float(loss.detach()) * len(index)
+            for name, value in parts.components.items():
+                components[name] = components.get(name, 0.0) + value * len(index)
             seen += len(index)
             if progress:  # every step: callers throttle, and a job's cancel is checked here
                 now = time.perf_counter()
                 done = (epochs_done_here - 1) * steps + step + 1
                 remaining = (config.epochs - epoch) * steps - step - 1
                 eta = (now - session_started) / done * remaining
+                terms = {f"loss_{name}": total / seen for name, total in components.items()}
                 progress(
-                    Progress("train", epoch + 1, config.epochs, step + 1, steps, running / seen, now - started, eta)
-                )
+                    Progress("train", epoch + 1, config.epochs, step + 1, steps, running / seen, now - started, eta,
+                             terms)
+                )  # fmt: skip
         scheduler.step()
         validation = evaluate(model, data.val, task, classes)
         score = validation[score_name]
@@ -348,6 +451,7 @@ def _train(
         row = {
             "epoch": epoch + 1,
             "train_loss": running / max(seen, 1),
+            **{f"train_{name}": total / max(seen, 1) for name, total in components.items()},
             "val_loss": validation["loss"],
             f"val_{score_name}": score,
             "learning_rate": optimiser.param_groups[0]["lr"],
@@ -389,6 +493,7 @@ def _train(
         "model": model_name,
         "role": config.role,
         "method": config.method,
+        "teacher": teacher_info,
         "frontend": config.frontend if config.role == "student" else None,
         "seed": config.seed,
         "split_seed": config.split_seed,

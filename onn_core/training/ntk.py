@@ -1,0 +1,264 @@
+"""Empirical neural tangent kernels (NTKs) of a minibatch, and how two of them are compared.
+
+The NTK of a model f with parameters θ on a batch X is the n × n matrix
+
+    Θ(x, x′) = Σ_c ∇θ f_c(x) · ∇θ f_c(x′)
+
+with the output dimension c contracted (classes, or pooled pixels for segmentation). Three
+engines compute it, all as pure functions of (model, images):
+
+* :func:`ntk_exact` — per-sample Jacobians with ``torch.func`` (functional_call + vmap + jacrev),
+  one parameter tensor at a time so memory stays at n × outputs × (largest tensor). The reference.
+* :func:`ntk_estimate` — the method's finite-difference estimator (forward passes only):
+  D_r = f(X; θ + εδ_r) − f(X; θ), δ_r ~ N(0, I), Θ̂ = Σ_r D_r D_rᵀ / (R ε²). Unbiased up to
+  O(ε) and with a relative spread ≈ √(2/R) on the diagonal.
+* :class:`TeacherSketch` — for a frozen teacher: exact directional derivatives J(x)s_r along m
+  fixed random directions (forward-mode ``jvp``) are computed once per dataset, so the teacher's
+  kernel of any batch is a Gram matrix of cached features, Θ̂ = Φ Φᵀ with E[Θ̂] = Θ.
+
+Segmentation outputs (one logit per pixel) are average-pooled to ``output_pool`` × ``output_pool``
+before contraction: the kernel then compares coarse maps (8 × 8 = 64 outputs by default), which
+keeps Jacobians n × 64 × P instead of n × H·W × P. Every engine evaluates the *mean* function:
+the model in eval mode (BatchNorm running statistics, no dropout) and the sensor noise model off.
+
+Teacher and student kernels differ by orders of magnitude (the teacher has more parameters and
+other scales), so they are compared after a normalisation (:data:`NORMALISATIONS`), each of which
+maps a kernel to entries of order one; :func:`kernel_distance` is the mean squared difference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, jacrev, jvp, vmap
+
+from ..errors import TrainingError
+
+NORMALISATIONS = ("cka", "trace", "frobenius", "none")
+DEFAULT_OUTPUT_POOL = 8
+ParameterFilter = Callable[[str], bool]
+
+
+def flat_outputs(outputs: torch.Tensor, output_pool: int = DEFAULT_OUTPUT_POOL) -> torch.Tensor:
+    """Model outputs as (n, outputs): logits as they are; per-pixel maps pooled to output_pool²."""
+    if outputs.dim() == 4:
+        height, width = outputs.shape[-2:]
+        if height > output_pool or width > output_pool:
+            outputs = F.adaptive_avg_pool2d(outputs, (min(height, output_pool), min(width, output_pool)))
+    return outputs.flatten(1)
+
+
+@contextlib.contextmanager
+def mean_function(model: nn.Module) -> Iterator[nn.Module]:
+    """The model as a deterministic function: eval mode, optical sensor noise switched off."""
+    from ..models import OpticalFrontend  # local: models import training-free, avoid a cycle
+
+    was_training = model.training
+    frontends = [m for m in model.modules() if isinstance(m, OpticalFrontend)]
+    sensors = [frontend.sensor for frontend in frontends]
+    model.eval()
+    for frontend in frontends:
+        frontend.sensor = None
+    try:
+        yield model
+    finally:
+        for frontend, sensor in zip(frontends, sensors, strict=True):
+            frontend.sensor = sensor
+        model.train(was_training)
+
+
+def _split_parameters(
+    model: nn.Module, include: ParameterFilter | None
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(parameters the kernel is taken over, everything else the model needs: buffers, the rest).
+
+    By default the kernel is over the trainable parameters; a fully frozen model (a teacher)
+    has its kernel over all of its parameters.
+    """
+    trainable_only = any(p.requires_grad for p in model.parameters())
+    chosen, fixed = {}, {}
+    for name, parameter in model.named_parameters():
+        if (parameter.requires_grad or not trainable_only) and (include is None or include(name)):
+            chosen[name] = parameter
+        else:
+            fixed[name] = parameter
+    fixed.update(dict(model.named_buffers()))
+    if not chosen:
+        raise TrainingError("the NTK needs at least one trainable parameter; none was selected.")
+    return chosen, fixed
+
+
+def _sample_outputs(
+    model: nn.Module, others: dict[str, torch.Tensor], name: str, selected: slice, output_pool: int
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """f(value of parameter ``name``, one image) → the selected outputs (for jacrev/vmap)."""
+
+    def outputs(value: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        result = functional_call(model, {**others, name: value}, (image.unsqueeze(0),))
+        return flat_outputs(result, output_pool)[0, selected]
+
+    return outputs
+
+
+def ntk_exact(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    include: ParameterFilter | None = None,
+    output_pool: int = DEFAULT_OUTPUT_POOL,
+    max_elements: int = 2**26,
+) -> torch.Tensor:
+    """Exact empirical NTK (n × n) of ``model`` on ``images`` over the selected parameters.
+
+    Differentiable with respect to the parameters when they require grad (the NTKD loss needs
+    that for the student); wrap in ``torch.no_grad()`` for a teacher. ``max_elements`` bounds a
+    Jacobian block (n × outputs × parameters of one tensor) by splitting the outputs.
+    """
+    chosen, fixed = _split_parameters(model, include)
+    with mean_function(model):
+        outputs = flat_outputs(model(images[:1]), output_pool).shape[1]
+        kernel = images.new_zeros(len(images), len(images))
+        for name, parameter in chosen.items():
+            others = {**fixed, **{k: v for k, v in chosen.items() if k != name}}
+            per_block = max(1, max_elements // max(1, len(images) * parameter.numel()))
+            for first in range(0, outputs, per_block):
+                one_sample = _sample_outputs(model, others, name, slice(first, min(outputs, first + per_block)),
+                                             output_pool)  # fmt: skip
+                jacobian = vmap(jacrev(one_sample), in_dims=(None, 0))(parameter, images)
+                jacobian = jacobian.reshape(len(images), -1)
+                kernel = kernel + jacobian @ jacobian.T
+    return kernel
+
+
+def perturbation_directions(
+    parameters: dict[str, torch.Tensor], draws: int, generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
+    """R standard-normal directions δ_r over the parameters, stacked on a leading axis."""
+    return {
+        name: torch.randn((draws, *p.shape), generator=generator, dtype=p.dtype).to(p.device)
+        for name, p in parameters.items()
+    }
+
+
+def ntk_estimate(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    draws: int = 8,
+    epsilon: float = 1e-3,
+    generator: torch.Generator | None = None,
+    include: ParameterFilter | None = None,
+    output_pool: int = DEFAULT_OUTPUT_POOL,
+    base: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Finite-difference NTK estimate Θ̂ = Σ_r D_r D_rᵀ / (R ε²) from R + 1 forward passes.
+
+    ``epsilon`` is the step along each standard-normal direction (parameter units). The R
+    perturbed passes run as one vectorised call. Differentiable w.r.t. the parameters.
+    ``base``: the model's outputs f(X; θ) if the caller has them already (they must come from
+    the mean function — no sensor noise, eval-mode layers — and keep their graph); saves a pass.
+    """
+    if draws < 1 or not epsilon > 0:
+        raise TrainingError(f"the NTK estimator needs draws ≥ 1 and epsilon > 0; got {draws}, {epsilon}.")
+    chosen, fixed = _split_parameters(model, include)
+    directions = perturbation_directions(chosen, draws, generator)
+    with mean_function(model):
+        if base is None:
+            base = functional_call(model, {**fixed, **chosen}, (images,))
+        base = flat_outputs(base, output_pool)
+
+        def perturbed(step: dict[str, torch.Tensor]) -> torch.Tensor:
+            moved = {name: p + epsilon * step[name] for name, p in chosen.items()}
+            return flat_outputs(functional_call(model, {**fixed, **moved}, (images,)), output_pool)
+
+        differences = vmap(perturbed)(directions) - base  # (R, n, outputs)
+    differences = differences.permute(1, 0, 2).reshape(len(images), -1)
+    return differences @ differences.T / (draws * epsilon**2)
+
+
+class TeacherSketch:
+    """Cached random-projection features of a frozen model's Jacobian: Θ̂(batch) = Φ Φᵀ.
+
+    Φ(x) = [J(x) s_1, …, J(x) s_m] / √m with s_r ~ N(0, I) (exact ``jvp`` products), so
+    E[Φ Φᵀ] = Θ exactly and the relative spread of a diagonal entry is ≈ √(2/m). The features of
+    every image are computed once (m forward-mode passes per image) and stored as float32,
+    n_images × m × outputs.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        *,
+        directions: int = 64,
+        seed: int = 0,
+        output_pool: int = DEFAULT_OUTPUT_POOL,
+        batch_size: int = 256,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if directions < 1:
+            raise TrainingError(f"the teacher sketch needs ≥ 1 direction; got {directions}.")
+        chosen, fixed = _split_parameters(model, None)
+        generator = torch.Generator().manual_seed(seed)
+        steps = perturbation_directions({k: v.detach() for k, v in chosen.items()}, directions, generator)
+        primals = {k: v.detach() for k, v in chosen.items()}
+        blocks = []
+        with torch.no_grad(), mean_function(model):
+            for start in range(0, len(images), batch_size):
+                batch = images[start : start + batch_size]
+
+                def outputs(params: dict[str, torch.Tensor], batch: torch.Tensor = batch) -> torch.Tensor:
+                    return flat_outputs(functional_call(model, {**fixed, **params}, (batch,)), output_pool)
+
+                def tangent(step: dict[str, torch.Tensor]) -> torch.Tensor:
+                    return jvp(outputs, (primals,), (step,))[1]
+
+                blocks.append(vmap(tangent)(steps).permute(1, 0, 2).float() / math.sqrt(directions))
+                if progress:
+                    progress(min(len(images), start + batch_size), len(images))
+        self.features = torch.cat(blocks)  # (n_images, m, outputs)
+        self.directions = directions
+
+    @classmethod
+    def from_features(cls, features: torch.Tensor) -> TeacherSketch:
+        """A sketch from stored features (n_images × m × outputs), e.g. a cache file."""
+        sketch = cls.__new__(cls)
+        sketch.features, sketch.directions = features, features.shape[1]
+        return sketch
+
+    def kernel(self, index: torch.Tensor) -> torch.Tensor:
+        """Θ̂ of the images at ``index`` (positions in the image set the sketch was built on)."""
+        features = self.features[index].flatten(1)
+        return features @ features.T
+
+
+def normalise_kernel(kernel: torch.Tensor, how: str) -> torch.Tensor:
+    """Scale a kernel so that teacher and student are comparable; entries end up of order one.
+
+    * ``trace``: Θ / mean(diag Θ) (each sample's self-similarity averages 1);
+    * ``frobenius``: n · Θ / ‖Θ‖_F;
+    * ``cka``: centred (HΘH, H = I − 11ᵀ/n), then n · Θ_c / ‖Θ_c‖_F — the mean squared difference of
+      two such kernels is 2(1 − CKA), so it ignores both scale and a constant offset;
+    * ``none``: as is.
+    """
+    n = kernel.shape[0]
+    tiny = torch.finfo(kernel.dtype).tiny ** 0.5
+    if how == "none":
+        return kernel
+    if how == "trace":
+        return kernel / kernel.diagonal().mean().clamp_min(tiny)
+    if how == "cka":
+        kernel = kernel - kernel.mean(dim=0, keepdim=True) - kernel.mean(dim=1, keepdim=True) + kernel.mean()
+    if how in ("frobenius", "cka"):
+        return n * kernel / torch.linalg.matrix_norm(kernel).clamp_min(tiny)
+    raise TrainingError(f"unknown NTK normalisation {how!r}; choose one of {', '.join(NORMALISATIONS)}.")
+
+
+def kernel_distance(teacher: torch.Tensor, student: torch.Tensor, how: str = "cka") -> torch.Tensor:
+    """D(Θ_teacher, Θ_student): mean squared difference of the normalised kernels (teacher detached)."""
+    return (normalise_kernel(teacher.detach(), how) - normalise_kernel(student, how)).pow(2).mean()

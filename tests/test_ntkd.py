@@ -1,0 +1,197 @@
+"""Knowledge transfer: NTK engines against autograd and each other, the losses, and NTKD training."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from onn_core.design import Design
+from onn_core.errors import TrainingError
+from onn_core.models import SensorSettings, build_student, build_teacher
+from onn_core.training import TrainConfig, train
+from onn_core.training.losses import TransferLoss, hinton_kd
+from onn_core.training.ntk import (
+    TeacherSketch,
+    flat_outputs,
+    kernel_distance,
+    normalise_kernel,
+    ntk_estimate,
+    ntk_exact,
+)
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 6 * 6, 5), nn.Tanh(), nn.Linear(5, 4)
+    ).double()
+
+
+def autograd_ntk(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Θ(x, x′) = Σ_c ∇f_c(x)·∇f_c(x′) from one autograd call per sample and output."""
+    rows = []
+    for image in images:
+        outputs = model(image.unsqueeze(0))[0]
+        gradients = []
+        for value in outputs:
+            grads = torch.autograd.grad(value, list(model.parameters()), retain_graph=True)
+            gradients.append(torch.cat([g.flatten() for g in grads]))
+        rows.append(torch.stack(gradients))
+    jacobian = torch.stack(rows)
+    return torch.einsum("ncp,mcp->nm", jacobian, jacobian)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = tiny_model()
+    images = torch.randn(6, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    return model, images, autograd_ntk(model, images)
+
+
+def test_exact_ntk_matches_autograd(tiny):
+    model, images, reference = tiny
+    for max_elements in (2**26, 50):  # whole Jacobian blocks, and blocks split over outputs
+        kernel = ntk_exact(model, images, max_elements=max_elements)
+        assert torch.allclose(kernel, reference, rtol=1e-5, atol=1e-5 * reference.abs().max())
+
+
+def test_estimator_agrees_with_exact_within_its_statistical_error(tiny):
+    model, images, reference = tiny
+    generator = torch.Generator().manual_seed(2)
+    estimates = torch.stack(
+        [ntk_estimate(model, images, draws=16, epsilon=1e-5, generator=generator) for _ in range(40)]
+    )
+    mean, error = estimates.mean(0), estimates.std(0) / math.sqrt(len(estimates))
+    # Unbiased: every entry within 4.5 standard errors (O(ε) bias is ~1e-5 here).
+    assert ((mean - reference).abs() <= 4.5 * error + 1e-6).all()
+    # and a single estimate has the advertised spread, ≈ √(2/R) relative on the diagonal.
+    relative = (estimates.diagonal(dim1=1, dim2=2) / reference.diagonal()).std()
+    assert 0.5 * math.sqrt(2 / 16) < relative < 1.6 * math.sqrt(2 / 16)
+
+
+def test_teacher_sketch_is_an_unbiased_low_rank_kernel(tiny):
+    model, images, reference = tiny
+    sketch = TeacherSketch(model, images, directions=4096, seed=0, batch_size=4)
+    kernel = sketch.kernel(torch.arange(len(images))).double()
+    assert sketch.features.shape == (6, 4096, 4)
+    assert (kernel - reference).norm() / reference.norm() < 0.08
+    subset = torch.tensor([4, 1])
+    assert torch.equal(sketch.kernel(subset), sketch.features[subset].flatten(1) @ sketch.features[subset].flatten(1).T)
+    assert torch.equal(TeacherSketch.from_features(sketch.features).kernel(subset), sketch.kernel(subset))
+
+
+def test_segmentation_outputs_are_pooled_before_contraction():
+    logits = torch.randn(3, 1, 64, 64)
+    assert flat_outputs(logits, 8).shape == (3, 64)
+    assert torch.allclose(flat_outputs(logits, 8)[:, 0], logits[:, 0, :8, :8].mean(dim=(1, 2)))
+    assert flat_outputs(torch.randn(3, 10), 8).shape == (3, 10)
+    design = Design(metasurface_height=11e-3, metasurface_width=11e-3, kernel_taps=3, input_height=32, input_width=32)
+    student = build_student("segmentation-meta", design, 1)
+    images = torch.rand(4, 1, 32, 32)
+    exact = ntk_exact(student, images, output_pool=4)
+    estimate = ntk_estimate(student, images, draws=64, output_pool=4)
+    assert exact.shape == estimate.shape == (4, 4)
+    assert torch.allclose(exact, exact.T, rtol=1e-4) and (torch.linalg.eigvalsh(exact.double()) > -1e-6).all()
+    assert kernel_distance(exact, estimate, "cka") < 0.5  # same kernel, up to the estimator's noise
+
+
+def test_normalisations_remove_scale_and_cka_removes_offsets():
+    torch.manual_seed(0)
+    features = torch.randn(8, 5)
+    kernel = features @ features.T
+    for how in ("trace", "frobenius", "cka"):
+        assert float(kernel_distance(kernel, 1e4 * kernel, how)) < 1e-10
+        assert normalise_kernel(kernel, how).abs().max() < 20  # entries of order one
+    assert float(kernel_distance(kernel, kernel + 3.0, "cka")) < 1e-10
+    assert float(kernel_distance(kernel, kernel + 3.0, "trace")) > 1e-3
+    other = torch.randn(8, 5)
+    assert 0 < float(kernel_distance(kernel, other @ other.T, "cka")) <= 4
+
+
+def test_the_estimator_sees_the_noiseless_mean_function():
+    design = Design()
+    noisy = build_student("compressed-meta", design, 10)
+    noisy.frontend.sensor = SensorSettings(bit_depth=8)
+    images = torch.rand(5, 1, 28, 28)
+    generator = torch.Generator().manual_seed(3)
+    with_noise = ntk_estimate(noisy, images, draws=4, generator=generator)
+    noisy.frontend.sensor = None
+    generator.manual_seed(3)
+    without = ntk_estimate(noisy, images, draws=4, generator=generator)
+    assert torch.allclose(with_noise, without)
+
+
+@pytest.mark.parametrize("method", ["kd", "ntkd", "kd+ntkd"])
+@pytest.mark.parametrize("engine", ["estimator", "exact"])
+def test_transfer_losses_train_the_student_only(method, engine):
+    if engine == "exact" and method != "ntkd":
+        pytest.skip("the engine only matters for the NTK term")
+    torch.manual_seed(0)
+    student = build_student("compressed-meta", Design(), 10)
+    teacher = build_teacher("lenet", 1, (28, 28), 10)
+    images, targets = torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
+    config = TrainConfig(method=method, ntk_engine=engine, teacher_ntk="exact", ntk_draws=2)
+    loss_fn = TransferLoss(config, "classification", teacher)
+    outputs, parts = loss_fn(student, images, targets, torch.arange(6))
+    parts.total.backward()
+    assert outputs.shape == (6, 10)
+    parts_of_method = set(method.split("+"))
+    expected = (
+        {"task"} | ({"kd"} if "kd" in parts_of_method else set()) | ({"ntk"} if "ntkd" in parts_of_method else set())
+    )
+    assert set(parts.components) == expected
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in student.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    assert not teacher.training
+
+
+def test_hinton_kd_is_zero_for_identical_logits_and_positive_otherwise():
+    logits = torch.randn(4, 10)
+    assert abs(float(hinton_kd(logits, logits, 4.0, "classification"))) < 1e-6
+    assert float(hinton_kd(logits, torch.randn(4, 10), 4.0, "classification")) > 0
+    maps = torch.randn(2, 1, 8, 8)
+    assert abs(float(hinton_kd(maps, maps, 2.0, "segmentation"))) < 1e-6
+    assert float(hinton_kd(maps, -maps, 2.0, "segmentation")) > 0
+
+
+@pytest.fixture(scope="module")
+def quick_teacher(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("teacher")
+    config = TrainConfig(dataset="mnist", role="teacher", epochs=2, train_limit=600, threads=2, batch_size=64)
+    train(config, folder)
+    return folder
+
+
+def test_a_two_epoch_ntkd_run_decreases_its_loss_and_logs_components(tmp_path, quick_teacher, monkeypatch):
+    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path / "home"))
+    config = TrainConfig(dataset="mnist", method="ntkd", teacher=str(quick_teacher), epochs=2, train_limit=600,
+                         threads=2, batch_size=64, ntk_sketch=16)  # fmt: skip
+    metrics = train(config, tmp_path / "run", design=Design())
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+    assert history[1]["train_ntk"] < history[0]["train_ntk"]
+    assert {"train_task", "train_ntk"} <= set(history[0])
+    assert metrics["method"] == "ntkd" and metrics["teacher"]["run_dir"] == str(quick_teacher)
+    assert metrics["accuracy"] > 0.5
+    # The teacher's sketch is cached once and reused by the next run on the same data.
+    cached = list((tmp_path / "home" / "cache" / "teacher-sketch").glob("*.pt"))
+    assert len(cached) == 1
+    train(config.replace(seed=1, epochs=1), tmp_path / "run2", design=Design())
+    assert "teacher NTK sketch from" in (tmp_path / "run2" / "train.log").read_text()
+
+
+def test_distillation_without_a_usable_teacher_says_what_to_do(tmp_path, quick_teacher, monkeypatch):
+    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path / "home"))
+    config = TrainConfig(dataset="mnist", method="kd", epochs=1, train_limit=200, threads=2)
+    with pytest.raises(TrainingError, match="train-teacher --dataset mnist"):
+        train(config, tmp_path / "a", design=Design())
+    with pytest.raises(TrainingError, match="split_seed = 0 but this run uses 1"):
+        train(config.replace(teacher=str(quick_teacher), split_seed=1), tmp_path / "b", design=Design())
+    with pytest.raises(TrainingError, match="not a finished teacher run"):
+        train(config.replace(teacher=str(tmp_path)), tmp_path / "c", design=Design())
+    with pytest.raises(TrainingError, match="cannot be used with augment"):
+        TrainConfig(method="ntkd", augment=True)
+    with pytest.raises(TrainingError, match="method e2e"):
+        TrainConfig(role="teacher", method="kd")
