@@ -221,7 +221,7 @@ def _add_training_options(parser: argparse.ArgumentParser, *, epochs: int, lr: f
 
 
 TRANSFER_OPTIONS = ("teacher", "alpha", "beta", "temperature", "kd_alpha", "ntk_engine", "teacher_ntk", "ntk_draws",
-                    "ntk_epsilon", "ntk_sketch", "ntk_normalisation", "ntk_output_pool")  # fmt: skip
+                    "ntk_epsilon", "ntk_sketch", "ntk_normalisation", "ntk_output_pool", "ntk_unbiased")  # fmt: skip
 
 
 def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
@@ -261,8 +261,14 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ntk-epsilon", type=float, default=d["ntk_epsilon"], help="estimator step ε")
     parser.add_argument("--ntk-sketch", type=int, default=d["ntk_sketch"], help="teacher sketch directions m")
     parser.add_argument("--ntk-normalisation", choices=NORMALISATIONS, default=d["ntk_normalisation"])
-    parser.add_argument("--ntk-output-pool", type=int, default=d["ntk_output_pool"],
-                        help="segmentation: logit maps pooled to this many pixels per side for the NTK")  # fmt: skip
+    parser.add_argument(
+        "--ntk-output-pool",
+        type=int,
+        default=d["ntk_output_pool"],
+        help="segmentation: logit maps pooled to this many pixels per side for the NTK",
+    )
+    parser.add_argument("--ntk-unbiased", action="store_true",
+                        help="estimator: two independent half-estimates (no variance term in the loss)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

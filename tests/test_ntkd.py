@@ -16,6 +16,7 @@ from onn_core.training.ntk import (
     TeacherSketch,
     flat_outputs,
     kernel_distance,
+    kernel_distance_unbiased,
     normalise_kernel,
     ntk_estimate,
     ntk_exact,
@@ -71,6 +72,24 @@ def test_estimator_agrees_with_exact_within_its_statistical_error(tiny):
     assert 0.5 * math.sqrt(2 / 16) < relative < 1.6 * math.sqrt(2 / 16)
 
 
+def test_split_estimates_give_an_unbiased_kernel_distance(tiny):
+    model, images, reference = tiny
+    target = reference + torch.eye(len(images)) * reference.diagonal().mean()  # some other kernel
+    truth = float(kernel_distance(target, reference, "none"))
+    generator = torch.Generator().manual_seed(5)
+    plain, unbiased = [], []
+    for _ in range(300):
+        first, second = ntk_estimate(model, images, draws=2, epsilon=1e-5, generator=generator, split=True)
+        unbiased.append(float(kernel_distance_unbiased(target, first, second, "none")))
+        plain.append(float(kernel_distance(target, (first + second) / 2, "none")))
+    plain_t, unbiased_t = torch.tensor(plain), torch.tensor(unbiased)
+    error = unbiased_t.std() / math.sqrt(len(unbiased))
+    assert abs(unbiased_t.mean() - truth) < 4 * error
+    assert plain_t.mean() > truth + 4 * plain_t.std() / math.sqrt(len(plain))  # squaring adds the variance
+    with pytest.raises(TrainingError, match="draws ≥ 2"):
+        ntk_estimate(model, images, draws=1, split=True)
+
+
 def test_teacher_sketch_is_an_unbiased_low_rank_kernel(tiny):
     model, images, reference = tiny
     sketch = TeacherSketch(model, images, directions=4096, seed=0, batch_size=4)
@@ -124,14 +143,16 @@ def test_the_estimator_sees_the_noiseless_mean_function():
 
 
 @pytest.mark.parametrize(
-    ("method", "engine"), [("kd", "estimator"), ("ntkd", "estimator"), ("ntkd", "exact"), ("kd+ntkd", "estimator")]
-)
-def test_transfer_losses_train_the_student_only(method, engine):
+    ("method", "engine", "unbiased"),
+    [("kd", "estimator", False), ("ntkd", "estimator", False), ("ntkd", "estimator", True), ("ntkd", "exact", False),
+     ("kd+ntkd", "estimator", False)],
+)  # fmt: skip
+def test_transfer_losses_train_the_student_only(method, engine, unbiased):
     torch.manual_seed(0)
     student = build_student("compressed-meta", Design(), 10)
     teacher = build_teacher("lenet", 1, (28, 28), 10)
     images, targets = torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
-    config = TrainConfig(method=method, ntk_engine=engine, teacher_ntk="exact", ntk_draws=2)
+    config = TrainConfig(method=method, ntk_engine=engine, teacher_ntk="exact", ntk_draws=2, ntk_unbiased=unbiased)
     loss_fn = TransferLoss(config, "classification", teacher)
     outputs, parts = loss_fn(student, images, targets, torch.arange(6))
     parts.total.backward()

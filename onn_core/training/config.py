@@ -21,7 +21,7 @@ TEACHER_NTK_ENGINES = ("sketch", "estimator", "exact")
 TRANSFER_DEFAULTS: dict[str, Any] = {
     "teacher": None, "alpha": 1.0, "beta": 1.0, "temperature": 4.0, "kd_alpha": 0.5,
     "ntk_engine": "estimator", "teacher_ntk": "sketch", "ntk_draws": 2, "ntk_epsilon": 1e-3,
-    "ntk_sketch": 64, "ntk_normalisation": "cka", "ntk_output_pool": 8,
+    "ntk_sketch": 64, "ntk_normalisation": "cka", "ntk_output_pool": 8, "ntk_unbiased": False,
 }  # fmt: skip
 ROLES = ("student", "teacher")
 OPTIMISERS = ("adamw", "sgd")
@@ -51,6 +51,8 @@ class TrainConfig:
         ntk_sketch: random directions m of the teacher sketch.
         ntk_normalisation: "cka", "trace", "frobenius" or "none" (see training.ntk).
         ntk_output_pool: segmentation logit maps are pooled to this many pixels per side.
+        ntk_unbiased: estimator only: the kernel distance as the product of two independent
+            half-estimates' residuals, which removes the estimator's variance from the loss.
         frontend: "ideal" or "physical" (students only).
         epochs, batch_size: as usual. optimiser: "adamw" or "sgd" (momentum 0.9, Nesterov).
         learning_rate, weight_decay: optimiser settings. schedule: "cosine" (to 1 % of the
@@ -103,6 +105,7 @@ class TrainConfig:
     ntk_sketch: int = 64
     ntk_normalisation: str = "cka"
     ntk_output_pool: int = 8
+    ntk_unbiased: bool = False
 
     def __post_init__(self) -> None:
         choices = {"role": ROLES, "method": METHODS, "optimiser": OPTIMISERS, "schedule": SCHEDULES,
@@ -137,6 +140,9 @@ class TrainConfig:
             raise TrainingError(f"kd_alpha weighs KD against the task loss, so it lies in [0, 1]; got {self.kd_alpha}.")
         if self.method != "e2e" and self.role == "teacher":
             raise TrainingError(f"a teacher is trained on the task loss (method e2e), not {self.method!r}.")
+        if self.ntk_unbiased and (self.ntk_engine != "estimator" or self.ntk_draws < 2):
+            raise TrainingError("ntk_unbiased splits the estimator's draws in two: it needs ntk_engine estimator and "
+                                f"ntk_draws ≥ 2 (got {self.ntk_engine}, {self.ntk_draws}).")  # fmt: skip
         if self.method in ("ntkd", "kd+ntkd") and self.teacher_ntk == "sketch" and self.augment:
             raise TrainingError(
                 "the teacher sketch caches the teacher's Jacobian of the un-shifted training images, so it cannot "

@@ -24,7 +24,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .metrics import task_loss
-from .ntk import TeacherSketch, kernel_distance, ntk_estimate, ntk_exact
+from .ntk import TeacherSketch, kernel_distance, kernel_distance_unbiased, ntk_estimate, ntk_exact
 
 METHOD_TERMS: dict[str, Callable[[TrainConfig], dict[str, float]]] = {
     "e2e": lambda c: {"task": 1.0},
@@ -100,11 +100,13 @@ class TransferLoss:
                 teacher_outputs = self.teacher(images)
             terms["kd"] = hinton_kd(outputs, teacher_outputs, self.config.temperature, self.task)
         if "ntk" in self.weights:
-            terms["ntk"] = kernel_distance(
-                self.teacher_kernel(images, index),
-                self.student_kernel(model, images, outputs),
-                self.config.ntk_normalisation,
-            )
+            teacher_kernel = self.teacher_kernel(images, index)
+            student_kernel = self.student_kernel(model, images, outputs)
+            how = self.config.ntk_normalisation
+            if isinstance(student_kernel, tuple):
+                terms["ntk"] = kernel_distance_unbiased(teacher_kernel, *student_kernel, how)
+            else:
+                terms["ntk"] = kernel_distance(teacher_kernel, student_kernel, how)
         total = sum(self.weights[name] * value for name, value in terms.items())
         return outputs, LossParts(total, {name: float(value.detach()) for name, value in terms.items()})
 
@@ -120,7 +122,10 @@ class TransferLoss:
                 output_pool=config.ntk_output_pool,
             )  # fmt: skip
 
-    def student_kernel(self, model: nn.Module, images: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+    def student_kernel(
+        self, model: nn.Module, images: torch.Tensor, outputs: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Θ_student, or two independent estimates when the loss is the unbiased product."""
         config = self.config
         if config.ntk_engine == "exact":
             return ntk_exact(model, images, output_pool=config.ntk_output_pool)
@@ -128,5 +133,5 @@ class TransferLoss:
         base = outputs if _deterministic_in_training(model) else None
         return ntk_estimate(
             model, images, draws=config.ntk_draws, epsilon=config.ntk_epsilon, output_pool=config.ntk_output_pool,
-            base=base,
+            base=base, split=config.ntk_unbiased,
         )  # fmt: skip

@@ -155,16 +155,21 @@ def ntk_estimate(
     include: ParameterFilter | None = None,
     output_pool: int = DEFAULT_OUTPUT_POOL,
     base: torch.Tensor | None = None,
-) -> torch.Tensor:
+    split: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Finite-difference NTK estimate Θ̂ = Σ_r D_r D_rᵀ / (R ε²) from R + 1 forward passes.
 
     ``epsilon`` is the step along each standard-normal direction (parameter units). The R
     perturbed passes run as one vectorised call. Differentiable w.r.t. the parameters.
     ``base``: the model's outputs f(X; θ) if the caller has them already (they must come from
     the mean function — no sensor noise, eval-mode layers — and keep their graph); saves a pass.
+    ``split``: return two independent estimates, from the first and the second half of the
+    draws (R ≥ 2), for losses that need unbiased products (:func:`kernel_distance_unbiased`).
     """
-    if draws < 1 or not epsilon > 0:
-        raise TrainingError(f"the NTK estimator needs draws ≥ 1 and epsilon > 0; got {draws}, {epsilon}.")
+    if draws < (2 if split else 1) or not epsilon > 0:
+        raise TrainingError(
+            f"the NTK estimator needs draws ≥ {2 if split else 1} and epsilon > 0; got {draws}, {epsilon}."
+        )
     chosen, fixed = _split_parameters(model, include)
     directions = perturbation_directions(chosen, draws, generator)
     with mean_function(model):
@@ -177,8 +182,15 @@ def ntk_estimate(
             return flat_outputs(functional_call(model, {**fixed, **moved}, (images,)), output_pool)
 
         differences = vmap(perturbed)(directions) - base  # (R, n, outputs)
-    differences = differences.permute(1, 0, 2).reshape(len(images), -1)
-    return differences @ differences.T / (draws * epsilon**2)
+
+    def gram(block: torch.Tensor) -> torch.Tensor:
+        flat = block.permute(1, 0, 2).reshape(len(images), -1)
+        return flat @ flat.T / (len(block) * epsilon**2)
+
+    if split:
+        half = draws // 2
+        return gram(differences[:half]), gram(differences[half:])
+    return gram(differences)
 
 
 class TeacherSketch:
@@ -262,3 +274,17 @@ def normalise_kernel(kernel: torch.Tensor, how: str) -> torch.Tensor:
 def kernel_distance(teacher: torch.Tensor, student: torch.Tensor, how: str = "cka") -> torch.Tensor:
     """D(Θ_teacher, Θ_student): mean squared difference of the normalised kernels (teacher detached)."""
     return (normalise_kernel(teacher.detach(), how) - normalise_kernel(student, how)).pow(2).mean()
+
+
+def kernel_distance_unbiased(
+    teacher: torch.Tensor, first: torch.Tensor, second: torch.Tensor, how: str = "trace"
+) -> torch.Tensor:
+    """mean((N(Θ_T) − N(Θ̂₁)) ⊙ (N(Θ_T) − N(Θ̂₂))) for two independent student estimates.
+
+    For a linear normalisation its expectation is the distance of the *true* student kernel,
+    whereas squaring one noisy estimate adds the estimator's variance, which the student would
+    then learn to shrink instead of matching the teacher. ``trace`` normalisation is nearly
+    linear here (its scale averages n diagonal entries), so it is the natural partner.
+    """
+    target = normalise_kernel(teacher.detach(), how)
+    return ((target - normalise_kernel(first, how)) * (target - normalise_kernel(second, how))).mean()

@@ -206,7 +206,7 @@ def load_teacher(config: TrainConfig, data: DatasetSplits) -> tuple[nn.Module, P
         raise TrainingError(
             f"{folder} is not a finished teacher run (config.json, metrics.json and model.pt): {exc}"
         ) from None
-    for name in ("dataset", "split_seed", "data_root"):
+    for name in ("dataset", "split_seed", "data_root", "val_fraction"):
         if getattr(teacher_config, name) != getattr(config, name):
             raise TrainingError(
                 f"the teacher in {folder} was trained with {name} = {getattr(teacher_config, name)!r} but this run "
