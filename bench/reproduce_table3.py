@@ -23,7 +23,6 @@ import csv
 import itertools
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -80,8 +79,15 @@ TASKS = {
 # costs ≈ 40 s per direction on 2 cores (once, then cached).
 SETTINGS: dict[str, dict[str, dict]] = {
     "fashion-mnist": {"kd": {"temperature": 4.0, "kd_alpha": 0.5}, "ntkd": {"beta": 1.0, "ntk_sketch": 16}},
-    "mnist": {"kd": {"temperature": 4.0, "kd_alpha": 0.5}, "ntkd": {"beta": 1.0}},
-    "shapes-seg": {"kd": {"temperature": 2.0, "kd_alpha": 0.5}, "ntkd": {"beta": 1.0, "teacher_ntk": "estimator"}},
+    # MNIST-5k: the 3-seed finalists on validation (CONFIRM): KD 96.9, NTKD 96.8, e2e 96.2.
+    "mnist": {"kd": {"temperature": 2.0, "kd_alpha": 0.5}, "ntkd": {"beta": 0.3, "ntk_normalisation": "cka"}},
+    # shapes-seg: carried over from the MNIST-5k search (no search of its own: a run is ~40× dearer).
+    # The U-Net teacher's kernel is estimated per batch (its sketch over 2 000 images would cost
+    # more than the whole reproduction).
+    "shapes-seg": {
+        "kd": {"temperature": 2.0, "kd_alpha": 0.5},
+        "ntkd": {"beta": 0.3, "ntk_normalisation": "cka", "teacher_ntk": "estimator"},
+    },
 }
 
 # The validation search: a grid per method (one seed), scored on the validation split; smaller
@@ -93,7 +99,7 @@ GRID = {
     },
     "fashion-mnist": {
         "kd": {"temperature": (4.0, 10.0), "kd_alpha": (0.5, 0.9)},
-        "ntkd": {"beta": (1.0, 10.0), "ntk_normalisation": ("cka", "trace")},
+        "ntkd": {"beta": (1.0,), "ntk_normalisation": ("cka",)},
     },
     "shapes-seg": {
         "kd": {"temperature": (2.0, 4.0), "kd_alpha": (0.5, 0.9)},
@@ -104,6 +110,8 @@ GRID = {
 EXTRA = {
     "mnist": [("ntkd", {"beta": 0.3, "ntk_normalisation": "cka", "ntk_draws": 8}),
               ("ntkd", {"beta": 1.0, "ntk_normalisation": "cka", "ntk_draws": 8})],
+    "fashion-mnist": [("ntkd", {"beta": 1.0, "ntk_normalisation": "trace", "ntk_unbiased": True}),
+                      ("ntkd", {"beta": 0.3, "ntk_normalisation": "cka"})],
 }  # fmt: skip
 # Finalists, re-run with more seeds on validation (one seed's validation score on 400 MNIST-5k
 # images has a standard error of ≈ 0.9 points, more than the differences being chosen between).
@@ -178,13 +186,7 @@ def select(tasks: list[str], threads: int) -> None:
 
 def reproduce(tasks: list[str], seeds: int, threads: int) -> None:
     path = RESULTS / "reproduce_table3.json"
-    results = json.loads(path.read_text()) if path.exists() else {"runs": []}
-    results.update(
-        script="python bench/reproduce_table3.py",
-        hardware=f"CPU, {threads} threads ({platform.processor() or platform.machine()}), torch {torch.__version__}",
-        settings=SETTINGS,
-    )
-    runs = [r for r in results["runs"] if r["task"] not in tasks]
+    mine: list[dict] = []
     for task in tasks:
         teacher = teacher_run(task, threads)
         for method, seed in itertools.product(METHODS, range(seeds)):
@@ -192,7 +194,7 @@ def reproduce(tasks: list[str], seeds: int, threads: int) -> None:
             started = time.perf_counter()
             metrics = train(config, RUNS / task / method / f"seed{seed}", design=TASKS[task]["design"])
             metric = "accuracy" if metrics["task"] == "classification" else "miou"
-            runs.append({
+            mine.append({
                 "task": task, "dataset": metrics["dataset"], "method": method, "seed": seed, "metric": metric,
                 "value": metrics[metric], "best_val": metrics["best_val"], "epochs": config.epochs,
                 "train_seconds": round(metrics["train_seconds"], 1),
@@ -200,11 +202,18 @@ def reproduce(tasks: list[str], seeds: int, threads: int) -> None:
                 "teacher": metrics["teacher"], "config": config.to_dict(),
             })  # fmt: skip
             print(f"{task} {method} seed {seed}: {metrics[metric]:.4f}", flush=True)
-            results["runs"] = runs
-            results["rows"] = summarise(runs)
-            results["date"] = datetime.now(UTC).isoformat(timespec="seconds")
+            # Re-read before writing: other tasks may be reproduced by parallel processes.
+            results = json.loads(path.read_text()) if path.exists() else {"runs": []}
+            results["runs"] = [r for r in results["runs"] if r["task"] not in tasks] + mine
+            results.update(
+                script="python bench/reproduce_table3.py",
+                hardware=f"CPU, {threads} thread(s) per run, torch {torch.__version__}",
+                settings=SETTINGS,
+                rows=summarise(results["runs"]),
+                date=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
             _write(path, json.dumps(results, indent=2))
-    write_tables(results)
+            write_tables(results)
 
 
 def summarise(runs: list[dict]) -> list[dict]:
