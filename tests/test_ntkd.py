@@ -215,3 +215,29 @@ def test_distillation_without_a_usable_teacher_says_what_to_do(tmp_path, quick_t
         TrainConfig(method="ntkd", augment=True)
     with pytest.raises(TrainingError, match="method e2e"):
         TrainConfig(role="teacher", method="kd")
+
+
+def test_the_cli_passes_every_transfer_option_to_the_config():
+    from onn_core.cli import _training_config, build_parser
+
+    args = build_parser().parse_args(
+        ["train", "--dataset", "mnist", "--out", "x", "--method", "kd+ntkd", "--teacher", "runs/t", "--alpha", "0.7",
+         "--beta", "0.3", "--temperature", "2", "--kd-alpha", "0.9", "--ntk-engine", "estimator", "--teacher-ntk",
+         "estimator", "--ntk-draws", "4", "--ntk-epsilon", "1e-4", "--ntk-sketch", "32", "--ntk-normalisation",
+         "trace", "--ntk-output-pool", "4", "--ntk-unbiased"]
+    )  # fmt: skip
+    config = _training_config(args, "student")
+    assert (config.method, config.teacher, config.alpha, config.beta) == ("kd+ntkd", "runs/t", 0.7, 0.3)
+    assert (config.temperature, config.kd_alpha, config.teacher_ntk, config.ntk_draws) == (2, 0.9, "estimator", 4)
+    assert (config.ntk_epsilon, config.ntk_sketch, config.ntk_normalisation) == (1e-4, 32, "trace")
+    assert config.ntk_output_pool == 4 and config.ntk_unbiased
+    # Defaults leave a run's identity as it was before knowledge transfer existed.
+    import hashlib
+
+    from onn_core.training.config import TRANSFER_DEFAULTS
+
+    plain = TrainConfig(dataset="mnist")
+    before = {k: v for k, v in plain.to_dict().items() if k != "threads" and k not in TRANSFER_DEFAULTS}
+    before["design_id"] = None
+    assert plain.run_id() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
+    assert plain.run_id() != plain.replace(beta=2.0).run_id()
