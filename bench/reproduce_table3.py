@@ -121,6 +121,8 @@ CONFIRM = {
         ("ntkd", {"beta": 0.3, "ntk_normalisation": "cka"}),
         ("ntkd", {"beta": 1.0, "ntk_normalisation": "trace", "ntk_unbiased": True}),
         ("ntkd", {"beta": 3.0, "ntk_normalisation": "trace", "ntk_unbiased": True}),
+        ("ntkd", {"beta": 0.3, "ntk_normalisation": "cka", "ntk_unbiased": True}),
+        ("ntkd", {"beta": 1.0, "ntk_normalisation": "cka", "ntk_unbiased": True}),
     ],
 }
 CONFIRM_SEEDS = (100, 101, 102)

@@ -86,6 +86,9 @@ def test_split_estimates_give_an_unbiased_kernel_distance(tiny):
     error = unbiased_t.std() / math.sqrt(len(unbiased))
     assert abs(unbiased_t.mean() - truth) < 4 * error
     assert plain_t.mean() > truth + 4 * plain_t.std() / math.sqrt(len(plain))  # squaring adds the variance
+    for how in ("cka", "trace", "frobenius"):  # one shared normalisation: exact when both halves agree
+        same = kernel_distance_unbiased(target, reference, reference, how)
+        assert torch.allclose(same, kernel_distance(target, reference, how))
     with pytest.raises(TrainingError, match="draws ≥ 2"):
         ntk_estimate(model, images, draws=1, split=True)
 

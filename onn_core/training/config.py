@@ -52,7 +52,8 @@ class TrainConfig:
         ntk_normalisation: "cka", "trace", "frobenius" or "none" (see training.ntk).
         ntk_output_pool: segmentation logit maps are pooled to this many pixels per side.
         ntk_unbiased: estimator only: the kernel distance as the product of two independent
-            half-estimates' residuals, which removes the estimator's variance from the loss.
+            half-estimates' residuals (one shared normalisation), which removes the estimator's
+            variance from the loss.
         frontend: "ideal" or "physical" (students only).
         epochs, batch_size: as usual. optimiser: "adamw" or "sgd" (momentum 0.9, Nesterov).
         learning_rate, weight_decay: optimiser settings. schedule: "cosine" (to 1 % of the

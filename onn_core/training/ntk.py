@@ -249,6 +249,11 @@ class TeacherSketch:
         return features @ features.T
 
 
+def _centre(kernel: torch.Tensor) -> torch.Tensor:
+    """H Θ H with H = I − 11ᵀ/n: the kernel of the features with their batch mean removed."""
+    return kernel - kernel.mean(dim=0, keepdim=True) - kernel.mean(dim=1, keepdim=True) + kernel.mean()
+
+
 def normalise_kernel(kernel: torch.Tensor, how: str) -> torch.Tensor:
     """Scale a kernel so that teacher and student are comparable; entries end up of order one.
 
@@ -265,7 +270,7 @@ def normalise_kernel(kernel: torch.Tensor, how: str) -> torch.Tensor:
     if how == "trace":
         return kernel / kernel.diagonal().mean().clamp_min(tiny)
     if how == "cka":
-        kernel = kernel - kernel.mean(dim=0, keepdim=True) - kernel.mean(dim=1, keepdim=True) + kernel.mean()
+        kernel = _centre(kernel)
     if how in ("frobenius", "cka"):
         return n * kernel / torch.linalg.matrix_norm(kernel).clamp_min(tiny)
     raise TrainingError(f"unknown NTK normalisation {how!r}; choose one of {', '.join(NORMALISATIONS)}.")
@@ -277,14 +282,28 @@ def kernel_distance(teacher: torch.Tensor, student: torch.Tensor, how: str = "ck
 
 
 def kernel_distance_unbiased(
-    teacher: torch.Tensor, first: torch.Tensor, second: torch.Tensor, how: str = "trace"
+    teacher: torch.Tensor, first: torch.Tensor, second: torch.Tensor, how: str = "cka"
 ) -> torch.Tensor:
     """mean((N(Θ_T) − N(Θ̂₁)) ⊙ (N(Θ_T) − N(Θ̂₂))) for two independent student estimates.
 
-    For a linear normalisation its expectation is the distance of the *true* student kernel,
-    whereas squaring one noisy estimate adds the estimator's variance, which the student would
-    then learn to shrink instead of matching the teacher. ``trace`` normalisation is nearly
-    linear here (its scale averages n diagonal entries), so it is the natural partner.
+    Its expectation is the distance of the *true* student kernel when N is linear, whereas
+    squaring one noisy estimate adds the estimator's variance, which the student would then
+    learn to shrink instead of matching the teacher. So both halves share one normalisation:
+    centring (``cka``) is linear, and the scale (Frobenius norm or mean diagonal) is taken from
+    the mean of the two halves, the least noisy scale there is.
     """
     target = normalise_kernel(teacher.detach(), how)
-    return ((target - normalise_kernel(first, how)) * (target - normalise_kernel(second, how))).mean()
+    if how == "cka":
+        first, second = _centre(first), _centre(second)
+    scale_from = (first + second) / 2
+    n = scale_from.shape[0]
+    tiny = torch.finfo(scale_from.dtype).tiny ** 0.5
+    if how == "trace":
+        scale = scale_from.diagonal().mean().clamp_min(tiny)
+    elif how in ("frobenius", "cka"):
+        scale = torch.linalg.matrix_norm(scale_from).clamp_min(tiny) / n
+    elif how == "none":
+        scale = torch.ones((), dtype=scale_from.dtype)
+    else:
+        raise TrainingError(f"unknown NTK normalisation {how!r}; choose one of {', '.join(NORMALISATIONS)}.")
+    return ((target - first / scale) * (target - second / scale)).mean()
