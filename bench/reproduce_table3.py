@@ -78,6 +78,7 @@ TASKS = {
 # Fashion-MNIST's teacher sketch uses 16 directions: the wide teacher's jvp over 54 000 images
 # costs ≈ 40 s per direction on 2 cores (once, then cached).
 SETTINGS: dict[str, dict[str, dict]] = {
+    # Fashion-MNIST: one seed on validation: e2e 91.0, KD (T=4, α=0.5) 91.25, NTKD β=1 CKA 90.1.
     "fashion-mnist": {"kd": {"temperature": 4.0, "kd_alpha": 0.5}, "ntkd": {"beta": 1.0, "ntk_sketch": 16}},
     # MNIST-5k: the 3-seed finalists on validation (CONFIRM): KD 96.9, NTKD 96.8, e2e 96.2.
     "mnist": {"kd": {"temperature": 2.0, "kd_alpha": 0.5}, "ntkd": {"beta": 0.3, "ntk_normalisation": "cka"}},
@@ -255,7 +256,7 @@ def markdown(results: dict) -> str:
     ]
     for task, methods in by_task.items():
         first = next(iter(methods.values()))
-        teacher = first["teacher"] or {}
+        teacher = next((m["teacher"] for m in methods.values() if m["teacher"]), None) or {}
         score = teacher.get(first["metric"])
         label = f"{task} ({teacher.get('model', '?')} teacher {100 * score:.1f})" if score else task
         cells = [f"{100 * methods[m]['mean']:.1f} ± {100 * methods[m]['std']:.1f}" if m in methods else "—"
