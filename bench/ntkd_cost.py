@@ -10,8 +10,9 @@ backward and the AdamW update of the Compressed Meta student on real Fashion-MNI
 the teacher's sketch is built before timing (it is built once per dataset and cached).
 
 Times are medians over interleaved rounds, as ratios to the e2e step measured in the same
-process. Peak memory is measured per method in a fresh subprocess: the growth of the resident
-set's high-water mark during the timed steps over what set-up had already used.
+process. Peak memory is measured per method in a fresh subprocess: the resident set's
+high-water mark during the steps (reset after set-up and a first step) minus the resident set
+before them.
 Writes bench/results/ntkd_cost.json with rows {method, step_s, peak_mb, ratio_to_e2e}.
 """
 
@@ -78,14 +79,30 @@ def pool() -> tuple[torch.Tensor, torch.Tensor]:
     return data.train.images[:POOL], data.train.targets[:POOL]
 
 
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def peak_growth_mb(stepper: Stepper, steps: int) -> float:
+    """Growth of the resident set's high-water mark over ``steps`` steps (Linux: the mark is reset
+    by writing 5 to /proc/self/clear_refs, so set-up's own peak does not hide the steps')."""
+    stepper.step()  # first-step allocations (optimiser state) count as set-up
+    Path("/proc/self/clear_refs").write_text("5")
+    baseline = _status_mb("VmRSS")
+    for _ in range(steps):
+        stepper.step()
+    return _status_mb("VmHWM") - baseline
+
+
 def measure_memory(method: str, teacher: str, steps: int, threads: int) -> float:
     """Peak resident-set growth (MB) of ``steps`` steps, in a fresh process."""
     code = (
-        "import sys, resource, torch; sys.path.insert(0, {bench!r}); import ntkd_cost as b; "
-        "torch.set_num_threads({threads}); images, targets = b.pool(); s = b.Stepper({method!r}, {teacher!r}, images, "
-        "targets); before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "for _ in range({steps}): s.step()\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)"
+        "import sys, torch; sys.path.insert(0, {bench!r}); import ntkd_cost as b; torch.set_num_threads({threads}); "
+        "images, targets = b.pool(); s = b.Stepper({method!r}, {teacher!r}, images, targets); "
+        "print(b.peak_growth_mb(s, {steps}))"
     ).format(bench=str(ROOT / "bench"), threads=threads, method=method, teacher=teacher, steps=steps)
     output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     return float(output.strip().splitlines()[-1])

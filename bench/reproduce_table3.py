@@ -80,8 +80,10 @@ TASKS = {
 SETTINGS: dict[str, dict[str, dict]] = {
     # Fashion-MNIST: one seed on validation: e2e 91.0, KD (T=4, α=0.5) 91.25, NTKD β=0.3 CKA 90.8
     # (β=1: 90.1).
-    "fashion-mnist": {"kd": {"temperature": 4.0, "kd_alpha": 0.5},
-                      "ntkd": {"beta": 0.3, "ntk_normalisation": "cka", "ntk_sketch": 16}},
+    "fashion-mnist": {
+        "kd": {"temperature": 4.0, "kd_alpha": 0.5},
+        "ntkd": {"beta": 0.3, "ntk_normalisation": "cka", "ntk_sketch": 16},
+    },
     # MNIST-5k: the 3-seed finalists on validation (CONFIRM): KD 96.9, NTKD 96.8, e2e 96.2.
     "mnist": {"kd": {"temperature": 2.0, "kd_alpha": 0.5}, "ntkd": {"beta": 0.3, "ntk_normalisation": "cka"}},
     # shapes-seg: carried over from the MNIST-5k search (no search of its own: a run is ~40× dearer).
