@@ -191,8 +191,15 @@ def test_a_two_epoch_ntkd_run_decreases_its_loss_and_logs_components(tmp_path, q
     monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path / "home"))
     config = TrainConfig(dataset="mnist", method="ntkd", teacher=str(quick_teacher), epochs=2, train_limit=600,
                          threads=2, batch_size=64, ntk_sketch=16)  # fmt: skip
-    metrics = train(config, tmp_path / "run", design=Design())
+    updates = []
+    metrics = train(config, tmp_path / "run", design=Design(), progress=updates.append)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
+    # The teacher's sketch is a reported phase of its own (jobs show it), then training starts.
+    prepare = [u for u in updates if u.phase == "prepare"]
+    train_images = metrics["data"]["sizes"]["train"]
+    assert prepare and prepare[-1].step == prepare[-1].steps == train_images and prepare[-1].fraction == 0.0
+    assert updates.index(prepare[-1]) < next(i for i, u in enumerate(updates) if u.phase == "train")
+    assert {"loss_task", "loss_ntk"} <= set(next(u for u in updates if u.phase == "train").metrics)
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert history[1]["train_ntk"] < history[0]["train_ntk"]
     assert {"train_task", "train_ntk"} <= set(history[0])

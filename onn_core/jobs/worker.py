@@ -165,6 +165,8 @@ def run_job(store: JobStore, job: Job) -> str:
         now = time.monotonic()
         eta = f", ETA {update.eta_s:.0f} s" if update.eta_s is not None else ""
         message = f"epoch {update.epoch}/{update.epochs}, step {update.step}/{update.steps}{eta}"
+        if update.phase == "prepare":
+            message = f"{update.metrics.get('task', 'preparing')}: {update.step}/{update.steps}{eta}"
         if update.phase in ("validate", "done"):
             event = {"epoch": update.epoch, "train_loss": update.train_loss, "elapsed_s": update.elapsed_s,
                      **update.metrics}  # fmt: skip
@@ -172,7 +174,8 @@ def run_job(store: JobStore, job: Job) -> str:
                          event_kind="epoch")  # fmt: skip
             last_write = now
         elif now - last_write >= PROGRESS_WRITE_S:
-            store.report(job, progress=update.fraction, message=f"{message}, loss {update.train_loss:.4f}")
+            loss = f", loss {update.train_loss:.4f}" if update.phase == "train" else ""
+            store.report(job, progress=update.fraction, message=message + loss)
             last_write = now
 
     previous = signal.signal(signal.SIGUSR1, _raise_cancelled)

@@ -38,6 +38,10 @@ def needs_teacher(method: str) -> bool:
     return method != "e2e"
 
 
+def uses_ntk(method: str) -> bool:
+    return "ntkd" in method.split("+")
+
+
 def hinton_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float, task: str) -> torch.Tensor:
     """T²·KL(softmax(teacher/T) ‖ softmax(student/T)); per-pixel Bernoulli KL for segmentation."""
     if task == "classification":

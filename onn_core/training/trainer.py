@@ -45,7 +45,7 @@ from ..models import (
 )
 from ..paths import studio_home
 from .config import TrainConfig
-from .losses import TransferLoss, needs_teacher
+from .losses import TransferLoss, needs_teacher, uses_ntk
 from .metrics import classification_metrics, segmentation_counts, segmentation_metrics, task_loss
 from .ntk import TeacherSketch
 from .store import find_teacher
@@ -58,7 +58,7 @@ EVALUATION_SEED = 20_251_125
 class Progress:
     """What a running job reports (to the job store, a progress bar, a log)."""
 
-    phase: str  # "train" | "validate" | "done"
+    phase: str  # "prepare" (e.g. the teacher's NTK sketch; step/steps count its images) | "train" | "validate" | "done"
     epoch: int  # 1-based
     epochs: int
     step: int  # 1-based within the epoch
@@ -70,6 +70,8 @@ class Progress:
 
     @property
     def fraction(self) -> float:
+        if self.phase == "prepare":
+            return 0.0
         return min(1.0, ((self.epoch - 1) * self.steps + self.step) / max(1, self.epochs * self.steps))
 
 
@@ -226,7 +228,12 @@ def load_teacher(config: TrainConfig, data: DatasetSplits) -> tuple[nn.Module, P
 
 
 def teacher_sketch(
-    teacher: nn.Module, folder: Path, data: DatasetSplits, config: TrainConfig, log: logging.Logger
+    teacher: nn.Module,
+    folder: Path,
+    data: DatasetSplits,
+    config: TrainConfig,
+    log: logging.Logger,
+    progress: ProgressCallback | None = None,
 ) -> TeacherSketch:
     """The teacher's NTK sketch over the training images, cached in the studio's home.
 
@@ -247,9 +254,17 @@ def teacher_sketch(
         except Exception:  # a torn cache file is rebuilt, never trusted
             log.warning("unreadable teacher sketch cache %s; rebuilding it", cache)
     started = time.perf_counter()
+
+    def report(done: int, total: int) -> None:  # a long, once-only phase: keep jobs informed (and cancellable)
+        if progress:
+            elapsed = time.perf_counter() - started
+            progress(Progress("prepare", 0, config.epochs, done, total, math.nan, elapsed,
+                              elapsed / done * (total - done), {"task": "teacher NTK sketch"}))  # fmt: skip
+
     sketch = TeacherSketch(
-        teacher, data.train.images, directions=config.ntk_sketch, seed=0, output_pool=config.ntk_output_pool
-    )
+        teacher, data.train.images, directions=config.ntk_sketch, seed=0, output_pool=config.ntk_output_pool,
+        progress=report,
+    )  # fmt: skip
     log.info("teacher NTK sketch (%d directions) in %.1f s", config.ntk_sketch, time.perf_counter() - started)
     cache.parent.mkdir(parents=True, exist_ok=True)
     _atomic_save(sketch.features, cache)
@@ -348,14 +363,11 @@ def _train(
     optimiser = _optimiser(model, config)
     scheduler = _scheduler(optimiser, config)
     score_name = headline(task)
-    teacher_info = None
-    loss_fn = TransferLoss(config, task)
+    teacher_info, teacher, sketch = None, None, None
     if config.role == "student" and needs_teacher(config.method):
         teacher, teacher_folder, teacher_metrics = load_teacher(config, data)
-        sketch = None
-        if "ntk" in loss_fn.weights and config.teacher_ntk == "sketch":
-            sketch = teacher_sketch(teacher, teacher_folder, data, config, log)
-        loss_fn = TransferLoss(config, task, teacher, sketch)
+        if uses_ntk(config.method) and config.teacher_ntk == "sketch":
+            sketch = teacher_sketch(teacher, teacher_folder, data, config, log, progress)
         teacher_info = {
             "run_dir": str(teacher_folder),
             "model": teacher_metrics.get("model"),
@@ -364,6 +376,7 @@ def _train(
         }
         log.info("teacher %s from %s (test %s %.4f)", teacher_info["model"], teacher_folder, score_name,
                  teacher_info[score_name] or float("nan"))  # fmt: skip
+    loss_fn = TransferLoss(config, task, teacher, sketch)
 
     _atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
     if design is not None and config.role == "student":
