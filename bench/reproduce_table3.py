@@ -237,7 +237,7 @@ def summarise(runs: list[dict]) -> list[dict]:
             "task": task, "dataset": group[0]["dataset"], "method": method, "metric": group[0]["metric"],
             "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "n_seeds": len(values), "epochs": group[0]["epochs"],
-            "teacher": group[0]["teacher"], "seconds_per_run": statistics.fmean(r["wall_seconds"] for r in group),
+            "teacher": group[0]["teacher"], "seconds_per_run": statistics.fmean(r["train_seconds"] for r in group),
         })  # fmt: skip
     return rows
 
@@ -259,7 +259,7 @@ def markdown(results: dict) -> str:
         by_task.setdefault(row["task"], {})[row["method"]] = row
     lines = [
         "| task (teacher, test score) | metric | no transfer | KD | NTKD | KD+NTKD | seeds × epochs "
-        "| s / run (e2e, kd, ntkd, kd+ntkd) |",
+        "| training s / run (e2e, kd, ntkd, kd+ntkd) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for task, methods in by_task.items():
@@ -267,10 +267,16 @@ def markdown(results: dict) -> str:
         teacher = next((m["teacher"] for m in methods.values() if m["teacher"]), None) or {}
         score = teacher.get(first["metric"])
         label = f"{task} ({teacher.get('model', '?')} teacher {100 * score:.1f})" if score else task
-        cells = [f"{100 * methods[m]['mean']:.1f} ± {100 * methods[m]['std']:.1f}" if m in methods else "—"
-                 for m in METHODS]  # fmt: skip
+        most = max(row["n_seeds"] for row in methods.values())
+        cells = [
+            f"{100 * methods[m]['mean']:.1f} ± {100 * methods[m]['std']:.1f}"
+            + (f" ({methods[m]['n_seeds']} seeds so far)" if methods[m]["n_seeds"] < most else "")
+            if m in methods
+            else "—"
+            for m in METHODS
+        ]
         seconds = ", ".join(f"{methods[m]['seconds_per_run']:.0f}" for m in METHODS if m in methods)
-        lines.append(f"| {label} | {first['metric']} | {' | '.join(cells)} | {first['n_seeds']} × {first['epochs']} "
+        lines.append(f"| {label} | {first['metric']} | {' | '.join(cells)} | {most} × {first['epochs']} "
                      f"| {seconds} |")  # fmt: skip
     for dataset, cells in PAPER.items():
         lines.append(f"| paper: {dataset} | | {cells['e2e']} | {cells['kd']} | {cells['ntkd']} | — | 5 × ? | |")
