@@ -81,6 +81,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _training_config(args: argparse.Namespace, role: str):
     from .training import TrainConfig
+    from .training.config import TRANSFER_DEFAULTS
 
     return TrainConfig(
         dataset=args.dataset,
@@ -104,7 +105,7 @@ def _training_config(args: argparse.Namespace, role: str):
         sensor_noise=getattr(args, "sensor_noise", False),
         normalise_intensity=getattr(args, "normalise_intensity", False),
         phase_pixel=getattr(args, "phase_pixel", None),
-        **{name: getattr(args, name) for name in TRANSFER_OPTIONS if hasattr(args, name)},
+        **{name: getattr(args, name) for name in TRANSFER_DEFAULTS if hasattr(args, name)},
     )
 
 
@@ -220,12 +221,14 @@ def _add_training_options(parser: argparse.ArgumentParser, *, epochs: int, lr: f
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
 
 
-TRANSFER_OPTIONS = ("teacher", "alpha", "beta", "temperature", "kd_alpha", "ntk_engine", "teacher_ntk", "ntk_draws",
-                    "ntk_epsilon", "ntk_sketch", "ntk_normalisation", "ntk_output_pool", "ntk_unbiased")  # fmt: skip
-
-
 def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
-    from .training.config import METHODS, STUDENT_NTK_ENGINES, TEACHER_NTK_ENGINES, TRANSFER_DEFAULTS
+    from .training.config import (
+        METHODS,
+        NTK_PARAMETERS,
+        STUDENT_NTK_ENGINES,
+        TEACHER_NTK_ENGINES,
+        TRANSFER_DEFAULTS,
+    )
     from .training.ntk import NORMALISATIONS
 
     d = TRANSFER_DEFAULTS
@@ -266,6 +269,12 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=d["ntk_output_pool"],
         help="segmentation: logit maps pooled to this many pixels per side for the NTK",
+    )
+    parser.add_argument(
+        "--ntk-parameters",
+        choices=NTK_PARAMETERS,
+        default=d["ntk_parameters"],
+        help="the student's NTK over all parameters, the optical frontend or the backend",
     )
     parser.add_argument("--ntk-unbiased", action="store_true",
                         help="estimator: two independent half-estimates (no variance term in the loss)")  # fmt: skip

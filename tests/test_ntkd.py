@@ -170,6 +170,21 @@ def test_transfer_losses_train_the_student_only(method, engine, unbiased):
     assert not teacher.training
 
 
+def test_the_student_kernel_can_cover_the_optics_or_the_backend_only():
+    from onn_core.training.losses import student_parameters
+
+    student = build_student("compressed-meta", Design(), 10)
+    names = [name for name, _ in student.named_parameters()]
+    optics = [n for n in names if student_parameters(student, "frontend")(n)]
+    backend = [n for n in names if student_parameters(student, "backend")(n)]
+    assert optics == ["frontend.weight"] and sorted(optics + backend) == sorted(names)
+    assert student_parameters(student, "all") is None
+    images = torch.rand(4, 1, 28, 28)
+    whole = ntk_exact(student, images)
+    parts = sum(ntk_exact(student, images, include=student_parameters(student, w)) for w in ("frontend", "backend"))
+    assert torch.allclose(whole, parts, rtol=1e-4)  # the NTK is a sum over parameter groups
+
+
 def test_hinton_kd_is_zero_for_identical_logits_and_positive_otherwise():
     logits = torch.randn(4, 10)
     assert abs(float(hinton_kd(logits, logits, 4.0, "classification"))) < 1e-6
@@ -234,13 +249,13 @@ def test_the_cli_passes_every_transfer_option_to_the_config():
         ["train", "--dataset", "mnist", "--out", "x", "--method", "kd+ntkd", "--teacher", "runs/t", "--alpha", "0.7",
          "--beta", "0.3", "--temperature", "2", "--kd-alpha", "0.9", "--ntk-engine", "estimator", "--teacher-ntk",
          "estimator", "--ntk-draws", "4", "--ntk-epsilon", "1e-4", "--ntk-sketch", "32", "--ntk-normalisation",
-         "trace", "--ntk-output-pool", "4", "--ntk-unbiased"]
+         "trace", "--ntk-output-pool", "4", "--ntk-unbiased", "--ntk-parameters", "backend"]
     )  # fmt: skip
     config = _training_config(args, "student")
     assert (config.method, config.teacher, config.alpha, config.beta) == ("kd+ntkd", "runs/t", 0.7, 0.3)
     assert (config.temperature, config.kd_alpha, config.teacher_ntk, config.ntk_draws) == (2, 0.9, "estimator", 4)
     assert (config.ntk_epsilon, config.ntk_sketch, config.ntk_normalisation) == (1e-4, 32, "trace")
-    assert config.ntk_output_pool == 4 and config.ntk_unbiased
+    assert config.ntk_output_pool == 4 and config.ntk_unbiased and config.ntk_parameters == "backend"
     # Defaults leave a run's identity as it was before knowledge transfer existed.
     import hashlib
 

@@ -15,6 +15,7 @@ from .ntk import NORMALISATIONS
 
 METHODS = ("e2e", "kd", "ntkd", "kd+ntkd")
 STUDENT_NTK_ENGINES = ("estimator", "exact")
+NTK_PARAMETERS = ("all", "frontend", "backend")
 TEACHER_NTK_ENGINES = ("sketch", "estimator", "exact")
 # Knowledge-transfer settings: left out of a run's identity while at their defaults, so runs
 # that do not use them keep the identity (and the resumable checkpoints) they had before.
@@ -22,6 +23,7 @@ TRANSFER_DEFAULTS: dict[str, Any] = {
     "teacher": None, "alpha": 1.0, "beta": 1.0, "temperature": 4.0, "kd_alpha": 0.5,
     "ntk_engine": "estimator", "teacher_ntk": "sketch", "ntk_draws": 2, "ntk_epsilon": 1e-3,
     "ntk_sketch": 64, "ntk_normalisation": "cka", "ntk_output_pool": 8, "ntk_unbiased": False,
+    "ntk_parameters": "all",
 }  # fmt: skip
 ROLES = ("student", "teacher")
 OPTIMISERS = ("adamw", "sgd")
@@ -54,6 +56,8 @@ class TrainConfig:
         ntk_unbiased: estimator only: the kernel distance as the product of two independent
             half-estimates' residuals (one shared normalisation), which removes the estimator's
             variance from the loss.
+        ntk_parameters: the student's kernel over "all" its parameters, only the optical
+            "frontend" or only the digital "backend" (what post-fabrication compensation trains).
         frontend: "ideal" or "physical" (students only).
         epochs, batch_size: as usual. optimiser: "adamw" or "sgd" (momentum 0.9, Nesterov).
         learning_rate, weight_decay: optimiser settings. schedule: "cosine" (to 1 % of the
@@ -107,11 +111,13 @@ class TrainConfig:
     ntk_normalisation: str = "cka"
     ntk_output_pool: int = 8
     ntk_unbiased: bool = False
+    ntk_parameters: str = "all"
 
     def __post_init__(self) -> None:
         choices = {"role": ROLES, "method": METHODS, "optimiser": OPTIMISERS, "schedule": SCHEDULES,
                    "frontend": ("ideal", "physical"), "ntk_engine": STUDENT_NTK_ENGINES,
-                   "teacher_ntk": TEACHER_NTK_ENGINES, "ntk_normalisation": NORMALISATIONS}  # fmt: skip
+                   "teacher_ntk": TEACHER_NTK_ENGINES, "ntk_normalisation": NORMALISATIONS,
+                   "ntk_parameters": NTK_PARAMETERS}  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise TrainingError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}.")

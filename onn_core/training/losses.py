@@ -67,6 +67,23 @@ def _deterministic_in_training(model: nn.Module) -> bool:
     return True
 
 
+def student_parameters(model: nn.Module, which: str) -> Callable[[str], bool] | None:
+    """Which of the student's parameters its NTK is taken over: all, the optics, or the backend."""
+    from ..models import OpticalFrontend
+
+    if which == "all":
+        return None
+    optical = {
+        f"{module_name}.{name}" if module_name else name
+        for module_name, module in model.named_modules()
+        if isinstance(module, OpticalFrontend)
+        for name, _ in module.named_parameters()
+    }
+    if which == "frontend":
+        return optical.__contains__
+    return lambda name: name not in optical
+
+
 @dataclass
 class LossParts:
     total: torch.Tensor
@@ -131,11 +148,12 @@ class TransferLoss:
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Θ_student, or two independent estimates when the loss is the unbiased product."""
         config = self.config
+        include = student_parameters(model, config.ntk_parameters)
         if config.ntk_engine == "exact":
-            return ntk_exact(model, images, output_pool=config.ntk_output_pool)
+            return ntk_exact(model, images, include=include, output_pool=config.ntk_output_pool)
         # The task forward already evaluated f(X; θ) when training mode is the mean function.
         base = outputs if _deterministic_in_training(model) else None
         return ntk_estimate(
             model, images, draws=config.ntk_draws, epsilon=config.ntk_epsilon, output_pool=config.ntk_output_pool,
-            base=base, split=config.ntk_unbiased,
+            base=base, split=config.ntk_unbiased, include=include,
         )  # fmt: skip
