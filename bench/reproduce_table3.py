@@ -132,6 +132,8 @@ CONFIRM = {
         ("ntkd", {"beta": 3.0, "ntk_normalisation": "trace", "ntk_unbiased": True}),
         ("ntkd", {"beta": 0.3, "ntk_normalisation": "cka", "ntk_unbiased": True}),
         ("ntkd", {"beta": 1.0, "ntk_normalisation": "cka", "ntk_unbiased": True}),
+        ("ntkd", {"beta": 0.3, "ntk_normalisation": "cka", "ntk_parameters": "frontend"}),
+        ("ntkd", {"beta": 1.0, "ntk_normalisation": "cka", "ntk_parameters": "frontend"}),
     ],
 }
 CONFIRM_SEEDS = (100, 101, 102)
