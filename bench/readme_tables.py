@@ -101,7 +101,7 @@ def reproduce_table3_table(result: dict) -> str:
 def ntkd_cost_table(result: dict) -> str:
     machine = result["machine"]
     lines = [
-        f"`{result['script']}`, torch {machine['torch']}, {machine['threads']} threads; Compressed Meta student, "
+        f"`{result['script']}`, torch {machine['torch']}, {machine['threads']} thread(s); Compressed Meta student, "
         f"{result['teacher']} teacher, batch {result['batch']}, Fashion-MNIST. Median step (forward, loss, backward, "
         "AdamW) over interleaved rounds; peak memory = growth of the resident set during the steps, fresh process.",
         "",
