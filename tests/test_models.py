@@ -139,9 +139,11 @@ def test_compressed_meta_cost_splits_optical_and_digital_work():
     assert cost["optical_parameters"] == kernels * 49
 
 
-def test_segmentation_student_needs_56_kernels_and_says_how_to_fit_them():
-    with pytest.raises(DesignError, match=r"56 kernels.*fits 8.*at least"):
-        build_student("segmentation-meta", Design(input_height=64, input_width=64), 1)
+def test_segmentation_student_uses_the_method_groups_or_splits_fewer_kernels_1_2_4():
+    few = build_student("segmentation-meta", Design(input_height=64, input_width=64), 1)
+    assert [group.kernels for group in few.groups] == [1, 2, 5]  # the default design fits 8
+    with pytest.raises(DesignError, match=r"at least 3 kernels"):
+        build_student("segmentation-meta", Design(input_height=64, input_width=64), 1, kernels=2)
     design = Design(metasurface_height=12e-3, metasurface_width=12e-3, kernel_taps=3, input_height=32, input_width=32)
     model = build_student("segmentation-meta", design, 1)
     assert model(torch.rand(2, 1, 32, 32)).shape == (2, 1, 32, 32)

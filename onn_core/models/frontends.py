@@ -29,7 +29,7 @@ from ..design import Design
 from ..errors import DesignError
 from ..optics.metasurface import MetaAtomTable, default_meta_atom_table
 from ..optics.propagation import propagate, window_padding
-from ..optics.psf import pixel_integrate
+from ..optics.psf import band_limit_projection, incoherent_cutoff, pixel_integrate
 from ..optics.sensor import sensor_readout
 
 
@@ -169,14 +169,26 @@ class IdealFrontend(OpticalFrontend):
     physical signal levels.
     """
 
-    def __init__(self, kernels: int, channels: int, taps: int, **options) -> None:
+    def __init__(
+        self, kernels: int, channels: int, taps: int, *, band_limit: torch.Tensor | None = None, **options
+    ) -> None:
         super().__init__(kernels, channels, taps, **options)
         fan_in = channels * taps * taps
         weight = torch.randn(kernels, channels, taps, taps) * math.sqrt(2.0 / fan_in)
         self.weight = nn.Parameter(weight if self.signed else weight.abs().sqrt())
+        if band_limit is not None and tuple(band_limit.shape) != (channels, taps * taps, taps * taps):
+            raise DesignError("band_limit", tuple(band_limit.shape),
+                              f"needs one {taps * taps}² projector per channel ({channels}).")  # fmt: skip
+        # Per-channel projector onto the spatial frequencies the optics can pass (see
+        # realisable_band): the kernels stay realisable by a sub-optic of the design's aperture.
+        self.register_buffer("band_limit", None if band_limit is None else band_limit.float())
 
     def signed_kernels(self) -> torch.Tensor:
-        return self.weight if self.signed else self.weight**2
+        kernels = self.weight if self.signed else self.weight**2
+        if self.band_limit is None:
+            return kernels
+        flat = kernels.flatten(2)  # (K, C, t²)
+        return torch.einsum("cij,kcj->kci", self.band_limit, flat).view_as(kernels)
 
     def _parts(self) -> torch.Tensor:
         kernels = self.signed_kernels()
@@ -190,6 +202,24 @@ class IdealFrontend(OpticalFrontend):
         if self.sensor is None:
             return None
         return self._parts().sum(dim=(1, 2, 3)).clamp_min(1e-12)
+
+
+def realisable_band(design: Design, taps: int, scale: int = 1) -> torch.Tensor | None:
+    """Per-channel projectors (C, t², t²) onto the kernels a sub-optic of the design can realise.
+
+    An intensity PSF through a square aperture of side k at distance z carries no spatial
+    frequency above k/(λz) per axis (:func:`~onn_core.optics.psf.incoherent_cutoff`). Returns None
+    when every channel's cutoff reaches the taps' Nyquist frequency (nothing to remove).
+    """
+    tap_pitch = design.tap_pitch * scale
+    # A monochrome input under several wavelengths is limited by the longest (lowest cutoff).
+    wavelengths = design.wavelengths if design.input_channels > 1 else (max(design.wavelengths),)
+    projectors, binding = [], False
+    for wavelength in wavelengths:
+        cutoff = incoherent_cutoff(design.kernel_size, wavelength, design.sensor_distance)
+        binding |= cutoff < 1 / (2 * tap_pitch) * (taps - 1) / taps
+        projectors.append(band_limit_projection(taps, tap_pitch, cutoff))
+    return torch.stack(projectors) if binding else None
 
 
 def default_phase_pixel(design: Design) -> float:

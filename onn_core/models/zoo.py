@@ -7,7 +7,8 @@ kernels, signed) fits the method's 8; a 16-kernel design gives Polychromatic Met
 * ``compressed-meta`` — 8 kernels 7×7, monochrome, 2 FC layers (MNIST-class tasks);
 * ``polychromatic-meta`` — 16 kernels 7×7 on RGB, 3 FC layers (CIFAR-10);
 * ``segmentation-meta`` — 56 kernels 3×3 in groups of 8/16/32 on the image at full, ½ and ¼
-  resolution (sensor binning), mimicking three encoder depths, with an up-convolution decoder;
+  resolution (sensor binning), mimicking three encoder depths, with an up-convolution decoder
+  (a design that fits fewer than 56 kernels splits what it has 1:2:4);
 * ``random-readout`` — fixed random kernels and a 1-layer readout (the random-PSF ablation).
 
 Teachers: ``lenet`` (LeNet-5 with ReLU and max-pooling), ``lenet-wide`` (the same pattern with
@@ -31,7 +32,7 @@ from torch import nn
 
 from ..design import Design
 from ..errors import DesignError
-from .frontends import IdealFrontend, OpticalFrontend, PhysicalFrontend, SensorSettings
+from .frontends import IdealFrontend, OpticalFrontend, PhysicalFrontend, SensorSettings, realisable_band
 
 FRONTENDS = ("ideal", "physical")
 
@@ -45,6 +46,7 @@ class FrontendOptions:
     normalise_intensity: bool = False
     phase_pixel: float | None = None  # metres, physical frontend only
     seed: int = 0
+    band_limit: bool = False  # ideal frontend: keep kernels within the aperture's OTF support
 
 
 def build_frontend(
@@ -57,7 +59,9 @@ def build_frontend(
         "scale": scale,
     }
     if options.kind == "ideal":
-        return IdealFrontend(kernels, design.input_channels, taps or design.kernel_taps, **common)
+        taps = taps or design.kernel_taps
+        band = realisable_band(design, taps, scale) if options.band_limit else None
+        return IdealFrontend(kernels, design.input_channels, taps, band_limit=band, **common)
     if options.kind == "physical":
         if taps is not None and taps != design.kernel_taps:
             design = design.replace(kernel_taps=taps)
@@ -266,15 +270,13 @@ class ModelEntry:
     build: Callable[..., nn.Module]
 
 
-def _compressed_meta(design: Design, classes: int, options: FrontendOptions) -> nn.Module:
-    _require_kernels(design, 1, "compressed-meta")
-    frontend = build_frontend(design, design.kernel_count, options)
+def _compressed_meta(design: Design, classes: int, options: FrontendOptions, kernels: int) -> nn.Module:
+    frontend = build_frontend(design, kernels, options)
     return HybridClassifier(frontend, (design.input_height, design.input_width), hidden=(128,), classes=classes, pool=2)
 
 
-def _polychromatic_meta(design: Design, classes: int, options: FrontendOptions) -> nn.Module:
-    _require_kernels(design, 1, "polychromatic-meta")
-    frontend = build_frontend(design, design.kernel_count, options)
+def _polychromatic_meta(design: Design, classes: int, options: FrontendOptions, kernels: int) -> nn.Module:
+    frontend = build_frontend(design, kernels, options)
     size = (design.input_height, design.input_width)
     return HybridClassifier(frontend, size, hidden=(256, 128), classes=classes, pool=2)
 
@@ -282,18 +284,34 @@ def _polychromatic_meta(design: Design, classes: int, options: FrontendOptions) 
 SEGMENTATION_GROUPS = (8, 16, 32)
 
 
-def _segmentation_meta(design: Design, classes: int, options: FrontendOptions) -> nn.Module:
-    _require_kernels(design, sum(SEGMENTATION_GROUPS), "segmentation-meta")
+def segmentation_groups(kernels: int) -> tuple[int, int, int]:
+    """Kernels per resolution group: the method's 8/16/32 once 56 fit, else the same 1:2:4 shares.
+
+    Designs with more than 56 kernels still use 56 (the method's architecture); fewer than 3
+    cannot fill three groups.
+    """
+    if kernels >= sum(SEGMENTATION_GROUPS):
+        return SEGMENTATION_GROUPS
+    if kernels < 3:
+        raise DesignError(
+            "kernel_count", kernels, "the segmentation student needs at least 3 kernels (one per resolution group).",
+            "enlarge the metasurface or shrink the kernels / spacing.",
+        )  # fmt: skip
+    fine = max(1, round(kernels / 7))
+    middle = max(1, round(2 * kernels / 7))
+    return fine, middle, kernels - fine - middle
+
+
+def _segmentation_meta(design: Design, classes: int, options: FrontendOptions, kernels: int) -> nn.Module:
     frontends = [
         build_frontend(design, count, options, taps=3, scale=2**level, group=level)
-        for level, count in enumerate(SEGMENTATION_GROUPS)
+        for level, count in enumerate(segmentation_groups(kernels))
     ]
     return HybridSegmenter(frontends)
 
 
-def _random_readout(design: Design, classes: int, options: FrontendOptions) -> nn.Module:
-    _require_kernels(design, 1, "random-readout")
-    frontend = build_frontend(design, design.kernel_count, FrontendOptions(kind="ideal", sensor=options.sensor))
+def _random_readout(design: Design, classes: int, options: FrontendOptions, kernels: int) -> nn.Module:
+    frontend = build_frontend(design, kernels, FrontendOptions(kind="ideal", sensor=options.sensor))
     with torch.no_grad():  # random PSFs: non-negative, unit sum
         frontend.weight.copy_(torch.rand_like(frontend.weight))
         frontend.weight.div_(frontend.weight.sum(dim=(1, 2, 3), keepdim=True))
@@ -308,7 +326,7 @@ STUDENTS: dict[str, ModelEntry] = {
         ModelEntry("polychromatic-meta", "classification", "student",
                    "Polychromatic Meta: the design's kernels (16 in the method), RGB, 3 FC", _polychromatic_meta),
         ModelEntry("segmentation-meta", "segmentation", "student",
-                   "56 kernels 3×3 in groups 8/16/32 at full/½/¼ resolution, up-convolution decoder",
+                   "56 kernels 3×3 in groups 8/16/32 (or 1:2:4 of fewer) at full/½/¼ resolution, up-conv decoder",
                    _segmentation_meta),
         ModelEntry("random-readout", "classification", "student",
                    "random fixed PSFs (all kernels the design fits) + 1 linear readout (ablation)", _random_readout),
@@ -333,11 +351,22 @@ DEFAULT_STUDENT = {"classification": "compressed-meta", "segmentation": "segment
 DEFAULT_TEACHER = {"classification": "lenet", "segmentation": "unet"}
 
 
-def build_student(name: str, design: Design, classes: int, options: FrontendOptions | None = None) -> nn.Module:
-    """The student ``name`` for ``design`` with ``classes`` outputs (segmentation: 1 logit map)."""
+def build_student(
+    name: str, design: Design, classes: int, options: FrontendOptions | None = None, *, kernels: int | None = None
+) -> nn.Module:
+    """The student ``name`` for ``design`` with ``classes`` outputs (segmentation: 1 logit map).
+
+    ``kernels`` overrides the count the design's layout fits (the estimator's many-kernel bound,
+    ablations); by default every kernel the layout fits is used.
+    """
     if name not in STUDENTS:
         raise DesignError("student", name, f"unknown student; choose one of {', '.join(STUDENTS)}.")
-    return STUDENTS[name].build(design, classes, options or FrontendOptions())
+    if kernels is None:
+        _require_kernels(design, 1, name)
+        kernels = design.kernel_count
+    elif isinstance(kernels, bool) or not isinstance(kernels, int) or kernels < 1:
+        raise DesignError("kernel_count", kernels, "must be a whole number ≥ 1.")
+    return STUDENTS[name].build(design, classes, options or FrontendOptions(), kernels)
 
 
 def build_teacher(name: str, channels: int, image_size: tuple[int, int], classes: int) -> nn.Module:

@@ -109,3 +109,42 @@ def airy_radius(wavelength: float, f_number: float) -> float:
 def max_deflection_angle(wavelength: float, pitch: float) -> float:
     """Largest angle (radians) a phase profile sampled at ``pitch`` (metres) can steer light to."""
     return math.asin(min(1.0, wavelength / (2 * pitch)))
+
+
+def incoherent_cutoff(aperture: float, wavelength: float, distance: float) -> float:
+    """Highest spatial frequency, cycles/metre on the sensor, that an intensity PSF can carry.
+
+    The OTF is the pupil's autocorrelation scaled by λz, so a square aperture of side D at
+    distance z passes |f_x|, |f_y| ≤ D/(λz) and nothing above, whatever phase it carries
+    (Goodman, Introduction to Fourier Optics, §6.3). With F# = z/D this is 1/(λ·F#).
+
+    Args:
+        aperture: side of the (square) sub-optic aperture, metres. wavelength: metres.
+        distance: aperture-to-sensor distance, metres.
+    """
+    for name, value in (("aperture", aperture), ("wavelength", wavelength), ("distance", distance)):
+        check_positive(name, value)
+    return aperture / (wavelength * distance)
+
+
+def band_limit_projection(taps: int, tap_pitch: float, cutoff: float, dtype=torch.float64) -> torch.Tensor:
+    """Orthogonal projector (taps², taps²) onto kernels whose spectrum lies within ``cutoff``.
+
+    A kernel sampled on ``taps`` × ``taps`` taps of pitch ``tap_pitch`` has DFT frequencies
+    m/(taps·tap_pitch); the projector keeps those with |f_x|, |f_y| ≤ cutoff (the square
+    aperture's OTF support, :func:`incoherent_cutoff`) and removes the rest. It is separable,
+    symmetric and idempotent, and the identity when the cutoff reaches the taps' Nyquist
+    frequency 1/(2·tap_pitch). Apply as ``(P @ kernel.flatten()).view(taps, taps)``.
+
+    Args:
+        taps: kernel taps per side (odd). tap_pitch: metres. cutoff: cycles/metre.
+    """
+    if isinstance(taps, bool) or not isinstance(taps, int) or taps < 1 or taps % 2 == 0:
+        raise OpticsInputError(f"taps must be an odd whole number ≥ 1, got {taps!r}.")
+    check_positive("tap_pitch", tap_pitch)
+    check_positive("cutoff", cutoff)
+    frequencies = torch.fft.fftfreq(taps, d=tap_pitch, dtype=torch.float64)
+    keep = (frequencies.abs() <= cutoff * (1 + 1e-12)).to(torch.complex128)
+    dft = torch.fft.fft(torch.eye(taps, dtype=torch.complex128), dim=0)  # rows: frequencies
+    one_axis = (dft.conj().T @ torch.diag(keep) @ dft).real / taps
+    return torch.kron(one_axis, one_axis).to(dtype)

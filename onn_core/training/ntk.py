@@ -112,16 +112,32 @@ def ntk_exact(
     include: ParameterFilter | None = None,
     output_pool: int = DEFAULT_OUTPUT_POOL,
     max_elements: int = 2**26,
+    image_chunk: int | None = None,
 ) -> torch.Tensor:
     """Exact empirical NTK (n × n) of ``model`` on ``images`` over the selected parameters.
 
     Differentiable with respect to the parameters when they require grad (the NTKD loss needs
     that for the student); wrap in ``torch.no_grad()`` for a teacher. ``max_elements`` bounds a
-    Jacobian block (n × outputs × parameters of one tensor) by splitting the outputs.
+    Jacobian block (n × outputs × parameters of one tensor) by splitting the outputs; when the
+    whole Jacobian fits in it, all parameters are differentiated in one pass.
+    ``image_chunk`` bounds the activations vmap holds at once (large images, many samples).
     """
     chosen, fixed = _split_parameters(model, include)
+    step = image_chunk or len(images)
     with mean_function(model):
         outputs = flat_outputs(model(images[:1]), output_pool).shape[1]
+        if len(images) * outputs * sum(p.numel() for p in chosen.values()) <= max_elements:
+
+            def all_outputs(values: dict[str, torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+                return flat_outputs(functional_call(model, {**fixed, **values}, (image.unsqueeze(0),)), output_pool)[0]
+
+            per_image = vmap(jacrev(all_outputs), in_dims=(None, 0))
+            blocks = []
+            for i in range(0, len(images), step):
+                jacobians = per_image(chosen, images[i : i + step])
+                blocks.append(torch.cat([j.flatten(1) for j in jacobians.values()], dim=1))
+            jacobian = torch.cat(blocks)
+            return jacobian @ jacobian.T
         kernel = images.new_zeros(len(images), len(images))
         for name, parameter in chosen.items():
             others = {**fixed, **{k: v for k, v in chosen.items() if k != name}}
@@ -129,7 +145,8 @@ def ntk_exact(
             for first in range(0, outputs, per_block):
                 one_sample = _sample_outputs(model, others, name, slice(first, min(outputs, first + per_block)),
                                              output_pool)  # fmt: skip
-                jacobian = vmap(jacrev(one_sample), in_dims=(None, 0))(parameter, images)
+                per_image = vmap(jacrev(one_sample), in_dims=(None, 0))
+                jacobian = torch.cat([per_image(parameter, images[i : i + step]) for i in range(0, len(images), step)])
                 jacobian = jacobian.reshape(len(images), -1)
                 kernel = kernel + jacobian @ jacobian.T
     return kernel
