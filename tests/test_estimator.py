@@ -141,8 +141,9 @@ def test_estimate_is_reproducible_and_reports_its_spread():
 
 
 def test_more_kernels_estimate_at_least_as_well_on_digits():
-    one = estimate(DIGITS, "digits", EstimateSettings(train_size=400, val_size=100, test_size=300, inits=2, kernels=1))
-    many = estimate(DIGITS, "digits", EstimateSettings(train_size=400, val_size=100, test_size=300, inits=2, kernels=16))
+    sizes = {"train_size": 400, "val_size": 100, "test_size": 300, "inits": 2}
+    one = estimate(DIGITS, "digits", EstimateSettings(**sizes, kernels=1))
+    many = estimate(DIGITS, "digits", EstimateSettings(**sizes, kernels=16))
     assert many.accuracy > one.accuracy
 
 
