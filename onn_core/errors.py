@@ -52,3 +52,11 @@ class DataFormatError(ValueError):
 
 class TrainingError(RuntimeError):
     """Training cannot go on (diverged, a config that does not fit the design or data...)."""
+
+
+class SweepError(ValueError):
+    """A sweep spec or results file that cannot be used; the message says what to change."""
+
+
+class SurrogateUnavailable(LookupError):
+    """No sweep results to fit a surrogate on for a dataset; the message says what to do instead."""

@@ -134,10 +134,11 @@ def test_estimate_is_reproducible_and_reports_its_spread():
     assert first.per_init == again.per_init
     assert first.metric == "accuracy" and first.kernels == DIGITS.kernel_count
     assert 0.5 < first.accuracy < 1.0  # ten digit classes, far above chance with 4 kernels
-    assert first.low <= first.accuracy <= first.high
+    assert first.low <= first.subset_accuracy <= first.accuracy <= first.high
     assert first.sizes == {"train": 300, "val": 100, "test": 150}
     assert [n for n, _ in first.learning_curve] == [37, 75, 150, 300]
-    assert first.full_data >= first.learning_curve[-1][1]
+    assert first.learning_curve[-1][1] == pytest.approx(first.subset_accuracy)
+    assert first.full_train_size == 1293  # sklearn's 1 797 digits: 80 % train, of which 90 %
 
 
 def test_more_kernels_estimate_at_least_as_well_on_digits():

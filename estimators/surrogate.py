@@ -1,0 +1,242 @@
+"""A fast surrogate of the estimator: design features → estimated accuracy, in milliseconds.
+
+Fitted per dataset on sweep results (the JSON-lines files :mod:`estimators.sweep` writes): the
+ones shipped in ``assets/sweeps/`` for the embedded datasets, plus any the user adds. Two
+models compete by 5-fold cross-validation and the lower mean absolute error wins (both errors
+are kept with the model): a Gaussian process (Matérn 5/2 with a length scale per feature, plus
+a white-noise term; its predictive standard deviation is the uncertainty) and gradient-boosted
+trees (their uncertainty is the cross-validated RMSE). The GP's hyperparameters are cached in
+``$ONN_STUDIO_HOME/cache/surrogate/`` as JSON, so later processes refit without optimising.
+
+Features are what the estimator's student depends on, in physical terms: log₂ of the kernel
+count, taps per kernel, the band ratio (the aperture's incoherent cutoff k/(λz) over the taps'
+Nyquist frequency, capped at 1) and the ADC bit depth. A query with any feature outside the
+swept range, or an input size the sweeps did not use, is flagged as an extrapolation.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onn_core.data.registry import SPECS
+from onn_core.design import Design
+from onn_core.errors import DesignError, SurrogateUnavailable
+from onn_core.optics.psf import incoherent_cutoff
+from onn_core.paths import studio_home
+
+from .ntk_regression import ESTIMATOR_VERSION
+from .sweep import read_results
+
+ASSET_SWEEPS = Path(__file__).resolve().parents[1] / "assets" / "sweeps"
+FEATURES = ("log2_kernels", "kernel_taps", "band_ratio", "sensor_bit_depth")
+SEGMENTATION_TAPS = 3  # the segmentation student's kernels are 3 × 3 whatever the design says
+
+
+def design_features(design: Design, task: str = "classification") -> dict[str, float]:
+    """The surrogate's inputs for a design (dimensionless)."""
+    taps = SEGMENTATION_TAPS if task == "segmentation" else design.kernel_taps
+    wavelength = max(design.wavelengths)
+    cutoff = incoherent_cutoff(design.kernel_size, wavelength, design.sensor_distance)
+    nyquist = 1 / (2 * design.tap_pitch)
+    return {
+        "log2_kernels": math.log2(max(1, design.kernel_count)),
+        "kernel_taps": float(taps),
+        "band_ratio": min(1.0, cutoff / nyquist),
+        "sensor_bit_depth": float(design.sensor_bit_depth),
+    }
+
+
+@dataclass
+class SurrogateAnswer:
+    accuracy: float
+    low: float
+    high: float
+    extrapolation: bool
+    outside: list[str]
+    seconds: float
+    method: str = "surrogate"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Surrogate:
+    """A fitted surrogate for one dataset."""
+
+    dataset: str
+    kind: str  # "gp" | "gbm"
+    cv_mae: dict[str, float]
+    n_points: int
+    ranges: dict[str, tuple[float, float]]
+    model: Any = field(repr=False)
+    scaler: tuple[np.ndarray, np.ndarray] = field(repr=False)
+    residual_rmse: float = 0.0
+    sources: list[str] = field(default_factory=list)
+    input_sizes: list[tuple[int, int]] = field(default_factory=list)
+
+    def _matrix(self, rows: list[dict[str, float]]) -> np.ndarray:
+        raw = np.array([[r[name] for name in FEATURES] for r in rows], dtype=float)
+        return (raw - self.scaler[0]) / self.scaler[1]
+
+    def predict(self, design: Design) -> SurrogateAnswer:
+        started = time.perf_counter()
+        features = design_features(design, SPECS[self.dataset].task)
+        outside = [
+            name for name, (low, high) in self.ranges.items()
+            if not low - 1e-9 * max(1, abs(low)) <= features[name] <= high + 1e-9 * max(1, abs(high))
+        ]  # fmt: skip
+        if (design.input_height, design.input_width) not in self.input_sizes:
+            outside.append("input_size")  # the sweeps saw other image sizes
+        x = self._matrix([features])
+        if self.kind == "gp":
+            mean, std = self.model.predict(x, return_std=True)
+            mean, std = float(mean[0]), float(std[0])
+        else:
+            mean, std = float(self.model.predict(x)[0]), self.residual_rmse
+        mean = min(1.0, max(0.0, mean))
+        return SurrogateAnswer(
+            accuracy=mean, low=max(0.0, mean - std), high=min(1.0, mean + std), extrapolation=bool(outside),
+            outside=outside, seconds=time.perf_counter() - started,
+        )  # fmt: skip
+
+    def describe(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "kind": self.kind, "cv_mae": self.cv_mae, "n_points": self.n_points,
+                "ranges": self.ranges, "sources": self.sources, "input_sizes": self.input_sizes}  # fmt: skip
+
+
+def training_rows(
+    dataset: str, paths: list[Path], input_sizes: set | None = None
+) -> list[tuple[dict[str, float], float]]:
+    """(features, estimated accuracy) from sweep results for ``dataset``; seeds of one design
+    averaged. The designs' input sizes are added to ``input_sizes`` when given."""
+    task = SPECS[dataset].task
+    by_design: dict[str, list[float]] = {}
+    features: dict[str, dict[str, float]] = {}
+    for path in paths:
+        for row in read_results(path):
+            if row.get("dataset") != dataset or "result" not in row:
+                continue
+            if row.get("estimator_version") != ESTIMATOR_VERSION:
+                continue  # another estimator's numbers are not comparable
+            design = Design.from_dict(row["design"])
+            key = design.design_id
+            by_design.setdefault(key, []).append(float(row["result"]["accuracy"]))
+            features[key] = design_features(design, task)
+            if input_sizes is not None:
+                input_sizes.add((design.input_height, design.input_width))
+    return [(features[k], float(np.mean(v))) for k, v in by_design.items()]
+
+
+def _gp(length_scales: int):
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+    kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(
+        length_scale=np.ones(length_scales), length_scale_bounds=(1e-2, 1e3), nu=2.5
+    ) + WhiteKernel(1e-4, (1e-8, 1e-1))
+    return GaussianProcessRegressor(kernel=kernel, normalize_y=True, n_restarts_optimizer=2, random_state=0)
+
+
+def _gbm():
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    return GradientBoostingRegressor(n_estimators=300, max_depth=3, learning_rate=0.05, subsample=0.8, random_state=0)
+
+
+def fit_surrogate(dataset: str, paths: list[Path] | None = None, *, cache: bool = True) -> Surrogate:
+    """Fit (or refit from cached hyperparameters) the surrogate of ``dataset``."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    if dataset not in SPECS:
+        raise SurrogateUnavailable(f"{dataset}: unknown dataset; choose one of {', '.join(SPECS)}.")
+    paths = sorted(ASSET_SWEEPS.glob("*.jsonl")) if paths is None else [Path(p) for p in paths]
+    input_sizes: set = set()
+    rows = training_rows(dataset, paths, input_sizes)
+    if len(rows) < 8:
+        raise SurrogateUnavailable(
+            f"{dataset}: only {len(rows)} swept design(s) to fit a surrogate on (need ≥ 8). "
+            "Fix: run the exact estimate (--exact), or a sweep of this dataset "
+            "(python -m onn_core sweep --spec FILE.json --out RESULTS) and pass its results."
+        )
+    with warnings.catch_warnings():
+        # Bounds the optimiser touches (e.g. a noise level at its floor) are expected on small,
+        # nearly noise-free sweeps; the cross-validated error, not a warning, judges the fit.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return _fit(dataset, rows, input_sizes, paths, cache)
+
+
+def _fit(dataset: str, rows, input_sizes: set, paths: list[Path], cache: bool) -> Surrogate:
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    raw = np.array([[f[name] for name in FEATURES] for f, _ in rows], dtype=float)
+    target = np.array([y for _, y in rows])
+    centre, scale = raw.mean(axis=0), raw.std(axis=0)
+    scale[scale == 0] = 1.0
+    x = (raw - centre) / scale
+    ranges = {name: (float(raw[:, i].min()), float(raw[:, i].max())) for i, name in enumerate(FEATURES)}
+    digest = hashlib.sha256(json.dumps([raw.tolist(), target.tolist()]).encode()).hexdigest()[:16]
+    cache_file = studio_home() / "cache" / "surrogate" / f"{dataset}-{digest}.json"
+    stored = json.loads(cache_file.read_text()) if cache and cache_file.exists() else None
+    folds = KFold(n_splits=min(5, len(rows)), shuffle=True, random_state=0)
+    if stored is None:
+        cv_mae = {}
+        for name, make in (("gp", lambda: _gp(len(FEATURES))), ("gbm", _gbm)):
+            predicted = cross_val_predict(make(), x, target, cv=folds)
+            cv_mae[name] = float(np.mean(np.abs(predicted - target)))
+        kind = min(cv_mae, key=cv_mae.get)
+        stored = {"kind": kind, "cv_mae": cv_mae}
+    kind = stored["kind"]
+    if kind == "gp":
+        model = _gp(len(FEATURES))
+        if "theta" in stored:  # cached hyperparameters: no optimisation on later loads
+            model.kernel = model.kernel.clone_with_theta(np.array(stored["theta"]))
+            model.optimizer = None
+        model.fit(x, target)
+        stored["theta"] = model.kernel_.theta.tolist()
+        residual = 0.0
+    else:
+        model = _gbm().fit(x, target)
+        predicted = cross_val_predict(_gbm(), x, target, cv=folds)
+        residual = float(np.sqrt(np.mean((predicted - target) ** 2)))
+    if cache:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache_file.write_text(json.dumps(stored, indent=2))
+    return Surrogate(
+        dataset=dataset, kind=kind, cv_mae=stored["cv_mae"], n_points=len(rows), ranges=ranges, model=model,
+        scaler=(centre, scale), residual_rmse=residual, sources=[str(p) for p in paths],
+        input_sizes=sorted(input_sizes),
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)
+def _cached(dataset: str, sources: tuple[tuple[str, float], ...]) -> Surrogate:
+    return fit_surrogate(dataset, [Path(p) for p, _ in sources])
+
+
+def load_surrogate(dataset: str, extra: list[str | Path] = ()) -> Surrogate:
+    """The surrogate for ``dataset`` from the shipped sweeps (plus ``extra`` results), fitted once
+    per process and per change of the files."""
+    paths = sorted(ASSET_SWEEPS.glob("*.jsonl")) + [Path(p) for p in extra]
+    sources = tuple((str(p), p.stat().st_mtime) for p in paths if p.exists())
+    return _cached(dataset, sources)
+
+
+def check_design_for(design: Design, dataset: str) -> None:
+    """The design must take the dataset's colour channels (sizes are resampled, as in training)."""
+    spec = SPECS[dataset]
+    if design.input_channels != spec.channels:
+        raise DesignError(
+            "input_channels", design.input_channels,
+            f"{dataset} images have {spec.channels} channel(s).", f"set input channels to {spec.channels}.",
+        )  # fmt: skip

@@ -1,0 +1,162 @@
+"""Sweeps on loky and on a real Dask LocalCluster; resuming; the surrogate and the estimate CLI."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from estimators.surrogate import FEATURES, design_features, fit_surrogate
+from estimators.sweep import expand_spec, read_results, run_point, run_sweep
+from onn_core.cli import main
+from onn_core.design import Design
+from onn_core.errors import SurrogateUnavailable, SweepError
+
+# 8 × 8 digits through 3 × 3 kernels on sub-millimetre metasurfaces: a few seconds per point.
+BASE = {"kernel_size": 4e-5, "kernel_spacing": 1e-5, "input_height": 8, "input_width": 8, "kernel_taps": 3}
+SPEC = {
+    "datasets": ["digits"],
+    "base": BASE,
+    "grid": {"metasurface_width": [1e-4, 1.5e-4], "metasurface_height": [1e-4, 1.5e-4]},
+    "settings": {"train_size": 150, "val_size": 60, "test_size": 100, "inits": 1},
+    "seeds": [0],
+}
+
+
+def _accuracies(path):
+    return {row["point_id"]: row["result"]["accuracy"] for row in read_results(path) if "result" in row}
+
+
+def test_grid_expands_every_combination_and_keeps_unbuildable_designs_with_the_reason():
+    points = expand_spec(SPEC)
+    assert len(points) == 4 and len({p["point_id"] for p in points}) == 4
+    # 100 µm × 100 µm fits 2 × 2 sub-optics of 40 µm; every point is buildable here.
+    row = run_point({**points[0], "design": {**points[0]["design"], "kernel_size": 2e-3}})
+    assert "error" in row and "kernel_size" in row["error"] and "result" not in row
+
+
+def test_loky_sweep_appends_provenance_and_resumes_without_redoing_points(tmp_path):
+    out = tmp_path / "results.jsonl"
+    first = run_sweep(SPEC, out, backend="loky", jobs=2)
+    assert first["ran"] == 4 and first["already_done"] == 0
+    rows = read_results(out)
+    assert {"design", "dataset", "seed", "settings", "estimator_version", "seconds", "host", "result"} <= set(rows[0])
+    assert Design.from_dict(rows[0]["design"]).design_id == rows[0]["design_id"]
+    # A crash mid-write leaves a torn last line; the sweep resumes around it.
+    with out.open("a") as handle:
+        handle.write('{"point_id": "torn')
+    again = run_sweep(SPEC, out, backend="loky", jobs=2)
+    assert again["ran"] == 0 and again["already_done"] == 4
+
+
+def test_dask_on_a_local_cluster_gives_the_same_numbers_as_loky(tmp_path):
+    run_sweep(SPEC, tmp_path / "loky.jsonl", backend="loky", jobs=2)
+    started = time.perf_counter()
+    summary = run_sweep(SPEC, tmp_path / "dask.jsonl", backend="dask", jobs=2)
+    assert summary["ran"] == 4, summary
+    assert time.perf_counter() - started < 120
+    loky, dask = _accuracies(tmp_path / "loky.jsonl"), _accuracies(tmp_path / "dask.jsonl")
+    assert loky == dask and len(loky) == 4
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"datasets": ["imagenet"]}, "unknown dataset"),
+        ({"grid": {"kernel_colour": [1]}}, "not a design field"),
+        ({"random": {"samples": 3, "ranges": {"kernel_taps": [3, 5]}}}, "exactly one"),
+        ({"settings": {"epochs": 3}}, "unknown estimator setting"),
+        ({"seeds": [-1]}, "seeds"),
+    ],
+)
+def test_bad_sweep_specs_are_refused_with_the_reason(change, message):
+    with pytest.raises(SweepError, match=message):
+        expand_spec({**SPEC, **change})
+
+
+def test_random_sample_is_seeded_and_respects_the_kernel_filter():
+    spec = {
+        "datasets": ["digits"], "base": {**BASE, "metasurface_height": 1e-4},
+        "filters": {"min_kernels": 2, "max_kernels": 10},
+        "random": {"samples": 6, "seed": 3, "ranges": {"metasurface_width": [1e-4, 5e-4], "kernel_taps": [3, 5]}},
+    }  # fmt: skip
+    first, second = expand_spec(spec), expand_spec(spec)
+    assert [p["point_id"] for p in first] == [p["point_id"] for p in second] and len(first) == 6
+    assert all(2 <= Design.from_dict(p["design"]).kernel_count <= 10 for p in first)
+
+
+def _synthetic_results(path, dataset="mnist", count=30):
+    """Sweep rows whose accuracy follows a known smooth law of the kernel count."""
+    rng = np.random.default_rng(0)
+    with path.open("w") as handle:
+        for _ in range(count):
+            width = float(np.exp(rng.uniform(np.log(1.0e-3), np.log(12e-3))))
+            design = Design(metasurface_width=width, kernel_taps=int(rng.choice([3, 5, 7])))
+            accuracy = 0.99 - 0.06 / (1 + design.kernel_count)
+            row = {"point_id": design.design_id, "dataset": dataset, "design": design.to_dict(),
+                   "estimator_version": "ntk-regression/1", "result": {"accuracy": accuracy}}  # fmt: skip
+            handle.write(json.dumps(row) + "\n")
+
+
+def test_surrogate_fits_by_cross_validation_answers_fast_and_flags_extrapolation(tmp_path, monkeypatch):
+    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path / "home"))
+    results = tmp_path / "sweep.jsonl"
+    _synthetic_results(results)
+    surrogate = fit_surrogate("mnist", [results])
+    assert surrogate.kind in ("gp", "gbm") and set(surrogate.cv_mae) == {"gp", "gbm"}
+    assert surrogate.cv_mae[surrogate.kind] == min(surrogate.cv_mae.values())
+    inside = Design(metasurface_width=6e-3, kernel_taps=5)
+    answer = surrogate.predict(inside)
+    assert answer.low <= answer.accuracy <= answer.high
+    assert answer.accuracy == pytest.approx(0.99 - 0.06 / (1 + inside.kernel_count), abs=0.01)
+    assert not answer.extrapolation
+    times = []
+    for _ in range(20):
+        times.append(surrogate.predict(inside).seconds)
+    assert np.median(times) < 0.05
+    outside = surrogate.predict(Design(metasurface_width=12e-3, metasurface_height=12e-3, kernel_taps=9))
+    assert outside.extrapolation and {"log2_kernels", "kernel_taps"} <= set(outside.outside)
+    assert surrogate.predict(inside.replace(input_height=32, input_width=32)).outside == ["input_size"]
+    # A second fit reuses the cached hyperparameters and gives the same model.
+    again = fit_surrogate("mnist", [results])
+    assert again.kind == surrogate.kind and again.predict(inside).accuracy == pytest.approx(answer.accuracy)
+
+
+def test_surrogate_without_sweep_results_says_what_to_do(tmp_path):
+    with pytest.raises(SurrogateUnavailable, match="--exact"):
+        fit_surrogate("digits", [tmp_path / "none.jsonl"])
+
+
+def test_design_features_are_physical():
+    features = design_features(Design())
+    assert set(features) == set(FEATURES)
+    assert features["log2_kernels"] == 3 and features["band_ratio"] == 1.0
+    tiny = Design(kernel_size=30e-6, kernel_spacing=10e-6, metasurface_height=0.1e-3, metasurface_width=0.1e-3)
+    # cutoff k/(λz) over the taps' Nyquist 1/(2·tap pitch)
+    expected = (30e-6 / (532e-9 * 2.4e-3)) * 2 * tiny.tap_pitch
+    assert design_features(tiny)["band_ratio"] == pytest.approx(expected)
+
+
+def test_estimate_cli_surrogate_and_exact_json(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path / "home"))
+    results = tmp_path / "sweep.jsonl"
+    _synthetic_results(results)
+    design = tmp_path / "design.json"
+    design.write_text(Design().to_json())
+    assert main(["estimate", "--design", str(design), "--dataset", "mnist", "--results", str(results), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert {"accuracy", "low", "high", "method", "extrapolation", "seconds"} <= set(answer)
+    assert answer["method"] == "surrogate" and answer["seconds"] < 0.05
+    small = tmp_path / "small.json"
+    small.write_text(Design.from_dict({**BASE, "metasurface_width": 1e-4, "metasurface_height": 1e-4}).to_json())
+    assert main(["estimate", "--design", str(small), "--dataset", "digits", "--exact", "--json"]) == 0
+    exact = json.loads(capsys.readouterr().out)
+    assert exact["method"] == "ntk" and 0 < exact["accuracy"] <= 1 and exact["extrapolation"] is False
+    # A design that does not match the data is refused in the designer's terms.
+    rgb = tmp_path / "rgb.json"
+    rgb.write_text(Design(wavelengths=(450e-9, 532e-9, 635e-9), input_channels=3).to_json())
+    assert main(["estimate", "--design", str(rgb), "--dataset", "mnist", "--json"]) == 2
+    assert "1 channel" in json.loads(capsys.readouterr().out)["error"]
+    # No sweep of this dataset: the surrogate says how to get an estimate instead.
+    assert main(["estimate", "--design", str(design), "--dataset", "digits", "--results", str(results)]) == 2
+    assert "--exact" in capsys.readouterr().err
