@@ -120,5 +120,10 @@ def design_sidebar() -> None:
 
 
 design_sidebar()
-navigation = st.navigation([st.Page(PAGES / "design.py", title="Design", icon=":material/grid_view:", default=True)])
+navigation = st.navigation(
+    [
+        st.Page(PAGES / "design.py", title="Design", icon=":material/grid_view:", default=True),
+        st.Page(PAGES / "estimate.py", title="Estimate", icon=":material/query_stats:"),
+    ]
+)
 navigation.run()

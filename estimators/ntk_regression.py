@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -301,8 +302,12 @@ def estimate(
     *,
     data: DatasetSplits | None = None,
     threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Estimate:
-    """NTK-regression estimate of the accuracy (mIoU) the design's student can reach on ``dataset``."""
+    """NTK-regression estimate of the accuracy (mIoU) the design's student can reach on ``dataset``.
+
+    ``progress(done, total)`` is called after each initialisation (a job's progress bar).
+    """
     settings = settings or EstimateSettings()
     started = time.perf_counter()
     if dataset not in SPECS:
@@ -345,6 +350,8 @@ def estimate(
             curves.append([*curve, score])
             ridges.append(ridge)
             scores.append(score)
+            if progress:
+                progress(init + 1, settings.inits)
     finally:
         torch.set_num_threads(previous_threads)
     mean = float(np.mean(scores))

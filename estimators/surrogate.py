@@ -240,3 +240,56 @@ def check_design_for(design: Design, dataset: str) -> None:
             "input_channels", design.input_channels,
             f"{dataset} images have {spec.channels} channel(s).", f"set input channels to {spec.channels}.",
         )  # fmt: skip
+
+
+# Design edits behind the Estimate page's curves: each maps a swept value to design fields.
+CURVES = {
+    "kernel_count": "metasurface side (both axes), so that 1 … 64 kernels fit",
+    "kernel_size": "kernel aperture k (the layout refits, and small apertures narrow the band)",
+    "meta_atom_pitch": "meta-atom pitch",
+}
+
+
+def _curve_designs(design: Design, curve: str) -> list[tuple[float, Design]]:
+    if curve == "kernel_count":
+        pitch = design.sub_optic_pitch
+        pairs = []
+        for rows in range(1, 13):
+            for cols in (rows, rows + 1):
+                side_h, side_w = rows * pitch - design.kernel_spacing, cols * pitch - design.kernel_spacing
+                try:
+                    candidate = design.replace(metasurface_height=side_h, metasurface_width=side_w)
+                except DesignError:
+                    continue
+                if 1 <= candidate.kernel_count <= 64:
+                    pairs.append((float(candidate.kernel_count), candidate))
+        unique = {}
+        for value, candidate in pairs:
+            unique.setdefault(value, candidate)
+        return sorted(unique.items())
+    if curve == "kernel_size":
+        values = np.geomspace(20e-6, min(design.metasurface_height, design.metasurface_width), 24)
+    elif curve == "meta_atom_pitch":
+        values = np.linspace(150e-9, 600e-9, 19)
+    else:
+        raise DesignError("curve", curve, f"must be one of {', '.join(CURVES)}.")
+    designs = []
+    for value in values:
+        try:
+            designs.append((float(value), design.replace(**{curve: float(value)})))
+        except DesignError:
+            continue  # not buildable at this value (e.g. too few meta-atoms): a gap in the curve
+    return designs
+
+
+def surrogate_curve(surrogate: Surrogate, design: Design, curve: str) -> list[dict[str, Any]]:
+    """The surrogate's answer along one design axis: rows of {value, kernels, accuracy, low, high,
+    extrapolation}; designs that cannot be built (or fit more than 64 kernels) are left out."""
+    rows = []
+    for value, candidate in _curve_designs(design, curve):
+        if not 1 <= candidate.kernel_count <= 64:
+            continue
+        answer = surrogate.predict(candidate)
+        rows.append({"value": value, "kernels": candidate.kernel_count, "accuracy": answer.accuracy,
+                     "low": answer.low, "high": answer.high, "extrapolation": answer.extrapolation})  # fmt: skip
+    return rows

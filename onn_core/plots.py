@@ -156,3 +156,34 @@ def mtf_figure(preview: LensPreview) -> go.Figure:
         margin={"l": 40, "r": 20, "t": 50, "b": 40},
     )
     return figure
+
+
+CURVE_AXES = {  # curve → (axis title, factor from SI to the axis unit, log axis)
+    "kernel_count": ("kernels that fit", 1.0, True),
+    "kernel_size": ("kernel aperture k (µm)", 1 / UM, True),
+    "meta_atom_pitch": ("meta-atom pitch (nm)", 1e9, False),
+}
+
+
+def estimate_curve_figure(rows: list[dict], curve: str, current: float, metric: str) -> go.Figure:
+    """Estimated accuracy (%) along one design axis with its band; the current design marked."""
+    title, factor, log_axis = CURVE_AXES[curve]
+    x = [r["value"] * factor for r in rows]
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=x + x[::-1], y=[100 * r["high"] for r in rows] + [100 * r["low"] for r in rows][::-1],
+                                fill="toself", fillcolor="rgba(43,108,176,0.15)", line={"width": 0},
+                                name="uncertainty", hoverinfo="skip"))  # fmt: skip
+    inside = [r for r in rows if not r["extrapolation"]]
+    figure.add_trace(go.Scatter(x=x, y=[100 * r["accuracy"] for r in rows], mode="lines", name="estimate",
+                                line={"color": SIGN_COLOURS[1]}))  # fmt: skip
+    figure.add_trace(go.Scatter(x=[r["value"] * factor for r in inside], y=[100 * r["accuracy"] for r in inside],
+                                mode="markers", name="within the swept designs",
+                                marker={"color": SIGN_COLOURS[1], "size": 6}))  # fmt: skip
+    figure.add_vline(x=current * factor, line={"color": SIGN_COLOURS[-1], "dash": "dash"},
+                     annotation_text="this design")  # fmt: skip
+    figure.update_layout(
+        xaxis={"title": {"text": title}, "type": "log" if log_axis else "linear"},
+        yaxis={"title": {"text": f"estimated {metric} (%)"}},
+        margin={"l": 10, "r": 10, "t": 30, "b": 10}, height=340, legend={"orientation": "h"},
+    )  # fmt: skip
+    return figure

@@ -1,6 +1,7 @@
 """The app, headless through Streamlit's AppTest: the Design page and the sidebar design."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,61 @@ def test_rgb_design_previews_each_wavelength(app):
     assert "450 nm" in psf["layout"]["title"]["text"]
     app.text_input(key="form.wavelengths").input("green").run()
     assert any("numbers in nm" in e.value for e in app.error)
+
+
+# ---------------------------------------------------------------------------- the Estimate page
+@pytest.fixture
+def estimate_page(tmp_path, monkeypatch):
+    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path))
+    monkeypatch.setenv("ONN_JOB_IDLE_EXIT_S", "3")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("../pages/estimate.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_estimate_page_answers_instantly_with_curves(estimate_page):
+    at = estimate_page
+    assert [t.value for t in at.title] == ["Accuracy before training"]
+    metrics = {m.label: m.value for m in at.metric}
+    value = float(metrics["Estimated accuracy"].rstrip(" %"))
+    assert 85 < value < 100  # MNIST-5k, the default 8-kernel design
+    assert float(metrics["Query time"].rstrip(" ms")) < 50
+    charts = [figure(c) for c in at.get("plotly_chart")]
+    assert len(charts) == 3
+    titles = [c["layout"]["xaxis"]["title"]["text"] for c in charts]
+    assert titles == ["kernels that fit", "kernel aperture k (µm)", "meta-atom pitch (nm)"]
+    assert all(c["layout"]["yaxis"]["title"]["text"] == "estimated accuracy (%)" for c in charts)
+
+
+def test_estimate_page_flags_extrapolation_and_explains_what_it_cannot_do(estimate_page):
+    at = estimate_page
+    at.sidebar.number_input(key="form.kernel_taps").set_value(15).run()
+    assert any("extrapolating" in w.value for w in at.warning)
+    at.selectbox(key="estimate.dataset").set_value("digits").run()
+    assert any("No instant estimate" in i.value and "--exact" in i.value for i in at.info)
+    at.selectbox(key="estimate.dataset").set_value("cifar10").run()
+    assert any("3 channel" in e.value for e in at.error)
+    assert not at.exception
+
+
+def test_exact_estimate_runs_as_a_job_and_reattaches(estimate_page):
+    from onn_core import jobs
+
+    at = estimate_page
+    at.selectbox(key="estimate.dataset").set_value("digits").run()
+    at.button[0].click().run()
+    [job] = jobs.list_jobs()
+    assert job.kind == "estimate" and job.config["dataset"] == "digits"
+    deadline = time.monotonic() + 240
+    while jobs.status(job.id).state not in ("succeeded", "failed") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert jobs.status(job.id).state == "succeeded", jobs.status(job.id).error
+    # A fresh session (a reload) finds the finished job for this design and dataset.
+    again = AppTest.from_file(APP, default_timeout=120)
+    again.run()
+    again.switch_page("../pages/estimate.py").run()
+    again.selectbox(key="estimate.dataset").set_value("digits").run()
+    metrics = {m.label: m.value for m in again.metric}
+    assert 50 < float(metrics["Exact estimate (accuracy)"].rstrip(" %")) <= 100

@@ -15,7 +15,7 @@ import torch
 
 from onn_core import jobs
 from onn_core.design import Design
-from onn_core.jobs.store import MIGRATIONS, JobStore
+from onn_core.jobs.store import MIGRATIONS, JobError, JobStore
 from onn_core.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,3 +239,19 @@ def test_cli_round_trip(studio):
     assert refused.returncode == 2 and "only failed or cancelled" in refused.stderr
     queued = json.loads(cli("submit", "--kind", "teacher", "--config", str(config), "--no-worker", "--json").stdout)
     assert json.loads(cli("cancel", queued["id"], "--json").stdout)["state"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"dataset": "imagenet"}, "unknown dataset"),
+        ({"dataset": "mnist", "design": {"kernel_size": 1.0}}, "estimate config is not valid"),
+        ({"dataset": "mnist", "settings": {"inits": 0}}, "estimate config is not valid"),
+        ({"dataset": "mnist", "epochs": 3}, "takes design, dataset and settings"),
+        ({"dataset": "cifar10"}, "3 channel"),
+    ],
+)
+def test_bad_estimate_jobs_are_refused_before_queueing(config, message):
+    with pytest.raises(JobError, match=message):
+        jobs.submit("estimate", config, start_worker=False)
+    assert jobs.list_jobs() == []

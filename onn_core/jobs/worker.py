@@ -99,9 +99,44 @@ def _run_training(role: str):
     return run
 
 
+def _estimate_inputs(config: dict[str, Any]):
+    from estimators.ntk_regression import EstimateSettings
+
+    unknown = sorted(set(config) - {"design", "dataset", "settings"})
+    if unknown:
+        raise JobError(f"an estimate job takes design, dataset and settings; not {', '.join(unknown)}.")
+    design = Design.from_dict(config["design"]) if config.get("design") is not None else Design()
+    settings = dict(config.get("settings") or {})
+    if "ridge_grid" in settings:
+        settings["ridge_grid"] = tuple(settings["ridge_grid"])
+    return design, config.get("dataset"), EstimateSettings(**settings)
+
+
+def _run_estimate(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
+    """The exact NTK-regression estimate of a design (seconds to a minute), as a job."""
+    import json
+
+    from estimators.ntk_regression import estimate
+
+    from ..training.trainer import Progress
+
+    design, dataset, settings = _estimate_inputs(config)
+    started = time.monotonic()
+
+    def report(done: int, total: int) -> None:
+        elapsed = time.monotonic() - started
+        eta = elapsed / done * (total - done) if done else None
+        progress(Progress("estimate", 1, 1, done, total, 0.0, elapsed, eta))
+
+    result = estimate(design, dataset, settings, threads=job_threads(), progress=report)
+    (folder / "estimate.json").write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    return result.to_dict()
+
+
 KINDS: dict[str, Callable[[dict[str, Any], Path, Callable], dict[str, Any]]] = {
     "train": _run_training("student"),
     "teacher": _run_training("teacher"),
+    "estimate": _run_estimate,
 }
 
 
@@ -124,6 +159,18 @@ def validate_job(kind: str, config: dict[str, Any]) -> None:
         models = STUDENTS if kind == "train" else TEACHERS
         if train_config.model and train_config.model not in models:
             raise JobError(f"unknown {kind} model {train_config.model!r}; choose one of {', '.join(models)}.")
+    if kind == "estimate":
+        from ..data import SPECS
+
+        try:
+            design, dataset, _ = _estimate_inputs(config)
+        except (DesignError, TypeError) as exc:
+            raise JobError(f"the estimate config is not valid: {exc}") from None
+        if dataset not in SPECS:
+            raise JobError(f"unknown dataset {dataset!r}; choose one of {', '.join(SPECS)}.")
+        if design.input_channels != SPECS[dataset].channels:
+            raise JobError(f"{dataset} images have {SPECS[dataset].channels} channel(s); the design expects "
+                           f"{design.input_channels}.")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- running one job
@@ -167,6 +214,8 @@ def run_job(store: JobStore, job: Job) -> str:
         message = f"epoch {update.epoch}/{update.epochs}, step {update.step}/{update.steps}{eta}"
         if update.phase == "prepare":
             message = f"{update.metrics.get('task', 'preparing')}: {update.step}/{update.steps}{eta}"
+        elif update.phase == "estimate":
+            message = f"NTK regression: initialisation {update.step}/{update.steps} done{eta}"
         if update.phase in ("validate", "done"):
             event = {"epoch": update.epoch, "train_loss": update.train_loss, "elapsed_s": update.elapsed_s,
                      **update.metrics}  # fmt: skip

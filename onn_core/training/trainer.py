@@ -58,7 +58,9 @@ EVALUATION_SEED = 20_251_125
 class Progress:
     """What a running job reports (to the job store, a progress bar, a log)."""
 
-    phase: str  # "prepare" (e.g. the teacher's NTK sketch; step/steps count its images) | "train" | "validate" | "done"
+    # "prepare" (e.g. the teacher's NTK sketch; step/steps count its images) | "train" | "validate"
+    # | "done" | "estimate" (an estimate job: step/steps count initialisations)
+    phase: str
     epoch: int  # 1-based
     epochs: int
     step: int  # 1-based within the epoch

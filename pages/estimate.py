@@ -1,0 +1,110 @@
+"""Estimate page: accuracy before training — the instant surrogate, curves, and the exact estimate as a job."""
+
+import streamlit as st
+
+from estimators.surrogate import CURVES, check_design_for, load_surrogate, surrogate_curve
+from onn_core import jobs
+from onn_core.data.registry import SPECS
+from onn_core.errors import DesignError, SurrogateUnavailable
+from onn_core.plots import estimate_curve_figure
+
+SWEPT = ("mnist", "fashion-mnist", "shapes-seg")
+
+
+@st.cache_resource(show_spinner="Fitting the surrogate to the shipped sweeps…")
+def surrogate_for(dataset: str):
+    return load_surrogate(dataset)
+
+
+def latest_estimate_job(design_json: dict, dataset: str):
+    """The newest exact-estimate job for this design and dataset (reattaches after a reload)."""
+    for job in jobs.list_jobs():
+        if job.kind == "estimate" and job.config.get("dataset") == dataset and job.config.get("design") == design_json:
+            return job
+    return None
+
+
+st.title("Accuracy before training")
+design = st.session_state.get("design")
+if design is None:
+    st.error(f"This design cannot be built. {st.session_state.get('design_error')}")
+    st.stop()
+
+dataset = st.selectbox("Dataset", SWEPT + tuple(d for d in SPECS if d not in SWEPT), key="estimate.dataset")
+metric = "mIoU" if SPECS[dataset].task == "segmentation" else "accuracy"
+try:
+    check_design_for(design, dataset)
+except DesignError as error:
+    st.error(str(error))
+    st.stop()
+
+try:
+    surrogate = surrogate_for(dataset)
+except SurrogateUnavailable as reason:
+    surrogate = None
+    st.info(f"No instant estimate: {reason}")
+
+if surrogate is not None:
+    answer = surrogate.predict(design)
+    columns = st.columns(4)
+    columns[0].metric(f"Estimated {metric}", f"{100 * answer.accuracy:.1f} %")
+    columns[1].metric("Range", f"{100 * answer.low:.1f} – {100 * answer.high:.1f} %")
+    columns[2].metric("Surrogate CV error", f"± {100 * surrogate.cv_mae[surrogate.kind]:.1f} points")
+    columns[3].metric("Query time", f"{1e3 * answer.seconds:.1f} ms")
+    if answer.extrapolation:
+        st.warning(
+            f"This design lies outside the swept designs ({', '.join(answer.outside)}): the surrogate is "
+            "extrapolating. Run the exact estimate below for a number you can rely on."
+        )
+    st.caption(
+        f"Surrogate ({surrogate.kind}) fitted on {surrogate.n_points} designs swept by NTK regression; "
+        f"kernels {design.kernel_count}. NTK regression is the student linearised at initialisation."
+    )
+    tabs = st.tabs([CURVES[name].split(" (")[0].capitalize() for name in CURVES])
+    for tab, curve in zip(tabs, CURVES, strict=True):
+        rows = surrogate_curve(surrogate, design, curve)
+        current = float(design.kernel_count) if curve == "kernel_count" else float(getattr(design, curve))
+        with tab:
+            st.plotly_chart(estimate_curve_figure(rows, curve, current, metric), width="stretch")
+            if curve == "meta_atom_pitch":
+                st.caption(
+                    "The pitch does not change what the kernels can express; it limits how far the metasurface "
+                    "can steer light (see the phase-aliasing diagnostic on the Design page)."
+                )
+
+st.subheader("Exact estimate")
+st.write(
+    "NTK regression of this design's student on the real data (3 initialisations; about half a minute "
+    "on a laptop CPU), as a background job: you can leave the page and come back."
+)
+config = {"design": design.to_dict(), "dataset": dataset}
+if st.button("Run exact estimate", icon=":material/play_arrow:"):
+    try:
+        jobs.submit("estimate", config)
+    except jobs.JobError as error:
+        st.error(str(error))
+
+
+@st.fragment(run_every=2)
+def exact_panel() -> None:
+    job = latest_estimate_job(config["design"], dataset)
+    if job is None:
+        st.caption("No exact estimate of this design on this dataset yet.")
+        return
+    if job.state in ("queued", "running"):
+        st.progress(job.progress, text=job.message or job.state)
+        if st.button("Cancel", key=f"cancel-{job.id}"):
+            jobs.cancel(job.id)
+    elif job.state == "succeeded":
+        result = job.metrics
+        columns = st.columns(3)
+        columns[0].metric(f"Exact estimate ({metric})", f"{100 * result['accuracy']:.1f} %")
+        columns[1].metric("Range", f"{100 * result['low']:.1f} – {100 * result['high']:.1f} %")
+        columns[2].metric("Time", f"{result['seconds']:.0f} s")
+        st.caption(f"Subset score {100 * result['subset_accuracy']:.1f} % on {result['sizes']['train']} training "
+                   f"images, extrapolated to {result['full_train_size']}. Job {job.id}.")  # fmt: skip
+    else:
+        st.error(f"The exact estimate {job.state}: {job.error or job.message}")
+
+
+exact_panel()
