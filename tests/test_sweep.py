@@ -160,3 +160,17 @@ def test_estimate_cli_surrogate_and_exact_json(tmp_path, monkeypatch, capsys):
     # No sweep of this dataset: the surrogate says how to get an estimate instead.
     assert main(["estimate", "--design", str(design), "--dataset", "digits", "--results", str(results)]) == 2
     assert "--exact" in capsys.readouterr().err
+
+
+def test_dask_sweep_on_a_scheduler_address(tmp_path):
+    from dask.distributed import LocalCluster
+
+    spec = {**SPEC, "grid": {"metasurface_width": [1e-4, 1.5e-4], "metasurface_height": [1e-4]}}
+    run_sweep(spec, tmp_path / "loky.jsonl", backend="loky", jobs=1)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        summary = run_sweep(spec, tmp_path / "remote.jsonl", backend="dask", scheduler=cluster.scheduler_address)
+    assert summary["ran"] == 2
+    remote = _accuracies(tmp_path / "remote.jsonl")
+    assert remote == _accuracies(tmp_path / "loky.jsonl") and len(remote) == 2
+    with pytest.raises(SweepError, match="--backend dask"):
+        run_sweep(spec, tmp_path / "x.jsonl", backend="loky", scheduler=cluster.scheduler_address)
