@@ -11,7 +11,8 @@ trees (their uncertainty is the cross-validated RMSE). The GP's hyperparameters 
 Features are what the estimator's student depends on, in physical terms: log₂ of the kernel
 count, taps per kernel, the band ratio (the aperture's incoherent cutoff k/(λz) over the taps'
 Nyquist frequency, capped at 1) and the ADC bit depth. A query with any feature outside the
-swept range, or an input size the sweeps did not use, is flagged as an extrapolation.
+swept range, at an input size the sweeps did not use, or farther from every swept design than
+twice the sweep's typical spacing, is flagged as an extrapolation.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 
 from onn_core.data.registry import SPECS
 from onn_core.design import Design
-from onn_core.errors import DesignError, SurrogateUnavailable
+from onn_core.errors import DesignError, SurrogateUnavailable, SweepError
 from onn_core.optics.psf import incoherent_cutoff
 from onn_core.paths import studio_home
 
@@ -84,6 +85,8 @@ class Surrogate:
     residual_rmse: float = 0.0
     sources: list[str] = field(default_factory=list)
     input_sizes: list[tuple[int, int]] = field(default_factory=list)
+    swept: np.ndarray | None = field(default=None, repr=False)  # standardised features of the sweep
+    gap: float = math.inf  # nearest-swept-design distance beyond which a query is "far"
 
     def _matrix(self, rows: list[dict[str, float]]) -> np.ndarray:
         raw = np.array([[r[name] for name in FEATURES] for r in rows], dtype=float)
@@ -99,6 +102,8 @@ class Surrogate:
         if (design.input_height, design.input_width) not in self.input_sizes:
             outside.append("input_size")  # the sweeps saw other image sizes
         x = self._matrix([features])
+        if self.swept is not None and float(np.min(np.linalg.norm(self.swept - x, axis=1))) > self.gap:
+            outside.append("far_from_swept_designs")  # inside the ranges, but in a gap between them
         if self.kind == "gp":
             mean, std = self.model.predict(x, return_std=True)
             mean, std = float(mean[0]), float(std[0])
@@ -129,7 +134,13 @@ def training_rows(
                 continue
             if row.get("estimator_version") != ESTIMATOR_VERSION:
                 continue  # another estimator's numbers are not comparable
-            design = Design.from_dict(row["design"])
+            settings = row.get("settings", {})
+            if settings.get("kernels") is not None or settings.get("band_limit") is False:
+                continue  # not the student the design implies (a bound, an ablation)
+            try:
+                design = Design.from_dict(row["design"])
+            except DesignError:
+                continue  # written by a version whose designs this one no longer builds
             key = design.design_id
             by_design.setdefault(key, []).append(float(row["result"]["accuracy"]))
             features[key] = design_features(design, task)
@@ -207,15 +218,21 @@ def _fit(dataset: str, rows, input_sizes: set, paths: list[Path], cache: bool) -
         residual = 0.0
     else:
         model = _gbm().fit(x, target)
-        predicted = cross_val_predict(_gbm(), x, target, cv=folds)
-        residual = float(np.sqrt(np.mean((predicted - target) ** 2)))
+        if "residual_rmse" not in stored:  # the cross-validated error is the trees' uncertainty
+            predicted = cross_val_predict(_gbm(), x, target, cv=folds)
+            stored["residual_rmse"] = float(np.sqrt(np.mean((predicted - target) ** 2)))
+        residual = stored["residual_rmse"]
+    # "Far": twice the 90th percentile of the swept designs' distances to their nearest neighbour.
+    distances = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=2)
+    np.fill_diagonal(distances, np.inf)
+    gap = 2 * float(np.percentile(distances.min(axis=1), 90))
     if cache:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         cache_file.write_text(json.dumps(stored, indent=2))
     return Surrogate(
         dataset=dataset, kind=kind, cv_mae=stored["cv_mae"], n_points=len(rows), ranges=ranges, model=model,
         scaler=(centre, scale), residual_rmse=residual, sources=[str(p) for p in paths],
-        input_sizes=sorted(input_sizes),
+        input_sizes=sorted(input_sizes), swept=x, gap=gap,
     )  # fmt: skip
 
 
@@ -227,13 +244,20 @@ def _cached(dataset: str, sources: tuple[tuple[str, float], ...]) -> Surrogate:
 def load_surrogate(dataset: str, extra: list[str | Path] = ()) -> Surrogate:
     """The surrogate for ``dataset`` from the shipped sweeps (plus ``extra`` results), fitted once
     per process and per change of the files."""
+    if dataset not in SPECS:
+        raise SurrogateUnavailable(f"{dataset}: unknown dataset; choose one of {', '.join(SPECS)}.")
+    missing = [str(p) for p in extra if not Path(p).is_file()]
+    if missing:
+        raise SweepError(f"sweep results {', '.join(missing)} not found.")
     paths = sorted(ASSET_SWEEPS.glob("*.jsonl")) + [Path(p) for p in extra]
-    sources = tuple((str(p), p.stat().st_mtime) for p in paths if p.exists())
+    sources = tuple((str(p), p.stat().st_mtime) for p in paths)
     return _cached(dataset, sources)
 
 
 def check_design_for(design: Design, dataset: str) -> None:
     """The design must take the dataset's colour channels (sizes are resampled, as in training)."""
+    if dataset not in SPECS:
+        raise SurrogateUnavailable(f"{dataset}: unknown dataset; choose one of {', '.join(SPECS)}.")
     spec = SPECS[dataset]
     if design.input_channels != spec.channels:
         raise DesignError(

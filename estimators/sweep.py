@@ -20,6 +20,7 @@ and seeds its own initialisations and subsets.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import itertools
@@ -38,7 +39,7 @@ import numpy as np
 
 from onn_core.data.registry import SPECS, load_dataset
 from onn_core.design import Design
-from onn_core.errors import DataFormatError, DesignError, SweepError
+from onn_core.errors import DesignError, SweepError
 
 from .ntk_regression import ESTIMATOR_VERSION, EstimateSettings, estimate
 
@@ -169,7 +170,8 @@ def _dataset(name: str, data_root: str | None, split_seed: int, size: tuple[int,
 
 
 def run_point(point: dict[str, Any]) -> dict[str, Any]:
-    """Estimate one point (in a worker process); never raises: failures become error rows."""
+    """Estimate one point (in a worker process); never raises: failures become error rows,
+    marked ``retryable`` unless the design itself is at fault."""
     import torch
 
     torch.set_num_threads(1)  # one core per point: workers share the machine, results are reproducible
@@ -188,10 +190,19 @@ def run_point(point: dict[str, Any]) -> dict[str, Any]:
         result = estimate(design, point["dataset"], settings, data=data)
         row["result"] = {k: v for k, v in result.to_dict().items() if k != "settings"}
         row["design_id"] = design.design_id
-    except (DesignError, DataFormatError) as exc:
+    except DesignError as exc:  # the design itself: final, recorded with the reason
         row["error"] = str(exc)
+        row["retryable"] = False
+    except Exception as exc:  # data not there, out of memory…: recorded, and tried again on resume
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        row["retryable"] = True
     row["seconds"] = round(time.perf_counter() - started, 3)
     return row
+
+
+def finished(row: dict[str, Any]) -> bool:
+    """A point that a resumed sweep does not run again: a result, or a design that cannot be built."""
+    return "result" in row or row.get("retryable") is False
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
@@ -211,6 +222,21 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
                 break
             raise SweepError(f"{path}: line {number} is not valid JSON; the file is not a sweep's results.") from None
     return rows
+
+
+def _drop_torn_tail(handle) -> None:
+    """Cut a line left half-written by a crash, so the next row starts on a line of its own."""
+    handle.seek(0, os.SEEK_END)
+    size = handle.tell()
+    if size == 0:
+        return
+    handle.seek(max(0, size - 1))
+    if handle.read(1) == b"\n":
+        return
+    handle.seek(0)
+    content = handle.read()
+    handle.truncate(content.rfind(b"\n") + 1)
+    handle.seek(0, os.SEEK_END)
 
 
 def _parallel_results(points, backend: str, jobs: int, scheduler: str | None) -> Iterator[dict[str, Any]]:
@@ -257,19 +283,24 @@ def run_sweep(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     points = expand_spec(spec)
-    finished = {row["point_id"] for row in read_results(out)}
-    todo = [p for p in points if p["point_id"] not in finished]
     started = time.perf_counter()
     written = 0
-    if todo:
-        with out.open("a", encoding="utf-8") as handle:
-            for row in _parallel_results(todo, backend, jobs, scheduler):
-                handle.write(json.dumps(row, sort_keys=True) + "\n")
-                handle.flush()  # each finished point survives a crash of the sweep
-                written += 1
-                if on_row:
-                    on_row(row)
+    with out.open("a+b") as handle:
+        try:  # one sweep per results file at a time: a second one would redo and interleave points
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SweepError(f"{out} is being written by another sweep; wait for it or choose another --out.") from None
+        _drop_torn_tail(handle)
+        done = {row["point_id"] for row in read_results(out) if finished(row)}
+        todo = [p for p in points if p["point_id"] not in done]
+        for row in _parallel_results(todo, backend, jobs, scheduler) if todo else ():
+            handle.write((json.dumps(row, sort_keys=True) + "\n").encode("utf-8"))
+            handle.flush()  # each finished point survives a crash of the sweep
+            written += 1
+            if on_row:
+                on_row(row)
     return {
         "points": len(points), "already_done": len(points) - len(todo), "ran": written,
+        "errors": None if not written else sum(1 for row in read_results(out)[-written:] if "error" in row),
         "backend": backend, "jobs": jobs, "seconds": round(time.perf_counter() - started, 2), "out": str(out),
     }  # fmt: skip

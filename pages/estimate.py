@@ -5,15 +5,10 @@ import streamlit as st
 from estimators.surrogate import CURVES, check_design_for, load_surrogate, surrogate_curve
 from onn_core import jobs
 from onn_core.data.registry import SPECS
-from onn_core.errors import DesignError, SurrogateUnavailable
+from onn_core.errors import DesignError, SurrogateUnavailable, SweepError
 from onn_core.plots import estimate_curve_figure
 
 SWEPT = ("mnist", "fashion-mnist", "shapes-seg")
-
-
-@st.cache_resource(show_spinner="Fitting the surrogate to the shipped sweeps…")
-def surrogate_for(dataset: str):
-    return load_surrogate(dataset)
 
 
 def latest_estimate_job(design_json: dict, dataset: str):
@@ -39,8 +34,9 @@ except DesignError as error:
     st.stop()
 
 try:
-    surrogate = surrogate_for(dataset)
-except SurrogateUnavailable as reason:
+    with st.spinner("Fitting the surrogate to the swept designs (once per session of the server)…"):
+        surrogate = load_surrogate(dataset)  # cached per process, refitted when the sweep files change
+except (SurrogateUnavailable, SweepError, DesignError) as reason:
     surrogate = None
     st.info(f"No instant estimate: {reason}")
 
@@ -78,7 +74,10 @@ st.write(
     "on a laptop CPU), as a background job: you can leave the page and come back."
 )
 config = {"design": design.to_dict(), "dataset": dataset}
-if st.button("Run exact estimate", icon=":material/play_arrow:"):
+active = latest_estimate_job(config["design"], dataset)
+busy = active is not None and active.state in ("queued", "running")
+if st.button("Run exact estimate", icon=":material/play_arrow:", disabled=busy,
+             help="Already running for this design and dataset." if busy else None):  # fmt: skip
     try:
         jobs.submit("estimate", config)
     except jobs.JobError as error:

@@ -77,12 +77,21 @@ def test_default_design_passes_every_tap_frequency_and_a_tiny_aperture_does_not(
     outside = (frequencies[:, None] > cutoff) | (frequencies[None, :] > cutoff)
     assert outside.any()
     assert float(spectrum[..., outside].max()) < 1e-5 * float(spectrum.max())
+    # Unsigned kernels are squared band-limited amplitudes: non-negative, and within the cutoff.
+    unsigned = build_student("compressed-meta", SMALL.replace(signed_kernels=False), 10,
+                             FrontendOptions(band_limit=True))  # fmt: skip
+    psfs = unsigned.frontend.signed_kernels().detach().double()
+    assert float(psfs.min()) >= 0
+    spectrum = torch.fft.fft2(psfs).abs()
+    assert float(spectrum[..., outside].max()) < 1e-5 * float(spectrum.max())
 
 
 @pytest.mark.parametrize("band_limit", [False, True])
-def test_structured_classifier_ntk_equals_the_autograd_ntk(band_limit):
+@pytest.mark.parametrize("signed", [True, False])
+def test_structured_classifier_ntk_equals_the_autograd_ntk(band_limit, signed):
     torch.manual_seed(0)
-    model = build_student("compressed-meta", SMALL, 10, FrontendOptions(band_limit=band_limit)).double()
+    design = SMALL.replace(signed_kernels=signed)
+    model = build_student("compressed-meta", design, 10, FrontendOptions(band_limit=band_limit)).double()
     images = torch.rand(7, 1, 12, 12, dtype=torch.float64)
     reference = ntk_exact(model, images).detach()
     structured = classifier_ntk(model, images[:3], images)

@@ -249,6 +249,9 @@ def test_cli_round_trip(studio):
         ({"dataset": "mnist", "settings": {"inits": 0}}, "estimate config is not valid"),
         ({"dataset": "mnist", "epochs": 3}, "takes design, dataset and settings"),
         ({"dataset": "cifar10"}, "3 channel"),
+        ({"dataset": "mnist", "settings": {"kernels": -3}}, "estimate config is not valid"),
+        ({"dataset": "mnist", "settings": {"train_size": 10**7}}, "estimate config is not valid"),
+        ({"dataset": "shapes-seg", "settings": {"kernels": 2}}, "at least 3 kernels"),
     ],
 )
 def test_bad_estimate_jobs_are_refused_before_queueing(config, message):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from estimators.surrogate import FEATURES, design_features, fit_surrogate
-from estimators.sweep import expand_spec, read_results, run_point, run_sweep
+from estimators.sweep import expand_spec, finished, read_results, run_point, run_sweep
 from onn_core.cli import main
 from onn_core.design import Design
 from onn_core.errors import SurrogateUnavailable, SweepError
@@ -42,11 +42,49 @@ def test_loky_sweep_appends_provenance_and_resumes_without_redoing_points(tmp_pa
     rows = read_results(out)
     assert {"design", "dataset", "seed", "settings", "estimator_version", "seconds", "host", "result"} <= set(rows[0])
     assert Design.from_dict(rows[0]["design"]).design_id == rows[0]["design_id"]
-    # A crash mid-write leaves a torn last line; the sweep resumes around it.
-    with out.open("a") as handle:
-        handle.write('{"point_id": "torn')
     again = run_sweep(SPEC, out, backend="loky", jobs=2)
     assert again["ran"] == 0 and again["already_done"] == 4
+
+
+def test_a_sweep_killed_mid_write_resumes_and_keeps_its_file_readable(tmp_path):
+    out = tmp_path / "results.jsonl"
+    half = {**SPEC, "grid": {**SPEC["grid"], "metasurface_height": [1e-4]}}
+    assert run_sweep(half, out, backend="loky", jobs=1)["ran"] == 2
+    with out.open("a") as handle:  # a crash mid-write leaves a torn last line
+        handle.write('{"point_id": "torn')
+    resumed = run_sweep(SPEC, out, backend="loky", jobs=1)
+    assert resumed["ran"] == 2 and resumed["already_done"] == 2
+    rows = read_results(out)  # every line parses: the torn tail was cut before appending
+    assert len(rows) == 4 and len({r["point_id"] for r in rows}) == 4
+    assert out.read_text().count("\n") == 4
+
+
+def test_failures_that_may_pass_later_are_retried_and_design_errors_are_not(tmp_path, monkeypatch):
+    out = tmp_path / "results.jsonl"
+    spec = {**SPEC, "grid": {"metasurface_width": [1e-4], "metasurface_height": [1e-4]}}
+    [point] = expand_spec(spec)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr("estimators.sweep.estimate", out_of_memory)
+    row = run_point(point)
+    assert row["retryable"] is True and "MemoryError" in row["error"] and not finished(row)
+    out.write_text(json.dumps(row) + "\n")
+    monkeypatch.undo()
+    assert run_sweep(spec, out, backend="loky", jobs=1)["ran"] == 1  # tried again
+    bad = run_point({**point, "design": {**point["design"], "kernel_size": 2e-3}})
+    assert bad["retryable"] is False and finished(bad)
+
+
+def test_two_sweeps_on_one_file_are_refused(tmp_path):
+    import fcntl
+
+    out = tmp_path / "results.jsonl"
+    with out.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with pytest.raises(SweepError, match="another sweep"):
+            run_sweep(SPEC, out, backend="loky", jobs=1)
 
 
 def test_dask_on_a_local_cluster_gives_the_same_numbers_as_loky(tmp_path):
@@ -157,6 +195,11 @@ def test_estimate_cli_surrogate_and_exact_json(tmp_path, monkeypatch, capsys):
     rgb.write_text(Design(wavelengths=(450e-9, 532e-9, 635e-9), input_channels=3).to_json())
     assert main(["estimate", "--design", str(rgb), "--dataset", "mnist", "--json"]) == 2
     assert "1 channel" in json.loads(capsys.readouterr().out)["error"]
+    # Unknown datasets and missing results files are refused with the reason, not a traceback.
+    assert main(["estimate", "--dataset", "imagenet", "--json"]) == 2
+    assert "unknown dataset" in json.loads(capsys.readouterr().out)["error"]
+    assert main(["estimate", "--dataset", "mnist", "--results", str(tmp_path / "typo.jsonl")]) == 2
+    assert "not found" in capsys.readouterr().err
     # No sweep of this dataset: the surrogate says how to get an estimate instead.
     assert main(["estimate", "--design", str(design), "--dataset", "digits", "--results", str(results)]) == 2
     assert "--exact" in capsys.readouterr().err

@@ -163,11 +163,18 @@ def validate_job(kind: str, config: dict[str, Any]) -> None:
         from ..data import SPECS
 
         try:
-            design, dataset, _ = _estimate_inputs(config)
+            design, dataset, settings = _estimate_inputs(config)
         except (DesignError, TypeError) as exc:
             raise JobError(f"the estimate config is not valid: {exc}") from None
         if dataset not in SPECS:
             raise JobError(f"unknown dataset {dataset!r}; choose one of {', '.join(SPECS)}.")
+        if SPECS[dataset].task == "segmentation":
+            from ..models.zoo import segmentation_groups
+
+            try:
+                segmentation_groups(settings.kernels or design.kernel_count)
+            except DesignError as exc:
+                raise JobError(f"the estimate config is not valid: {exc}") from None
         if design.input_channels != SPECS[dataset].channels:
             raise JobError(f"{dataset} images have {SPECS[dataset].channels} channel(s); the design expects "
                            f"{design.input_channels}.")  # fmt: skip

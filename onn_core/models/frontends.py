@@ -183,12 +183,19 @@ class IdealFrontend(OpticalFrontend):
         # realisable_band): the kernels stay realisable by a sub-optic of the design's aperture.
         self.register_buffer("band_limit", None if band_limit is None else band_limit.float())
 
+    def kernel_map(self, weight: torch.Tensor) -> torch.Tensor:
+        """Kernels (K, C, t, t) from a weight tensor of the same shape (a pure function of it).
+
+        Signed: K = P·W. Unsigned: K = (P½·W)², a non-negative intensity from a band-limited
+        amplitude (P½ passes half the intensity cutoff, as a coherent transfer function does), so
+        the kernel is a physical PSF whose spectrum stays within the cutoff.
+        """
+        if self.band_limit is not None:
+            weight = torch.einsum("cij,kcj->kci", self.band_limit, weight.flatten(2)).view_as(weight)
+        return weight if self.signed else weight**2
+
     def signed_kernels(self) -> torch.Tensor:
-        kernels = self.weight if self.signed else self.weight**2
-        if self.band_limit is None:
-            return kernels
-        flat = kernels.flatten(2)  # (K, C, t²)
-        return torch.einsum("cij,kcj->kci", self.band_limit, flat).view_as(kernels)
+        return self.kernel_map(self.weight)
 
     def _parts(self) -> torch.Tensor:
         kernels = self.signed_kernels()
@@ -204,19 +211,20 @@ class IdealFrontend(OpticalFrontend):
         return self._parts().sum(dim=(1, 2, 3)).clamp_min(1e-12)
 
 
-def realisable_band(design: Design, taps: int, scale: int = 1) -> torch.Tensor | None:
+def realisable_band(design: Design, taps: int, scale: int = 1, *, amplitude: bool = False) -> torch.Tensor | None:
     """Per-channel projectors (C, t², t²) onto the kernels a sub-optic of the design can realise.
 
     An intensity PSF through a square aperture of side k at distance z carries no spatial
-    frequency above k/(λz) per axis (:func:`~onn_core.optics.psf.incoherent_cutoff`). Returns None
-    when every channel's cutoff reaches the taps' Nyquist frequency (nothing to remove).
+    frequency above k/(λz) per axis (:func:`~onn_core.optics.psf.incoherent_cutoff`); its
+    amplitude, whose square it is, none above half that (``amplitude=True``). Returns None when
+    every channel's cutoff reaches the taps' Nyquist frequency (nothing to remove).
     """
     tap_pitch = design.tap_pitch * scale
     # A monochrome input under several wavelengths is limited by the longest (lowest cutoff).
     wavelengths = design.wavelengths if design.input_channels > 1 else (max(design.wavelengths),)
     projectors, binding = [], False
     for wavelength in wavelengths:
-        cutoff = incoherent_cutoff(design.kernel_size, wavelength, design.sensor_distance)
+        cutoff = incoherent_cutoff(design.kernel_size, wavelength, design.sensor_distance) * (0.5 if amplitude else 1)
         binding |= cutoff < 1 / (2 * tap_pitch) * (taps - 1) / taps
         projectors.append(band_limit_projection(taps, tap_pitch, cutoff))
     return torch.stack(projectors) if binding else None

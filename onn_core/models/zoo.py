@@ -60,7 +60,7 @@ def build_frontend(
     }
     if options.kind == "ideal":
         taps = taps or design.kernel_taps
-        band = realisable_band(design, taps, scale) if options.band_limit else None
+        band = realisable_band(design, taps, scale, amplitude=not design.signed_kernels) if options.band_limit else None
         return IdealFrontend(kernels, design.input_channels, taps, band_limit=band, **common)
     if options.kind == "physical":
         if taps is not None and taps != design.kernel_taps:
