@@ -50,7 +50,14 @@ from onn_core.models.zoo import HybridClassifier, segmentation_groups
 from onn_core.training.metrics import segmentation_counts, segmentation_metrics
 from onn_core.training.ntk import ntk_exact
 
-ESTIMATOR_VERSION = "ntk-regression/1"
+# Per task, so a change to one task's method need not invalidate the other's sweeps.
+ESTIMATOR_VERSIONS = {"classification": "ntk-regression/1", "segmentation": "ntk-regression/1"}
+ESTIMATOR_VERSION = ESTIMATOR_VERSIONS["classification"]
+
+
+def estimator_version(dataset: str) -> str:
+    """The estimator version that applies to ``dataset`` (its task's)."""
+    return ESTIMATOR_VERSIONS[SPECS[dataset].task] if dataset in SPECS else ESTIMATOR_VERSION
 # λ relative to the mean diagonal of Θ(X, X); the validation subset picks one.
 RIDGE_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 # Kernel count standing in for the infinite-kernel (NTK-regime) bound: the normalised kernel
@@ -404,6 +411,7 @@ def estimate(
         seconds=time.perf_counter() - started,
         learning_curve=[[float(n), float(v)] for n, v in zip(curve_sizes, mean_curve, strict=True)],
         full_train_size=full_train_size,
+        version=ESTIMATOR_VERSIONS[task],
         settings={k: v for k, v in asdict(settings).items() if k != "ridge_grid"},
     )
 

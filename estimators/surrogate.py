@@ -35,7 +35,7 @@ from onn_core.errors import DesignError, SurrogateUnavailable, SweepError
 from onn_core.optics.psf import incoherent_cutoff
 from onn_core.paths import studio_home
 
-from .ntk_regression import ESTIMATOR_VERSION
+from .ntk_regression import estimator_version
 from .sweep import read_results
 
 ASSET_SWEEPS = Path(__file__).resolve().parents[1] / "assets" / "sweeps"
@@ -132,7 +132,7 @@ def training_rows(
         for row in read_results(path):
             if row.get("dataset") != dataset or "result" not in row:
                 continue
-            if row.get("estimator_version") != ESTIMATOR_VERSION:
+            if row.get("estimator_version") != estimator_version(dataset):
                 continue  # another estimator's numbers are not comparable
             settings = row.get("settings", {})
             if settings.get("kernels") is not None or settings.get("band_limit") is False:

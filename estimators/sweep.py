@@ -41,7 +41,7 @@ from onn_core.data.registry import SPECS, load_dataset
 from onn_core.design import Design
 from onn_core.errors import DesignError, SweepError
 
-from .ntk_regression import ESTIMATOR_VERSION, EstimateSettings, estimate
+from .ntk_regression import EstimateSettings, estimate, estimator_version
 
 BACKENDS = ("loky", "dask")
 LENGTH_FIELDS = {
@@ -158,7 +158,7 @@ def expand_spec(spec: dict[str, Any]) -> list[dict[str, Any]]:
         except DesignError as exc:
             design_id = "invalid:" + str(exc)
         point = {"design": design_dict, "dataset": dataset, "seed": seed, "settings": {**settings_dict, "seed": seed}}
-        identity = json.dumps([design_id, dataset, seed, point["settings"], ESTIMATOR_VERSION], sort_keys=True)
+        identity = json.dumps([design_id, dataset, seed, point["settings"], estimator_version(dataset)], sort_keys=True)
         point["point_id"] = hashlib.sha256(identity.encode()).hexdigest()[:16]
         points.append(point)
     return points
@@ -178,7 +178,8 @@ def run_point(point: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     row = {
         "point_id": point["point_id"], "dataset": point["dataset"], "seed": point["seed"],
-        "design": point["design"], "settings": point["settings"], "estimator_version": ESTIMATOR_VERSION,
+        "design": point["design"], "settings": point["settings"],
+        "estimator_version": estimator_version(point["dataset"]),
         "host": platform.node(), "pid": os.getpid(), "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }  # fmt: skip
     try:
