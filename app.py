@@ -23,11 +23,26 @@ FORM_PREFIX = "form."
 st.set_page_config(page_title="ONN Design Studio", page_icon=":material/blur_on:", layout="wide")
 
 
+# The form's values live here, outside the widgets; every widget is created with its value from
+# it (value=…), never through its key. Loading a design (upload, reset) starts a new generation
+# of widget keys, so the new values appear as the new widgets' defaults. Seeding widgets through
+# session state instead loses them in a real browser: an edit made while a session's first run
+# is still going came back with every field at its minimum.
+FORM_VALUES = "form_values"
+FORM_GENERATION = "form_generation"
+
+
+def _form_key(name: str) -> str:
+    generation = st.session_state.get(FORM_GENERATION, 0)
+    return FORM_PREFIX + name if generation == 0 else f"form{generation}.{name}"
+
+
 def _load_into_form(design: Design) -> None:
     values = form_values(design)
     values["wavelengths"] = ", ".join(f"{w:g}" for w in values["wavelengths"])  # a text input
-    for name, value in values.items():
-        st.session_state[FORM_PREFIX + name] = value
+    if FORM_VALUES in st.session_state:  # replacing a design the widgets show: new widgets
+        st.session_state[FORM_GENERATION] = st.session_state.get(FORM_GENERATION, 0) + 1
+    st.session_state[FORM_VALUES] = values
 
 
 def _on_upload() -> None:
@@ -53,20 +68,22 @@ def _on_upload() -> None:
 
 def design_sidebar() -> None:
     """Draw the design inputs; store the validated design (or the error) in session state."""
-    if FORM_PREFIX + "kernel_size" not in st.session_state:
+    if FORM_VALUES not in st.session_state:
         _load_into_form(Design())
+    current = st.session_state[FORM_VALUES]
     sidebar = st.sidebar
     sidebar.header("Frontend design")
     values = {}
     for group in ("Metasurface", "Sensor", "Network"):
         with sidebar.expander(group, expanded=group == "Metasurface"):
             for spec in (f for f in FORM_FIELDS if f.group == group):
-                key = FORM_PREFIX + spec.name
+                key = _form_key(spec.name)
                 if spec.integer:
                     values[spec.name] = st.number_input(
                         f"{spec.label} ({spec.unit})",
                         min_value=int(spec.minimum),
                         max_value=int(spec.maximum),
+                        value=int(current[spec.name]),
                         step=int(spec.step),
                         key=key,
                         help=spec.help,
@@ -75,6 +92,7 @@ def design_sidebar() -> None:
                     values[spec.name] = st.number_input(
                         f"{spec.label} ({spec.unit})",
                         min_value=0.0,
+                        value=float(current[spec.name]),
                         step=float(spec.step),
                         format="%g",
                         key=key,
@@ -83,14 +101,17 @@ def design_sidebar() -> None:
             if group == "Metasurface":
                 values["wavelengths"] = st.text_input(
                     "Wavelengths (nm)",
-                    key=FORM_PREFIX + "wavelengths",
+                    value=current["wavelengths"],
+                    key=_form_key("wavelengths"),
                     help="One per colour channel, comma-separated, e.g. 635, 532, 450.",
                 )
                 values["signed_kernels"] = st.toggle(
                     "Signed kernels (K⁺/K⁻ pairs)",
-                    key=FORM_PREFIX + "signed_kernels",
+                    value=bool(current["signed_kernels"]),
+                    key=_form_key("signed_kernels"),
                     help="Realise each signed kernel with two sub-optics whose captures are subtracted.",
                 )
+    st.session_state[FORM_VALUES] = dict(values)
     try:
         design = design_from_form(values)
         st.session_state["design"], st.session_state["design_error"] = design, None

@@ -58,6 +58,8 @@ ESTIMATOR_VERSION = ESTIMATOR_VERSIONS["classification"]
 def estimator_version(dataset: str) -> str:
     """The estimator version that applies to ``dataset`` (its task's)."""
     return ESTIMATOR_VERSIONS[SPECS[dataset].task] if dataset in SPECS else ESTIMATOR_VERSION
+
+
 # λ relative to the mean diagonal of Θ(X, X); the validation subset picks one.
 RIDGE_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 # Kernel count standing in for the infinite-kernel (NTK-regime) bound: the normalised kernel

@@ -267,10 +267,10 @@ def check_design_for(design: Design, dataset: str) -> None:
 
 
 # Design edits behind the Estimate page's curves: each maps a swept value to design fields.
-CURVES = {
-    "kernel_count": "metasurface side (both axes), so that 1 … 64 kernels fit",
-    "kernel_size": "kernel aperture k (the layout refits, and small apertures narrow the band)",
-    "meta_atom_pitch": "meta-atom pitch",
+CURVES = {  # curve → (tab title, what is varied)
+    "kernel_count": ("Kernel count", "the metasurface's sides, so that 1 … 64 kernels fit"),
+    "kernel_size": ("Kernel aperture", "the aperture k (the layout refits; small apertures narrow the band)"),
+    "meta_atom_pitch": ("Meta-atom pitch", "the meta-atom pitch"),
 }
 
 

@@ -6,6 +6,8 @@ spatial frequencies in cycles/mm.
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 
 from .design import Design
@@ -181,8 +183,11 @@ def estimate_curve_figure(rows: list[dict], curve: str, current: float, metric: 
                                 marker={"color": SIGN_COLOURS[1], "size": 6}))  # fmt: skip
     figure.add_vline(x=current * factor, line={"color": SIGN_COLOURS[-1], "dash": "dash"},
                      annotation_text="this design")  # fmt: skip
+    span = [min([*x, current * factor]), max([*x, current * factor])] if x else [current * factor] * 2
+    # An explicit range: a vertical line on a log axis otherwise stretches autorange to 1e8.
+    x_range = [math.log10(span[0]) - 0.05, math.log10(span[1]) + 0.05] if log_axis else None
     figure.update_layout(
-        xaxis={"title": {"text": title}, "type": "log" if log_axis else "linear"},
+        xaxis={"title": {"text": title}, "type": "log" if log_axis else "linear", "range": x_range},
         yaxis={"title": {"text": f"estimated {metric} (%)"}},
         margin={"l": 10, "r": 10, "t": 30, "b": 10}, height=340, legend={"orientation": "h"},
     )  # fmt: skip

@@ -1,0 +1,149 @@
+"""End to end in a real browser: the Streamlit server, Debian's headless Chromium, Playwright.
+
+The server runs as ``make run`` runs it, with a private studio home. Screenshots land in the
+test's output folder (``E2E_SCREENSHOTS`` if set, else pytest's tmp_path). Chromium comes from
+Debian (``/usr/bin/chromium``; ``.ci/run`` installs it); Playwright never downloads a browser.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+# What a sandboxed, offline CI machine needs: no sandbox (root), no GPU, no background traffic.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]  # fmt: skip
+
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements.txt")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("studio-home")
+    port = _free_port()
+    environment = {**os.environ, "ONN_STUDIO_HOME": str(home), "ONN_JOB_IDLE_EXIT_S": "5"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.address",
+         "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        process.kill()
+        raise RuntimeError(f"the Streamlit server did not come up:\n{process.stdout.read().decode()[-2000:]}")
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@pytest.fixture
+def page(server):
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        yield context.new_page()
+        browser.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path):
+    folder = Path(os.environ.get("E2E_SCREENSHOTS", tmp_path / "screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _metric(page, label: str):
+    return page.get_by_test_id("stMetric").filter(has_text=label).get_by_test_id("stMetricValue")
+
+
+def _idle(page) -> None:
+    """Wait until the script run has finished (Streamlit shows a status widget while running)."""
+    page.wait_for_timeout(300)
+    page.wait_for_selector('[data-test-script-state="notRunning"]', timeout=90_000)
+
+
+def _set_number(page, label: str, value: str) -> None:
+    _idle(page)
+    box = page.get_by_role("spinbutton", name=label, exact=True)
+    box.fill(value)
+    box.press("Enter")
+
+
+def _expand(page, title: str) -> None:
+    """Open a sidebar expander by its title."""
+    page.get_by_test_id("stSidebar").locator("summary").filter(has_text=title).click()
+
+
+def _open(page, server) -> None:
+    page.goto(server)
+    playwright.expect(page.get_by_role("heading", name="Frontend design", level=1)).to_be_visible(timeout=60_000)
+    _idle(page)
+
+
+@pytest.mark.xfail(strict=True, reason="known bug (open): a new session's first widget edit is dropped — the "
+                   "first rerun is treated like a page switch and the widget state is discarded")  # fmt: skip
+def test_the_first_edit_of_a_new_session_takes_effect(server, page):
+    _open(page, server)
+    _set_number(page, "Metasurface width (mm)", "8")
+    playwright.expect(_metric(page, "Kernels")).to_have_text("16", timeout=15_000)
+
+
+def test_a_design_edit_in_the_browser_updates_layout_and_diagnostics(server, page, screenshots):
+    expect = playwright.expect
+    _open(page, server)
+    expect(_metric(page, "Kernels")).to_have_text("8", timeout=30_000)
+    expect(_metric(page, "F-number")).to_have_text("2.55")
+    page.screenshot(path=str(screenshots / "design-default.png"), full_page=True)
+    # Works around the first-edit bug above: the first interaction of a session is a no-op.
+    _expand(page, "Save / load")
+    page.get_by_role("button", name="Reset to default").click()
+    _idle(page)
+
+    _set_number(page, "Metasurface width (mm)", "8")
+    expect(_metric(page, "Kernels")).to_have_text("16", timeout=30_000)
+    expect(page.get_by_text("4 × 8 sub-optics of 0.94 mm → 16 signed kernels")).to_be_visible()
+    _expand(page, "Sensor")
+    _set_number(page, "Metasurface → sensor (mm)", "4.8")
+    expect(_metric(page, "F-number")).to_have_text("5.11", timeout=30_000)
+    page.screenshot(path=str(screenshots / "design-edited.png"), full_page=True)
+
+    _set_number(page, "Kernel aperture k (mm)", "9")  # does not fit the 4 mm height
+    expect(page.get_by_text("This design cannot be built.")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("does not fit a metasurface height").first).to_be_visible()
+    page.screenshot(path=str(screenshots / "design-invalid.png"), full_page=True)
+
+
+def test_the_estimate_page_answers_in_the_browser(server, page, screenshots):
+    expect = playwright.expect
+    _open(page, server)
+    page.get_by_role("link", name="Estimate").click()
+    expect(page.get_by_role("heading", name="Accuracy before training", level=1)).to_be_visible(timeout=60_000)
+    value = _metric(page, "Estimated accuracy")
+    expect(value).to_contain_text("%", timeout=60_000)
+    assert 85 < float(value.inner_text().rstrip(" %")) < 100
+    page.screenshot(path=str(screenshots / "estimate.png"), full_page=True)
