@@ -140,11 +140,14 @@ def design_sidebar() -> None:
         st.button("Reset to default", on_click=_load_into_form, args=(Design(),))
 
 
-design_sidebar()
+# Navigation is resolved before the sidebar's widgets exist, so they belong to the page being
+# shown from a session's first run on. Created after it, a session's first edit was dropped: its
+# rerun counted as a page change (main script → default page) and reset the widgets' state.
 navigation = st.navigation(
     [
         st.Page(PAGES / "design.py", title="Design", icon=":material/grid_view:", default=True),
         st.Page(PAGES / "estimate.py", title="Estimate", icon=":material/query_stats:"),
     ]
 )
+design_sidebar()
 navigation.run()

@@ -105,9 +105,9 @@ def _open(page, server) -> None:
     _idle(page)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (open): a new session's first widget edit is dropped — the "
-                   "first rerun is treated like a page switch and the widget state is discarded")  # fmt: skip
 def test_the_first_edit_of_a_new_session_takes_effect(server, page):
+    # Regression: with the sidebar's widgets created before st.navigation, a session's first
+    # edit was dropped (every field came back at its minimum, later at its old value).
     _open(page, server)
     _set_number(page, "Metasurface width (mm)", "8")
     playwright.expect(_metric(page, "Kernels")).to_have_text("16", timeout=15_000)
@@ -119,11 +119,6 @@ def test_a_design_edit_in_the_browser_updates_layout_and_diagnostics(server, pag
     expect(_metric(page, "Kernels")).to_have_text("8", timeout=30_000)
     expect(_metric(page, "F-number")).to_have_text("2.55")
     page.screenshot(path=str(screenshots / "design-default.png"), full_page=True)
-    # Works around the first-edit bug above: the first interaction of a session is a no-op.
-    _expand(page, "Save / load")
-    page.get_by_role("button", name="Reset to default").click()
-    _idle(page)
-
     _set_number(page, "Metasurface width (mm)", "8")
     expect(_metric(page, "Kernels")).to_have_text("16", timeout=30_000)
     expect(page.get_by_text("4 × 8 sub-optics of 0.94 mm → 16 signed kernels")).to_be_visible()
@@ -137,13 +132,23 @@ def test_a_design_edit_in_the_browser_updates_layout_and_diagnostics(server, pag
     expect(page.get_by_text("does not fit a metasurface height").first).to_be_visible()
     page.screenshot(path=str(screenshots / "design-invalid.png"), full_page=True)
 
+    _expand(page, "Save / load")  # reset brings every field back, in new widgets
+    page.get_by_role("button", name="Reset to default").click()
+    expect(_metric(page, "Kernels")).to_have_text("8", timeout=30_000)
+    expect(page.get_by_role("spinbutton", name="Metasurface width (mm)", exact=True)).to_have_value("4")
+
 
 def test_the_estimate_page_answers_in_the_browser(server, page, screenshots):
     expect = playwright.expect
     _open(page, server)
+    _set_number(page, "Metasurface width (mm)", "8")
+    expect(_metric(page, "Kernels")).to_have_text("16", timeout=30_000)
     page.get_by_role("link", name="Estimate").click()
     expect(page.get_by_role("heading", name="Accuracy before training", level=1)).to_be_visible(timeout=60_000)
     value = _metric(page, "Estimated accuracy")
     expect(value).to_contain_text("%", timeout=60_000)
     assert 85 < float(value.inner_text().rstrip(" %")) < 100
+    expect(page.get_by_text("kernels 16.")).to_be_visible()  # the sidebar's design followed the page switch
     page.screenshot(path=str(screenshots / "estimate.png"), full_page=True)
+    page.get_by_role("link", name="Design").click()
+    expect(_metric(page, "Kernels")).to_have_text("16", timeout=30_000)
