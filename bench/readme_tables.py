@@ -172,7 +172,25 @@ def estimator_cost_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def app_latency_table(result: dict) -> str:
+    lines = [
+        f"`{result['command']}` — {result['date'][:10]}, {result['hardware']}; medians over {result['repeats']} "
+        "fresh browser sessions after a warm-up one.",
+        "",
+        "| page | first render (s) | design edit → redraw (s) | worst first render / redraw (s) "
+        "| cold server, first render (s) |",
+        "|---|---|---|---|---|",
+    ]  # fmt: skip
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['page']} | **{row['first_render_s']:.2f}** | **{row['edit_redraw_s']:.2f}** "
+            f"| {row['first_render_max_s']:.2f} / {row['edit_redraw_max_s']:.2f} | {row['cold_first_render_s']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 TABLES = {
+    "app_latency": app_latency_table,
     "estimator_validation": estimator_validation_table,
     "estimator_cost": estimator_cost_table,
     "propagation": propagation_table,
