@@ -175,10 +175,10 @@ def estimator_cost_table(result: dict) -> str:
 def app_latency_table(result: dict) -> str:
     lines = [
         f"`{result['command']}` — {result['date'][:10]}, {result['hardware']}; medians over {result['repeats']} "
-        "fresh browser sessions after a warm-up one.",
+        "new tabs (new sessions, warm browser cache) after a first visit.",
         "",
         "| page | first render (s) | design edit → redraw (s) | worst first render / redraw (s) "
-        "| cold server, first render (s) |",
+        "| first visit: cold server, empty cache (s) |",
         "|---|---|---|---|---|",
     ]  # fmt: skip
     for row in result["rows"]:

@@ -62,18 +62,18 @@ if surrogate is not None:
             "for every swept design, where trained students reach about 63 % on shapes-seg): read it as a floor, "
             "not a ranking. Classification estimates are validated against training (see the README)."
         )
-    tabs = st.tabs([title for title, _ in CURVES.values()])
-    for tab, curve in zip(tabs, CURVES, strict=True):
-        rows = surrogate_curve(surrogate, design, curve)
-        current = float(design.kernel_count) if curve == "kernel_count" else float(getattr(design, curve))
-        with tab:
-            st.plotly_chart(estimate_curve_figure(rows, curve, current, metric), width="stretch")
-            st.caption(f"Varying {CURVES[curve][1]}; everything else as in the sidebar.")
-            if curve == "meta_atom_pitch":
-                st.caption(
-                    "The pitch does not change what the kernels can express; it limits how far the metasurface "
-                    "can steer light (see the phase-aliasing diagnostic on the Design page)."
-                )
+    # One curve at a time: each Plotly chart costs the browser about a third of a second to draw.
+    curve = st.radio("Vary", list(CURVES), format_func=lambda name: CURVES[name][0], horizontal=True,
+                     key="estimate.curve")  # fmt: skip
+    rows = surrogate_curve(surrogate, design, curve)
+    current = float(design.kernel_count) if curve == "kernel_count" else float(getattr(design, curve))
+    st.plotly_chart(estimate_curve_figure(rows, curve, current, metric), width="stretch")
+    st.caption(f"Varying {CURVES[curve][1]}; everything else as in the sidebar.")
+    if curve == "meta_atom_pitch":
+        st.caption(
+            "The pitch does not change what the kernels can express; it limits how far the metasurface "
+            "can steer light (see the phase-aliasing diagnostic on the Design page)."
+        )
 
 st.subheader("Exact estimate")
 st.write(
