@@ -49,6 +49,7 @@ from onn_core.models import FrontendOptions, SensorSettings, build_student
 from onn_core.models.zoo import HybridClassifier, segmentation_groups
 from onn_core.training.metrics import segmentation_counts, segmentation_metrics
 from onn_core.training.ntk import ntk_exact
+from onn_core.training.trainer import check_design_channels
 
 # Per task, so a change to one task's method need not invalidate the other's sweeps.
 ESTIMATOR_VERSIONS = {"classification": "ntk-regression/1", "segmentation": "ntk-regression/1"}
@@ -302,12 +303,7 @@ def _subset(split, count: int, generator: np.random.Generator):
 
 def _check_design_fits(design: Design, data: DatasetSplits) -> None:
     channels, height, width = data.image_shape
-    if design.input_channels != channels:
-        raise DesignError(
-            "input_channels", design.input_channels,
-            f"{data.spec.name} images have {channels} channel(s) but the design expects {design.input_channels}.",
-            f"set input channels to {channels}.",
-        )  # fmt: skip
+    check_design_channels(design, data.spec.name, channels)
     if (design.input_height, design.input_width) != (height, width):
         raise DesignError(
             "input_height", (design.input_height, design.input_width),

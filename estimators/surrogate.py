@@ -34,6 +34,7 @@ from onn_core.design import Design
 from onn_core.errors import DesignError, SurrogateUnavailable, SweepError
 from onn_core.optics.psf import incoherent_cutoff
 from onn_core.paths import studio_home
+from onn_core.training.trainer import check_design_channels
 
 from .ntk_regression import estimator_version
 from .sweep import read_results
@@ -258,12 +259,7 @@ def check_design_for(design: Design, dataset: str) -> None:
     """The design must take the dataset's colour channels (sizes are resampled, as in training)."""
     if dataset not in SPECS:
         raise SurrogateUnavailable(f"{dataset}: unknown dataset; choose one of {', '.join(SPECS)}.")
-    spec = SPECS[dataset]
-    if design.input_channels != spec.channels:
-        raise DesignError(
-            "input_channels", design.input_channels,
-            f"{dataset} images have {spec.channels} channel(s).", f"set input channels to {spec.channels}.",
-        )  # fmt: skip
+    check_design_channels(design, dataset, SPECS[dataset].channels)
 
 
 # Design edits behind the Estimate page's curves: each maps a swept value to design fields.

@@ -146,8 +146,7 @@ def expand_spec(spec: dict[str, Any]) -> list[dict[str, Any]]:
             if low_k <= kernels <= high_k:
                 variants.append(variant)
     points = []
-    settings_dict = {k: v for k, v in asdict(settings).items()}
-    settings_dict["ridge_grid"] = list(settings.ridge_grid)
+    settings_dict = {**asdict(settings), "ridge_grid": list(settings.ridge_grid)}
     for variant, dataset, seed in itertools.product(variants, datasets, seeds):
         design_dict = {**base, **variant}
         try:

@@ -175,9 +175,12 @@ def validate_job(kind: str, config: dict[str, Any]) -> None:
                 segmentation_groups(settings.kernels or design.kernel_count)
             except DesignError as exc:
                 raise JobError(f"the estimate config is not valid: {exc}") from None
-        if design.input_channels != SPECS[dataset].channels:
-            raise JobError(f"{dataset} images have {SPECS[dataset].channels} channel(s); the design expects "
-                           f"{design.input_channels}.")  # fmt: skip
+        from ..training.trainer import check_design_channels
+
+        try:
+            check_design_channels(design, dataset, SPECS[dataset].channels)
+        except DesignError as exc:
+            raise JobError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------- running one job

@@ -104,13 +104,13 @@ def _logger(run_dir: Path) -> logging.Logger:
     return logger
 
 
-def _check_shapes(design: Design, data: DatasetSplits) -> None:
-    channels = data.image_shape[0]
+def check_design_channels(design: Design, dataset: str, channels: int) -> None:
+    """A design takes the dataset's colour channels (sizes are resampled), or says how to fix it."""
     if channels != design.input_channels:
         raise DesignError(
             "input_channels",
             design.input_channels,
-            f"{data.spec.name} images have {channels} channel(s) but the design expects {design.input_channels}.",
+            f"{dataset} images have {channels} channel(s) but the design expects {design.input_channels}.",
             f"set input channels to {channels}"
             + (" and give one wavelength per colour channel." if channels > 1 else "."),
         )
@@ -171,7 +171,7 @@ def build_model(design: Design | None, config: TrainConfig, data: DatasetSplits)
         return build_teacher(name, channels, (height, width), classes), name
     if design is None:
         raise TrainingError("a student needs a design (the optical frontend it realises).")
-    _check_shapes(design, data)
+    check_design_channels(design, data.spec.name, data.image_shape[0])
     name = config.model or DEFAULT_STUDENT[task]
     sensor = SensorSettings(bit_depth=design.sensor_bit_depth) if config.sensor_noise else None
     options = FrontendOptions(
