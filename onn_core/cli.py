@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .design import Design
-from .errors import DataFormatError, DesignError, SurrogateUnavailable, SweepError, TrainingError
+from .errors import DataFormatError, DesignError, OpticsInputError, SurrogateUnavailable, SweepError, TrainingError
 from .jobs.store import JobError
 from .units import format_length
 
@@ -424,6 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--data-root", default=None, help="your copy of the dataset (with --exact)")
     estimate.add_argument("--json", action="store_true")
     estimate.set_defaults(handler=_cmd_estimate)
+
+    from .fabrication.cli import register
+
+    register(commands)
     return parser
 
 
@@ -437,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"valid": False, "error": str(exc), "parameter": exc.parameter, "hint": exc.hint}))
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (DataFormatError, TrainingError, JobError, SweepError, SurrogateUnavailable) as exc:
+    except (DataFormatError, TrainingError, JobError, SweepError, SurrogateUnavailable, OpticsInputError) as exc:
         if getattr(args, "json", False):
             print(json.dumps({"error": str(exc)}))
         print(f"error: {exc}", file=sys.stderr)

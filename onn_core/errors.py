@@ -60,3 +60,7 @@ class SweepError(ValueError):
 
 class SurrogateUnavailable(LookupError):
     """No sweep results to fit a surrogate on for a dataset; the message says what to do instead."""
+
+
+class MeasuredDataError(DataFormatError):
+    """A measured PSF stack or captured feature-map file that does not fit the run it is for."""

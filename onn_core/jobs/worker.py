@@ -14,8 +14,8 @@ The store is one SQLite file in WAL mode: every worker and client must run on th
 holds it (WAL needs shared memory; network filesystems are not supported).
 
 Job kinds map a config dict to a function of (config, artifact folder, progress) → metrics.
-``train`` and ``teacher`` exist now; estimate, sweep, inverse-design and compensate register
-here when they land.
+``train``, ``teacher``, ``estimate``, and stage 3's ``inverse-design``, ``fabricate`` and
+``compensate`` (:mod:`onn_core.fabrication.jobs`).
 """
 
 from __future__ import annotations
@@ -133,10 +133,20 @@ def _run_estimate(config: dict[str, Any], folder: Path, progress: Callable) -> d
     return result.to_dict()
 
 
+def _fabrication_kind(kind: str) -> Callable[[dict[str, Any], Path, Callable], dict[str, Any]]:
+    def run(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
+        from ..fabrication.jobs import KINDS as FABRICATION_KINDS
+
+        return FABRICATION_KINDS[kind](config, folder, progress)
+
+    return run
+
+
 KINDS: dict[str, Callable[[dict[str, Any], Path, Callable], dict[str, Any]]] = {
     "train": _run_training("student"),
     "teacher": _run_training("teacher"),
     "estimate": _run_estimate,
+    **{kind: _fabrication_kind(kind) for kind in ("inverse-design", "fabricate", "compensate")},
 }
 
 
@@ -181,6 +191,13 @@ def validate_job(kind: str, config: dict[str, Any]) -> None:
             check_design_channels(design, dataset, SPECS[dataset].channels)
         except DesignError as exc:
             raise JobError(str(exc)) from None
+    if kind in ("inverse-design", "fabricate", "compensate"):
+        from ..fabrication.jobs import validate
+
+        try:
+            validate(kind, config)
+        except (DesignError, TrainingError, TypeError) as exc:
+            raise JobError(f"the {kind} config is not valid: {exc}") from None
 
 
 # ---------------------------------------------------------------------------- running one job

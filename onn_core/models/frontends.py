@@ -28,9 +28,9 @@ from torch import nn
 from ..design import Design
 from ..errors import DesignError
 from ..optics.metasurface import MetaAtomTable, default_meta_atom_table
-from ..optics.propagation import propagate, window_padding
-from ..optics.psf import band_limit_projection, incoherent_cutoff, pixel_integrate
+from ..optics.psf import band_limit_projection, incoherent_cutoff
 from ..optics.sensor import sensor_readout
+from ..optics.suboptic import suboptic_kernel_taps, suboptic_padding
 
 
 @dataclass(frozen=True)
@@ -295,8 +295,8 @@ class PhysicalFrontend(OpticalFrontend):
         low, high = self.table.radius_range
         self.radius_low, self.radius_span = low, high - low
         # Only the kernel window on the sensor matters: pad just enough to keep it alias-free.
-        self.padding = window_padding(
-            self.samples, pitch=self.phase_pixel, wavelength=max(design.wavelengths),
+        self.padding = suboptic_padding(
+            self.samples, phase_pixel=self.phase_pixel, wavelengths=design.wavelengths,
             distance=design.sensor_distance, window=design.kernel_taps * design.tap_pitch * self.scale,
         )  # fmt: skip
         captures = kernels * self.captures_per_kernel
@@ -329,26 +329,14 @@ class PhysicalFrontend(OpticalFrontend):
 
     def capture_kernels(self) -> torch.Tensor:
         design = self.design
-        radius = self.radius_map()
         # A group working on a binned (downsampled) image has taps `scale` times larger. Power is
         # integrated straight onto taps (an odd count, so the window is centred on the axis); a
         # tap's power is exactly the sum over its sensor pixels.
-        tap_pitch = design.tap_pitch * self.scale
-        taps = design.kernel_taps
-        per_wavelength = []
-        for wavelength in design.wavelengths:
-            field = self.table.field(radius, wavelength)
-            at_sensor = propagate(
-                field, wavelength=wavelength, pitch=self.phase_pixel, distance=design.sensor_distance,
-                padding=self.padding,
-            )  # fmt: skip
-            # Fraction of the power incident on the sub-optic (n² unit-amplitude samples), as
-            # irradiance per m² for pixel_integrate, which returns power fraction per tap.
-            irradiance = (at_sensor.real**2 + at_sensor.imag**2) / (self.samples**2 * self.phase_pixel**2)
-            per_wavelength.append(
-                pixel_integrate(irradiance, pitch=self.phase_pixel, pixel_pitch=tap_pitch, sensor_shape=(taps, taps))
-            )
-        return torch.stack(per_wavelength, dim=1)  # (captures, C, taps, taps)
+        return suboptic_kernel_taps(
+            self.radius_map(), table=self.table, wavelengths=design.wavelengths, phase_pixel=self.phase_pixel,
+            distance=design.sensor_distance, tap_pitch=design.tap_pitch * self.scale, taps=design.kernel_taps,
+            padding=self.padding,
+        )  # fmt: skip
 
     def efficiency(self) -> torch.Tensor:
         """Fraction of incident power each capture's kernel collects, (captures, C)."""

@@ -9,9 +9,16 @@ lattice 293 nm, radius 0–240 nm). Its published fits give the phase, in units 
 
     φ(r) = −A·(exp((r² − B·r)/(−C)) − 1),   (A, B, C) per colour below.
 
-They are tabulated on a 1 nm radius grid in ``assets/meta_atoms/sin_750nm.csv`` (columns
-``radius_m, wavelength_m, phase_rad, transmission``; transmission is not published and taken as 1).
-Users may load their own table in the same format.
+They are tabulated on a 1 nm grid in ``assets/meta_atoms/sin_750nm.csv`` (columns
+``diameter_m, wavelength_m, phase_rad, transmission``; transmission is not published and taken as 1).
+Users may load their own table in the same format, with ``radius_m`` or ``diameter_m`` first.
+
+**Radius or diameter.** The method calls the pillar parameter a radius, 0–240 nm, on a 293 nm
+lattice. A disc of radius 240 nm is 480 nm wide and cannot sit in a 293 nm cell (neighbours would
+fuse above a radius of 146.5 nm), so the only buildable reading is a *diameter* of 0–240 nm
+(≥ 53 nm between pillars). The shipped table therefore declares its parameter a diameter. In the
+code the parameter keeps the method's name, r ("radius maps"), since only the phase fit uses its
+value; :meth:`MetaAtomTable.disc_radius` turns it into the radius a layout draws (GDSII export).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from ..errors import OpticsInputError, TableError
 ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "meta_atoms"
 DEFAULT_TABLE_PATH = ASSET_DIR / "sin_750nm.csv"
 TABLE_COLUMNS = ("radius_m", "wavelength_m", "phase_rad", "transmission")
+PARAMETER_COLUMNS = {"radius_m": "radius", "diameter_m": "diameter"}  # the table's first column, either
 
 # (A, B [µm], C [µm²]) of φ(r)/2π = −A·(exp((r² − B r)/(−C)) − 1), r in µm.
 SIN_PHASE_FITS: dict[float, tuple[float, float, float]] = {
@@ -36,7 +44,7 @@ SIN_PHASE_FITS: dict[float, tuple[float, float, float]] = {
     532e-9: (2.28293, 0.03756, 0.07134),
     450e-9: (1.87336, 0.0474, 0.03191),
 }
-SIN_RADIUS_RANGE = (0.0, 240e-9)  # metres, the fabricable range of the pillar family
+SIN_RADIUS_RANGE = (0.0, 240e-9)  # metres, the fabricable range of the pillar family's parameter r
 SIN_LATTICE_PITCH = 293e-9  # metres
 SIN_PILLAR_HEIGHT = 750e-9  # metres
 
@@ -65,6 +73,7 @@ class MetaAtomTable:
         phase: (W, R) transmitted phase, radians (unwrapped along radius).
         transmission: (W, R) amplitude transmission, 0..1.
         source: where the table came from (file path or description).
+        parameter: what ``radii`` measure on the pillar: "radius" or "diameter" (see the module).
     """
 
     radii: np.ndarray
@@ -72,6 +81,11 @@ class MetaAtomTable:
     phase: np.ndarray
     transmission: np.ndarray
     source: str
+    parameter: str = "radius"
+
+    def disc_radius(self, values):
+        """The drawn radius (metres) of pillars with parameter ``values`` (metres; array or tensor)."""
+        return values / 2 if self.parameter == "diameter" else values
 
     @property
     def radius_range(self) -> tuple[float, float]:
@@ -143,7 +157,7 @@ class MetaAtomTable:
 
 
 def load_meta_atom_table(path: str | Path) -> MetaAtomTable:
-    """Read a CSV of ``radius_m, wavelength_m, phase_rad, transmission`` rows.
+    """Read a CSV of ``radius_m`` (or ``diameter_m``), ``wavelength_m``, ``phase_rad``, ``transmission`` rows.
 
     Every wavelength must be tabulated on the same increasing radius grid (≥ 2 radii).
     Errors name the file and the row.
@@ -152,13 +166,17 @@ def load_meta_atom_table(path: str | Path) -> MetaAtomTable:
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            missing = [c for c in TABLE_COLUMNS if c not in (reader.fieldnames or [])]
+            fields = reader.fieldnames or []
+            size_column = next((name for name in PARAMETER_COLUMNS if name in fields), "radius_m")
+            columns = (size_column, *TABLE_COLUMNS[1:])
+            missing = [c for c in columns if c not in fields]
             if missing:
-                raise TableError(f"{path}: missing column(s) {missing}; expected header {','.join(TABLE_COLUMNS)}.")
+                raise TableError(f"{path}: missing column(s) {missing}; expected header {','.join(TABLE_COLUMNS)} "
+                                 "(or diameter_m in place of radius_m).")  # fmt: skip
             rows: dict[float, list[tuple[float, float, float]]] = {}
             for line_number, record in enumerate(reader, start=2):
                 try:
-                    radius, wavelength, phase, transmission = (float(record[c]) for c in TABLE_COLUMNS)
+                    radius, wavelength, phase, transmission = (float(record[c]) for c in columns)
                 except (TypeError, ValueError) as exc:
                     raise TableError(f"{path}, row {line_number}: not a number ({exc}).") from None
                 if not all(math.isfinite(v) for v in (radius, wavelength, phase, transmission)):
@@ -189,7 +207,8 @@ def load_meta_atom_table(path: str | Path) -> MetaAtomTable:
             raise TableError(f"{path}: every wavelength must use the same radius grid.")
         phases.append([s[1] for s in samples])
         transmissions.append([s[2] for s in samples])
-    return MetaAtomTable(reference, wavelengths, np.array(phases), np.array(transmissions), str(path))
+    return MetaAtomTable(reference, wavelengths, np.array(phases), np.array(transmissions), str(path),
+                         PARAMETER_COLUMNS[size_column])  # fmt: skip
 
 
 _DEFAULT_TABLE: MetaAtomTable | None = None
@@ -211,7 +230,7 @@ def write_sin_table(path: str | Path = DEFAULT_TABLE_PATH, radius_step: float = 
     radii = np.round(np.arange(low, high + radius_step / 2, radius_step), 12)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(TABLE_COLUMNS)
+        writer.writerow(("diameter_m", *TABLE_COLUMNS[1:]))
         for wavelength in sorted(SIN_PHASE_FITS):
             for radius, phase in zip(radii, sin_fit_phase(radii, wavelength), strict=True):
                 writer.writerow([f"{radius:.3e}", f"{wavelength:.3e}", f"{phase:.9f}", "1.0"])

@@ -1,0 +1,169 @@
+"""Command line for stage 3: ``inverse-design``, ``fabricate``, ``compensate`` and ``export``.
+
+Every command takes ``--run DIR`` (a finished student run) and ``--json`` (one JSON object on
+stdout). Registered on the main parser by :func:`register`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..training.run import load_run
+
+
+def _emit(args: argparse.Namespace, answer: dict, text: str) -> int:
+    print(json.dumps(answer, indent=2, default=str) if args.json else text)
+    return 0
+
+
+def _progress(args: argparse.Namespace, label: str):
+    def report(done: int, total: int, *rest) -> None:
+        if not args.json and (done == total or done % max(1, total // 20) == 0):
+            print(f"  {label} {done}/{total}", file=sys.stderr, flush=True)
+
+    return report
+
+
+def _optics(args: argparse.Namespace, run):
+    """(metasurface, measured PSFs) the command's fabricated optics start from."""
+    from .export import run_metasurface
+    from .measured import read_measured_psfs
+
+    measured = None
+    if getattr(args, "measured_psfs", None):
+        measured = read_measured_psfs(args.measured_psfs, run.frontends(), run.design)
+    metasurface = None if args.no_metasurface else run_metasurface(run, required=False)
+    return metasurface, measured
+
+
+def _errors(args: argparse.Namespace):
+    from .error_model import ErrorModel
+
+    errors = ErrorModel.from_file(args.error_model) if args.error_model else ErrorModel()
+    return errors.with_seed(args.seed) if args.seed is not None else errors
+
+
+def _cmd_inverse_design(args: argparse.Namespace) -> int:
+    from .inverse_design import InverseDesignSettings, inverse_design
+
+    run = load_run(args.run)
+    settings = InverseDesignSettings(iterations=args.iterations, learning_rate=args.learning_rate,
+                                     phase_pixel=args.phase_pixel, patience=args.patience or None)  # fmt: skip
+    metasurface = inverse_design(run.model, run.design, settings, progress=_progress(args, "iteration"))
+    npz, meta = metasurface.save(run.folder)
+    summary = metasurface.summary()
+    grid = f"{summary['samples_per_side']}² phase pixels of {summary['phase_pixel_m'] * 1e9:.0f} nm"
+    text = (f"{summary['kernels']} kernels on {summary['sub_optics']} sub-optics ({grid}): correlation min "
+            f"{summary['min_correlation']:.4f}, mean {summary['mean_correlation']:.4f}; efficiency "
+            f"{summary['mean_efficiency']:.2f}; "
+            f"{summary['iterations']} iterations in {summary['seconds']:.0f} s → {npz}")  # fmt: skip
+    return _emit(args, {**summary, "fidelity": metasurface.fidelity(), "files": [str(npz), str(meta)]}, text)
+
+
+def _cmd_fabricate(args: argparse.Namespace) -> int:
+    from .evaluate import describe_drop, error_curve, monte_carlo
+
+    run = load_run(args.run)
+    metasurface, measured = _optics(args, run)
+    errors = _errors(args)
+    if args.curve:
+        factors = [float(value) for value in args.factors.split(",")]
+        points = error_curve(run, errors, factors, args.draws, metasurface=metasurface, images=args.images,
+                             progress=_progress(args, "draw"))  # fmt: skip
+        rows = [vars(point) for point in points]
+        text = "\n".join(f"× {p.factor:g}: {100 * p.mean:.1f} ± {100 * p.std:.1f} %" for p in points)
+        return _emit(args, {"metric": run.score_name, "curve": rows, "error_model": errors.to_dict()}, text)
+    result = monte_carlo(run, errors, args.draws, metasurface=metasurface, measured=measured, images=args.images,
+                         progress=_progress(args, "draw"))  # fmt: skip
+    answer = result.to_dict()
+    if args.threshold is not None:
+        answer["yield"] = result.yield_at(args.threshold)
+    return _emit(args, answer, describe_drop(result))
+
+
+def _cmd_compensate(args: argparse.Namespace) -> int:
+    from .compensate import CompensationSettings, compensate
+
+    run = load_run(args.run)
+    metasurface, measured = _optics(args, run)
+    settings = CompensationSettings(method=args.method, fraction=args.fraction, epochs=args.epochs,
+                                    learning_rate=args.learning_rate, teacher=args.teacher, seed=args.train_seed,
+                                    beta=args.beta)  # fmt: skip
+    out = Path(args.out) if args.out else run.folder / "compensation" / f"{args.method}-{args.fraction:g}"
+    result = compensate(run, settings, errors=_errors(args), metasurface=metasurface, measured=measured, out_dir=out)
+    answer = {**result.to_dict(), "out": str(out)}
+    recovered = "" if result.recovered is None else f", {100 * result.recovered:.0f} % of the drop recovered"
+    text = (f"{result.metric}: trained {100 * result.trained:.1f} %, fabricated {100 * result.before:.1f} %, after "
+            f"{result.method} compensation on {result.train_images} images {100 * result.after:.1f} %{recovered}"
+            f" → {out}")  # fmt: skip
+    return _emit(args, answer, text)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import FORMATS, export
+
+    run = load_run(args.run)
+    formats = list(FORMATS) if args.format == "all" else [args.format]
+    written = export(run, formats, args.out)
+    text = "\n".join(f"{name}: {', '.join(paths)}" for name, paths in written.items())
+    return _emit(args, {"files": written}, text)
+
+
+def _add_optics_source(parser: argparse.ArgumentParser, *, measured: bool = True) -> None:
+    parser.add_argument("--error-model", default=None, metavar="FILE.json", help="error model (SI units; see "
+                        "onn_core/fabrication/error_model.py)")  # fmt: skip
+    if measured:
+        parser.add_argument("--measured-psfs", default=None, metavar="FILE",
+                            help="measured PSF stack (.npz, or a folder of PNG/TIFF per sub-optic)")  # fmt: skip
+    parser.add_argument("--no-metasurface", action="store_true",
+                        help="perturb the trained kernels even if the run has an inverse design")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=None, help="error draw seed (default: the error model's)")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from .export import FORMATS
+
+    inverse = commands.add_parser("inverse-design", help="radius maps realising a trained run's kernels")
+    inverse.add_argument("--run", required=True, metavar="DIR")
+    inverse.add_argument("--iterations", type=int, default=500, help="Adam steps at most (default 500)")
+    inverse.add_argument("--learning-rate", type=float, default=0.05, help="Adam step on the radius logit")
+    inverse.add_argument("--patience", type=int, default=25, help="stop after this many steps without a 0.1 %% gain "
+                         "(0: never)")  # fmt: skip
+    inverse.add_argument("--phase-pixel", type=float, default=None, help="phase-map pitch, metres")
+    inverse.add_argument("--json", action="store_true")
+    inverse.set_defaults(handler=_cmd_inverse_design)
+
+    fabricate = commands.add_parser("fabricate", help="accuracy through fabricated optics: Monte-Carlo yield, curves")
+    fabricate.add_argument("--run", required=True, metavar="DIR")
+    _add_optics_source(fabricate)
+    fabricate.add_argument("--draws", type=int, default=20, help="Monte-Carlo draws")
+    fabricate.add_argument("--images", type=int, default=None, help="first N test images only")
+    fabricate.add_argument("--threshold", type=float, default=None, help="report the yield at this score (0–1)")
+    fabricate.add_argument("--curve", action="store_true", help="score vs error magnitude instead")
+    fabricate.add_argument("--factors", default="0,0.25,0.5,1,1.5,2", help="error-model scale factors (--curve)")
+    fabricate.add_argument("--json", action="store_true")
+    fabricate.set_defaults(handler=_cmd_fabricate)
+
+    compensate = commands.add_parser("compensate", help="fine-tune the backend behind fabricated optics")
+    compensate.add_argument("--run", required=True, metavar="DIR")
+    _add_optics_source(compensate)
+    compensate.add_argument("--method", choices=("e2e", "kd", "ntkd", "kd+ntkd"), default="ntkd")
+    compensate.add_argument("--fraction", type=float, default=0.1, help="share of the training images captured")
+    compensate.add_argument("--epochs", type=int, default=15)
+    compensate.add_argument("--learning-rate", type=float, default=1e-3)
+    compensate.add_argument("--beta", type=float, default=None, help="NTK term weight (default: the run's)")
+    compensate.add_argument("--teacher", default=None, metavar="DIR", help="teacher run (default: the run's)")
+    compensate.add_argument("--train-seed", type=int, default=0, help="captured subset, batch order")
+    compensate.add_argument("--out", default=None, metavar="DIR", help="default: RUN/compensation/METHOD-FRACTION")
+    compensate.add_argument("--json", action="store_true")
+    compensate.set_defaults(handler=_cmd_compensate)
+
+    export = commands.add_parser("export", help="files for the fab and collaborators (GDSII, maps, weights)")
+    export.add_argument("--run", required=True, metavar="DIR")
+    export.add_argument("--format", required=True, choices=(*FORMATS, "all"))
+    export.add_argument("--out", default=None, metavar="DIR", help="default: RUN/export")
+    export.add_argument("--json", action="store_true")
+    export.set_defaults(handler=_cmd_export)

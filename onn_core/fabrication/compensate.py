@@ -1,0 +1,260 @@
+"""Post-fabrication compensation: the optics are fixed, only the digital backend is fine-tuned.
+
+The method's stage 3. The fabricated frontend (measured PSFs, or a seeded draw of an error
+model) is frozen; the backend, starting from its trained weights, is fine-tuned on a small
+``fraction`` of the training images as the fabricated optics capture them (≈ 10 % in the method),
+with
+
+* ``e2e`` — the task loss alone, or
+* ``ntkd`` — α·task + β·D(Θ_teacher, Θ_student): the teacher sees the raw images; the student's
+  NTK is taken w.r.t. the backend's parameters only, on the fabricated feature maps (also
+  ``kd`` and ``kd+ntkd``, as in training).
+
+The same fraction of the validation split picks the best epoch: a real bench has no more
+captured data for model selection than for training. Before/after scores are on the full test
+split through the same fabricated optics.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import Split
+from ..data.registry import stratified_split
+from ..errors import TrainingError
+from ..models import OpticalFrontend
+from ..training.config import METHODS
+from ..training.losses import TransferLoss, needs_teacher, uses_ntk
+from ..training.run import FinishedRun
+from ..training.trainer import Progress, _atomic_save, _atomic_write_text, _logger, load_teacher, teacher_sketch
+from .error_model import ErrorModel
+from .evaluate import score
+from .fabricated import fabricate
+from .inverse_design import Metasurface
+
+RESULT_FILE = "compensation.json"
+
+
+@dataclass(frozen=True)
+class CompensationSettings:
+    """How to fine-tune the backend after fabrication.
+
+    Attributes:
+        method: "e2e", "kd", "ntkd" or "kd+ntkd".
+        fraction: of the training (and validation) split captured through the fabricated optics.
+        epochs, batch_size, learning_rate, weight_decay: AdamW on the backend, cosine schedule.
+        alpha, beta, temperature, kd_alpha: loss weights (None: the run's own).
+        ntk_draws, ntk_normalisation: the student NTK estimator (None: the run's own).
+        teacher: the teacher's run folder (None: the run's teacher, else the teacher store's best).
+        seed: which images are captured, batch order, and noise.
+    """
+
+    method: str = "ntkd"
+    fraction: float = 0.1
+    epochs: int = 15
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    alpha: float | None = None
+    beta: float | None = None
+    temperature: float | None = None
+    kd_alpha: float | None = None
+    ntk_draws: int | None = None
+    ntk_normalisation: str | None = None
+    teacher: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise TrainingError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}.")
+        if not isinstance(self.fraction, int | float) or not 0 < self.fraction <= 1:
+            raise TrainingError(f"fraction is the share of the training images captured, in (0, 1]; got "
+                                f"{self.fraction!r}.")  # fmt: skip
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TrainingError(f"{name} must be a whole number ≥ 1; got {value!r}.")
+        if not (isinstance(self.learning_rate, int | float) and math.isfinite(self.learning_rate)
+                and self.learning_rate > 0):  # fmt: skip
+            raise TrainingError(f"learning_rate must be > 0; got {self.learning_rate!r}.")
+
+
+@dataclass
+class CompensationResult:
+    """Scores around compensation (fractions: accuracy or mIoU on the test split).
+
+    ``trained``: the run in simulation; ``before``: through the fabricated optics; ``after``:
+    with the fine-tuned backend. ``recovered``: (after − before)/(trained − before), the share of
+    the fabrication drop won back (None when there was no drop).
+    """
+
+    method: str
+    fraction: float
+    metric: str
+    trained: float
+    before: float
+    after: float
+    train_images: int
+    val_images: int
+    epochs_run: int
+    best_epoch: int
+    seconds: float
+    error_model: dict[str, Any] | None
+    source: str
+    history: list[dict[str, float]]
+    settings: dict[str, Any]
+
+    @property
+    def recovered(self) -> float | None:
+        drop = self.trained - self.before
+        return (self.after - self.before) / drop if drop > 1e-9 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "drop": self.trained - self.before, "recovered": self.recovered}
+
+
+def captured_subset(split: Split, fraction: float, task: str, seed: int) -> np.ndarray:
+    """Indices of the ``fraction`` of a split that is captured (stratified by class)."""
+    rng = np.random.default_rng(seed)
+    count = max(1, round(fraction * len(split)))
+    if task == "classification" and fraction < 1:
+        chosen = stratified_split(split.targets.numpy(), (fraction,), rng)[0]
+        return np.sort(chosen[:count]) if len(chosen) >= 1 else np.arange(count)
+    return np.sort(rng.permutation(len(split))[:count])
+
+
+def _run_config(run: FinishedRun, settings: CompensationSettings):
+    names = ("alpha", "beta", "temperature", "kd_alpha", "ntk_draws", "ntk_normalisation")
+    overrides = {name: getattr(settings, name) for name in names if getattr(settings, name) is not None}
+    teacher = settings.teacher or run.config.teacher
+    return run.config.replace(
+        method=settings.method, epochs=settings.epochs, batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate, weight_decay=settings.weight_decay, seed=settings.seed, augment=False,
+        early_stopping_patience=None, ntk_parameters="backend", ntk_engine="estimator", teacher_ntk="sketch",
+        ntk_unbiased=False, teacher=teacher if teacher and Path(teacher).is_dir() else None, **overrides,
+    )  # fmt: skip
+
+
+def compensate(
+    run: FinishedRun,
+    settings: CompensationSettings | None = None,
+    *,
+    errors: ErrorModel | None = None,
+    metasurface: Metasurface | None = None,
+    measured: list[torch.Tensor] | None = None,
+    out_dir: str | Path | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> CompensationResult:
+    """Fine-tune ``run``'s backend behind its fabricated optics; optionally write ``out_dir``.
+
+    ``out_dir`` receives compensation.json (the result), model.pt (the fabricated model with
+    its compensated backend: frontend buffers included) and compensate.log.
+    """
+    settings = settings or CompensationSettings()
+    errors = errors or ErrorModel()
+    started = time.perf_counter()
+    folder = Path(out_dir) if out_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        log = _logger(folder)
+    else:
+        log = logging.getLogger("onn_core.compensate")
+    try:
+        return _compensate(run, settings, errors, metasurface, measured, folder, log, progress, started)
+    finally:
+        if folder is not None:
+            for handler in list(log.handlers):
+                log.removeHandler(handler)
+                handler.close()
+
+
+def _compensate(run, settings, errors, metasurface, measured, folder, log, progress, started) -> CompensationResult:
+    torch.manual_seed(settings.seed)
+    data = run.data()
+    task, classes = run.task, run.classes
+    config = _run_config(run, settings)
+    model = fabricate(run.model, run.design, errors, metasurface=metasurface, measured=measured)
+    before = score(model, data.test, task, classes, errors.seed)
+    trained = float(run.metrics[run.score_name])
+    train_index = captured_subset(data.train, settings.fraction, task, settings.seed)
+    val_index = captured_subset(data.val, settings.fraction, task, settings.seed + 1)
+    captured = dataclasses.replace(
+        data, train=Split(data.train.images[train_index], data.train.targets[train_index]),
+        val=Split(data.val.images[val_index], data.val.targets[val_index]),
+    )  # fmt: skip
+    log.info("compensating %s (%s) with %s on %d captured training images (%.0f %%): %s %.4f → fabricated %.4f",
+             run.folder, ", ".join(errors.describe()) or "measured/ideal optics", settings.method, len(train_index),
+             100 * settings.fraction, run.score_name, trained, before)  # fmt: skip
+    teacher, sketch = None, None
+    if needs_teacher(config.method):
+        teacher, teacher_folder, _ = load_teacher(config, data)
+        if uses_ntk(config.method):
+            sketch = teacher_sketch(teacher, teacher_folder, captured, config, log, progress)
+    loss_fn = TransferLoss(config, task, teacher, sketch)
+    frontend_ids = {id(p) for m in model.modules() if isinstance(m, OpticalFrontend) for p in m.parameters()}
+    backend = [p for p in model.parameters() if id(p) not in frontend_ids]
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) not in frontend_ids)
+    optimiser = torch.optim.AdamW(backend, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.epochs,
+                                                          eta_min=settings.learning_rate * 0.01)  # fmt: skip
+    best_score = score(model, captured.val, task, classes, settings.seed)
+    best_state, best_epoch, history = copy.deepcopy(model.state_dict()), 0, []
+    steps = math.ceil(len(captured.train) / settings.batch_size)
+    for epoch in range(settings.epochs):
+        model.train()
+        generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
+        order = torch.randperm(len(captured.train), generator=generator)
+        running, seen = 0.0, 0
+        for step in range(steps):
+            index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
+            _, parts = loss_fn(model, captured.train.images[index], captured.train.targets[index], index)
+            if not torch.isfinite(parts.total):
+                raise TrainingError(f"compensation diverged at epoch {epoch + 1} (loss {float(parts.total)}); "
+                                    "lower the learning rate.")  # fmt: skip
+            optimiser.zero_grad(set_to_none=True)
+            parts.total.backward()
+            optimiser.step()
+            running += float(parts.total.detach()) * len(index)
+            seen += len(index)
+            if progress:
+                elapsed = time.perf_counter() - started
+                done = epoch * steps + step + 1
+                eta = elapsed / done * (settings.epochs * steps - done)
+                progress(Progress("compensate", epoch + 1, settings.epochs, step + 1, steps, running / seen, elapsed,
+                                  eta, {f"loss_{k}": v for k, v in parts.components.items()}))  # fmt: skip
+        schedule.step()
+        validation = score(model, captured.val, task, classes, settings.seed)
+        history.append({"epoch": epoch + 1, "train_loss": running / max(seen, 1), f"val_{run.score_name}": validation})
+        log.info("epoch %d/%d %s", epoch + 1, settings.epochs, json.dumps(history[-1]))
+        if validation > best_score:
+            best_score, best_state, best_epoch = validation, copy.deepcopy(model.state_dict()), epoch + 1
+    model.load_state_dict(best_state)
+    model.eval()
+    after = score(model, data.test, task, classes, errors.seed)
+    result = CompensationResult(
+        method=settings.method, fraction=settings.fraction, metric=run.score_name, trained=trained, before=before,
+        after=after, train_images=len(train_index), val_images=len(val_index), epochs_run=len(history),
+        best_epoch=best_epoch, seconds=time.perf_counter() - started,
+        error_model=None if measured is not None else errors.to_dict(),
+        source="measured PSFs" if measured is not None else ("metasurface" if metasurface is not None else "kernels"),
+        history=history, settings=dataclasses.asdict(settings),
+    )  # fmt: skip
+    log.info("%s: %.4f → %.4f after %s compensation (best epoch %d)", run.score_name, before, after, settings.method,
+             best_epoch)  # fmt: skip
+    if folder is not None:
+        _atomic_save(model.state_dict(), folder / "model.pt")
+        _atomic_write_text(folder / RESULT_FILE, json.dumps({"run": str(run.folder), **result.to_dict()}, indent=2))
+    return result

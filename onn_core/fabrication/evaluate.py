@@ -1,0 +1,173 @@
+"""How a trained model fares once fabricated: one draw, a Monte-Carlo yield, accuracy vs error size.
+
+Each draw is a fabricated copy of the model (:func:`~.fabricated.fabricate`) with the error
+model's seed set to the draw's; sensor noise during evaluation is seeded from it too, so every
+number here is reproducible. Scores are the run's headline metric (accuracy or mIoU) on its test
+split (or the first ``images`` of it, for quick looks).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import Split
+from ..training.run import FinishedRun
+from ..training.trainer import evaluate
+from .error_model import ErrorModel
+from .fabricated import fabricate
+from .inverse_design import Metasurface
+
+
+def split_head(split: Split, images: int | None) -> Split:
+    """The first ``images`` of a split (all when None)."""
+    if images is None or images >= len(split):
+        return split
+    return Split(split.images[:images], split.targets[:images])
+
+
+def score(model: nn.Module, split: Split, task: str, classes: int, seed: int) -> float:
+    """The headline metric of ``model`` on ``split``, with sensor noise drawn from ``seed``."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        metrics = evaluate(model, split, task, classes)
+    return float(metrics["accuracy" if task == "classification" else "miou"])
+
+
+@dataclass
+class YieldResult:
+    """Scores of ``draws`` fabricated copies of one trained model.
+
+    Attributes:
+        metric: "accuracy" or "miou". trained: the run's own test score (simulation).
+        designed: score through the designed optics with no error (the realised metasurface
+            when there is one; equals ``trained`` otherwise). scores: one per draw, seeds with them.
+        error_model: the model (as a dict) with the first draw's seed. images: test images used.
+    """
+
+    metric: str
+    trained: float
+    designed: float
+    scores: list[float]
+    seeds: list[int]
+    error_model: dict[str, Any]
+    images: int
+    seconds: float = 0.0
+    source: str = "kernels"
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.scores))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.scores, ddof=1)) if len(self.scores) > 1 else 0.0
+
+    def quantile(self, q: float) -> float:
+        return float(np.quantile(self.scores, q))
+
+    def yield_at(self, threshold: float) -> float:
+        """Fraction of draws scoring at least ``threshold`` (a fraction, like the scores)."""
+        return float(np.mean(np.asarray(self.scores) >= threshold))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self), "mean": self.mean, "std": self.std, "drop": self.trained - self.mean,
+            "p05": self.quantile(0.05), "p50": self.quantile(0.5), "p95": self.quantile(0.95),
+        }  # fmt: skip
+
+
+def _source(metasurface: Metasurface | None, measured) -> str:
+    if measured is not None:
+        return "measured PSFs"
+    return "metasurface" if metasurface is not None else "kernels"
+
+
+def monte_carlo(
+    run: FinishedRun,
+    errors: ErrorModel,
+    draws: int = 20,
+    *,
+    metasurface: Metasurface | None = None,
+    measured: list[torch.Tensor] | None = None,
+    images: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> YieldResult:
+    """Score ``draws`` fabricated copies (seeds errors.seed, errors.seed + 1, …).
+
+    Args:
+        run: the trained run. errors: the error model. draws: Monte-Carlo draws (≥ 1).
+        metasurface: radius maps (inverse design) to perturb; None uses the run's kernels, or a
+            physical run's own radius maps. measured: measured PSFs per group (fixed optics:
+            the draws then vary only misalignment, noise and the other random terms).
+        images: evaluate on the first this many test images (None: all).
+        progress: called as (draws done, draws).
+    """
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be a whole number ≥ 1; got {draws!r}.")
+    started = time.perf_counter()
+    data = run.data()
+    test = split_head(data.test, images)
+    task, classes = run.task, run.classes
+    designed_model = fabricate(run.model, run.design, ErrorModel(), metasurface=metasurface)
+    designed = score(designed_model, test, task, classes, errors.seed)
+    trained = score(run.model, test, task, classes, errors.seed) if images else float(run.metrics[run.score_name])
+    scores, seeds = [], []
+    for draw in range(draws):
+        seed = errors.seed + draw
+        model = fabricate(run.model, run.design, errors.with_seed(seed), metasurface=metasurface, measured=measured)
+        scores.append(score(model, test, task, classes, seed))
+        seeds.append(seed)
+        if progress:
+            progress(draw + 1, draws)
+    return YieldResult(run.score_name, trained, designed, scores, seeds, errors.to_dict(), len(test),
+                       time.perf_counter() - started, _source(metasurface, measured))  # fmt: skip
+
+
+@dataclass
+class CurvePoint:
+    factor: float
+    mean: float
+    std: float
+    scores: list[float] = field(default_factory=list)
+    terms: list[str] = field(default_factory=list)
+
+
+def error_curve(
+    run: FinishedRun,
+    errors: ErrorModel,
+    factors: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
+    draws: int = 5,
+    *,
+    metasurface: Metasurface | None = None,
+    images: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[CurvePoint]:
+    """Score vs error magnitude: the error model scaled by each factor (0 = perfect optics)."""
+    points, total, done = [], len(factors) * draws, 0
+    for factor in factors:
+        scaled = errors.scaled(float(factor))
+
+        def report(draw: int, _draws: int, before: int = done) -> None:
+            if progress:
+                progress(before + draw, total)
+
+        result = monte_carlo(run, scaled, draws, metasurface=metasurface, images=images, progress=report)
+        done += draws
+        points.append(CurvePoint(float(factor), result.mean, result.std, result.scores, scaled.describe()))
+    return points
+
+
+def describe_drop(result: YieldResult) -> str:
+    """One line for logs and the CLI: trained → fabricated mean ± std over draws."""
+    scale = 100.0
+    spread = f" ± {result.std * scale:.1f}" if len(result.scores) > 1 and math.isfinite(result.std) else ""
+    return (f"{result.metric} trained {result.trained * scale:.1f} %, designed optics {result.designed * scale:.1f} %, "
+            f"fabricated {result.mean * scale:.1f}{spread} % over {len(result.scores)} draw(s)")  # fmt: skip

@@ -1,0 +1,112 @@
+"""Stage-3 work as background jobs: ``inverse-design``, ``fabricate`` (yield) and ``compensate``.
+
+Each takes ``run`` (a finished student run folder) plus its own settings, reports progress to
+the job store like training does, and writes its results into the job's artifact folder
+(inverse design also saves the metasurface into the run folder, where exports look for it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import DesignError, TrainingError
+from ..training.run import REQUIRED_FILES, load_run
+from ..training.trainer import Progress
+from .error_model import ErrorModel
+
+_KEYS = {
+    "inverse-design": {"run", "settings"},
+    "fabricate": {"run", "error_model", "draws", "images", "factors", "measured_psfs", "use_metasurface"},
+    "compensate": {"run", "error_model", "settings", "measured_psfs", "use_metasurface"},
+}
+
+
+def _timer(progress: Callable, phase: str) -> Callable[[int, int], None]:
+    started = time.monotonic()
+
+    def report(done: int, total: int, *_rest) -> None:
+        elapsed = time.monotonic() - started
+        progress(Progress(phase, 1, 1, done, total, 0.0, elapsed, elapsed / done * (total - done) if done else None))
+
+    return report
+
+
+def validate(kind: str, config: dict[str, Any]) -> None:
+    """Refuse a config that cannot work, before it is queued (raises ValueError subclasses)."""
+    unknown = sorted(set(config) - _KEYS[kind])
+    if unknown:
+        raise DesignError("job", kind, f"takes {', '.join(sorted(_KEYS[kind]))}; not {', '.join(unknown)}.")
+    folder = Path(str(config.get("run", "")))
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if not config.get("run") or missing:
+        raise TrainingError(f"{folder} is not a finished student run ({', '.join(missing) or 'no folder given'}).")
+    if config.get("error_model") is not None:
+        ErrorModel.from_dict(config["error_model"])
+    if kind == "compensate":
+        from .compensate import CompensationSettings
+
+        CompensationSettings(**(config.get("settings") or {}))
+    if kind == "inverse-design":
+        from .inverse_design import InverseDesignSettings
+
+        InverseDesignSettings(**(config.get("settings") or {}))
+
+
+def _optics(config: dict[str, Any], run):
+    from .export import run_metasurface
+    from .measured import read_measured_psfs
+
+    measured = None
+    if config.get("measured_psfs"):
+        measured = read_measured_psfs(config["measured_psfs"], run.frontends(), run.design)
+    metasurface = run_metasurface(run, required=False) if config.get("use_metasurface", True) else None
+    return metasurface, measured
+
+
+def run_inverse_design(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
+    from .inverse_design import InverseDesignSettings, inverse_design
+
+    run = load_run(config["run"])
+    settings = InverseDesignSettings(**(config.get("settings") or {}))
+    metasurface = inverse_design(run.model, run.design, settings, progress=_timer(progress, "inverse-design"))
+    metasurface.save(run.folder)
+    summary = {**metasurface.summary(), "fidelity": metasurface.fidelity(), "run": str(run.folder)}
+    (folder / "inverse_design.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary
+
+
+def run_fabricate(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
+    from .evaluate import error_curve, monte_carlo
+
+    run = load_run(config["run"])
+    errors = ErrorModel.from_dict(config.get("error_model") or {})
+    metasurface, measured = _optics(config, run)
+    draws, images = int(config.get("draws", 20)), config.get("images")
+    result = monte_carlo(run, errors, draws, metasurface=metasurface, measured=measured, images=images,
+                         progress=_timer(progress, "fabricate"))  # fmt: skip
+    answer: dict[str, Any] = {"yield": result.to_dict()}
+    if config.get("factors"):
+        points = error_curve(run, errors, config["factors"], max(1, draws // 4), metasurface=metasurface,
+                             images=images, progress=_timer(progress, "error curve"))  # fmt: skip
+        answer["curve"] = [vars(point) for point in points]
+    (folder / "fabricate.json").write_text(json.dumps(answer, indent=2), encoding="utf-8")
+    return {"metric": result.metric, "mean": result.mean, "std": result.std, "trained": result.trained}
+
+
+def run_compensate(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
+    from .compensate import CompensationSettings, compensate
+
+    run = load_run(config["run"])
+    errors = ErrorModel.from_dict(config.get("error_model") or {})
+    metasurface, measured = _optics(config, run)
+    settings = CompensationSettings(**(config.get("settings") or {}))
+    result = compensate(run, settings, errors=errors, metasurface=metasurface, measured=measured, out_dir=folder,
+                        progress=progress)  # fmt: skip
+    return {key: value for key, value in result.to_dict().items() if key != "history"}
+
+
+KINDS = {"inverse-design": run_inverse_design, "fabricate": run_fabricate, "compensate": run_compensate}

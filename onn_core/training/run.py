@@ -1,0 +1,110 @@
+"""A finished student run, read back from its folder: config, design, metrics and the trained model.
+
+Everything downstream of training (inverse design, fabrication, compensation, exports, the
+Inspect page) starts from here, so a folder that is not a finished run is refused once, with
+what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import SPECS, DatasetSplits, load_dataset
+from ..design import Design
+from ..errors import DesignError, TrainingError
+from ..models import OpticalFrontend
+from ..models.zoo import DEFAULT_STUDENT, FrontendOptions, SensorSettings, build_student
+from .config import TrainConfig
+
+REQUIRED_FILES = ("config.json", "design.json", "metrics.json", "model.pt")
+
+
+@dataclass
+class FinishedRun:
+    """A trained student and where it came from.
+
+    Attributes:
+        folder: the run folder. config, design, metrics: as written by the trainer.
+        model: the student with its best-validation weights, in eval mode.
+    """
+
+    folder: Path
+    config: TrainConfig
+    design: Design
+    metrics: dict[str, Any]
+    model: nn.Module
+    _data: DatasetSplits | None = field(default=None, repr=False)
+
+    @property
+    def task(self) -> str:
+        return SPECS[self.config.dataset].task
+
+    @property
+    def score_name(self) -> str:
+        return "accuracy" if self.task == "classification" else "miou"
+
+    @property
+    def classes(self) -> int:
+        return len(SPECS[self.config.dataset].classes)
+
+    def frontends(self) -> list[OpticalFrontend]:
+        """The model's optical frontends in module order (one, or one per segmentation group)."""
+        return [module for module in self.model.modules() if isinstance(module, OpticalFrontend)]
+
+    def data(self) -> DatasetSplits:
+        """The run's dataset with its own split (loaded once)."""
+        if self._data is None:
+            config, design = self.config, self.design
+            self._data = load_dataset(
+                config.dataset, root=config.data_root, seed=config.split_seed,
+                image_size=(design.input_height, design.input_width), val_fraction=config.val_fraction,
+                train_limit=config.train_limit,
+            )  # fmt: skip
+        return self._data
+
+
+def build_run_model(config: TrainConfig, design: Design) -> nn.Module:
+    """The untrained student a config and design describe (the trainer's construction, without data)."""
+    spec = SPECS[config.dataset]
+    sensor = SensorSettings(bit_depth=design.sensor_bit_depth) if config.sensor_noise else None
+    options = FrontendOptions(
+        kind=config.frontend, sensor=sensor, normalise_intensity=config.normalise_intensity,
+        phase_pixel=config.phase_pixel, seed=config.seed,
+    )  # fmt: skip
+    return build_student(config.model or DEFAULT_STUDENT[spec.task], design, len(spec.classes), options)
+
+
+def load_run(folder: str | Path, *, data: DatasetSplits | None = None) -> FinishedRun:
+    """Read a finished student run; raises TrainingError naming what is missing or wrong."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TrainingError(f"{folder} is not a folder; give the folder of a finished training run.")
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        hint = " It has a checkpoint: the run has not finished (resume it to finish)." if (
+            folder / "checkpoint.pt").exists() else ""  # fmt: skip
+        raise TrainingError(
+            f"{folder} is not a finished student run: {', '.join(missing)} missing.{hint} "
+            "A finished run folder holds config.json, design.json, metrics.json and model.pt."
+        )
+    try:
+        config = TrainConfig.from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+        design = Design.from_json((folder / "design.json").read_text(encoding="utf-8"))
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"{folder} holds an unreadable run description: {exc}") from None
+    if config.role != "student":
+        raise TrainingError(f"{folder} is a teacher run; fabrication and export apply to optical students.")
+    try:
+        model = build_run_model(config, design)
+        model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
+    except (RuntimeError, DesignError) as exc:
+        raise TrainingError(f"{folder}/model.pt does not match the run's config and design: {exc}") from None
+    model.eval()
+    return FinishedRun(folder, config, design, metrics, model, data)
