@@ -94,8 +94,7 @@ def test_placement_of_sub_optics_and_of_atom_zero(design, written):
     outline_layers = sorted({(p.layer, p.datatype) for p in top.polygons})
     assert outline_layers == [(10, 0), (11, 0)] and len(top.polygons) == 1 + len(summary.cells)
 
-    atoms_per_side = pixels_per_side(design) * 4
-    corner = -(atoms_per_side - 1) / 2 * PITCH / 1e-6  # atom (0, 0), µm from the sub-optic centre
+    corner = -axis_atom(design) * PITCH / 1e-6  # atom (0, 0), µm from the sub-optic centre
     for index, name in enumerate(summary.cells):
         (first,) = [ref for ref in cells[name].references if ref.origin == pytest.approx((corner, corner), abs=1e-3)]
         assert first.cell.name == disc_cell_name(quantised(radii[index, 0, 0])) == "DISC_R0050NM"
@@ -106,6 +105,12 @@ def test_placement_of_sub_optics_and_of_atom_zero(design, written):
         assert np.all((origins_nm - origins_nm.min(axis=0)) % 1172 == 0)
 
 
+def axis_atom(design) -> float:
+    """Index of the sub-optic's axis on its atom lattice: the simulation centres phase pixel n // 2
+    (4 atoms per pixel here), as onn_core.optics.grids does."""
+    return (pixels_per_side(design) // 2) * 4 + 1.5
+
+
 def test_flattened_sub_optic_matches_the_radius_map_atom_for_atom(design, written):
     radii, path, summary, _ = written
     library = gdstk.read_gds(str(path))
@@ -114,12 +119,12 @@ def test_flattened_sub_optic_matches_the_radius_map_atom_for_atom(design, writte
     centres = boxes.mean(axis=1) * 1e-6
     found_radii = (boxes[:, 1, 0] - boxes[:, 0, 0]) / 2 * 1e-6
 
-    atoms_per_side = pixels_per_side(design) * 4
+    axis = axis_atom(design)
     atom_radius = np.repeat(np.repeat(quantised(radii[1]), 4, axis=0), 4, axis=1)
     rows, cols = np.nonzero(atom_radius >= 10e-9 - 1e-15)
     expected = np.column_stack([cols, rows]).astype(float)
-    expected = (expected - (atoms_per_side - 1) / 2) * PITCH
-    found = np.rint(centres / PITCH + (atoms_per_side - 1) / 2).astype(int)  # lattice indices (j, i)
+    expected = (expected - axis) * PITCH
+    found = np.rint(centres / PITCH + axis).astype(int)  # lattice indices (j, i)
     order = np.lexsort((found[:, 0], found[:, 1]))
     assert len(found) == len(rows)
     np.testing.assert_array_equal(found[order], np.column_stack([cols, rows]))

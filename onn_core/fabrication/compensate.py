@@ -54,7 +54,8 @@ class CompensationSettings:
     Attributes:
         method: "e2e", "kd", "ntkd" or "kd+ntkd".
         fraction: of the training (and validation) split captured through the fabricated optics.
-        epochs, batch_size, learning_rate, weight_decay: AdamW on the backend, cosine schedule.
+        epochs, learning_rate, weight_decay: AdamW on the backend, cosine schedule.
+        batch_size: None uses the run's own (128 for classification, 8 for segmentation).
         alpha, beta, temperature, kd_alpha: loss weights (None: the run's own).
         ntk_draws, ntk_normalisation: the student NTK estimator (None: the run's own).
         teacher: the teacher's run folder (None: the run's teacher, else the teacher store's best).
@@ -64,7 +65,7 @@ class CompensationSettings:
     method: str = "ntkd"
     fraction: float = 0.1
     epochs: int = 15
-    batch_size: int = 128
+    batch_size: int | None = None
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     alpha: float | None = None
@@ -84,6 +85,8 @@ class CompensationSettings:
                                 f"{self.fraction!r}.")  # fmt: skip
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
+            if name == "batch_size" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise TrainingError(f"{name} must be a whole number ≥ 1; got {value!r}.")
         if not (isinstance(self.learning_rate, int | float) and math.isfinite(self.learning_rate)
@@ -140,7 +143,7 @@ def _run_config(run: FinishedRun, settings: CompensationSettings):
     overrides = {name: getattr(settings, name) for name in names if getattr(settings, name) is not None}
     teacher = settings.teacher or run.config.teacher
     return run.config.replace(
-        method=settings.method, epochs=settings.epochs, batch_size=settings.batch_size,
+        method=settings.method, epochs=settings.epochs, batch_size=settings.batch_size or run.config.batch_size,
         learning_rate=settings.learning_rate, weight_decay=settings.weight_decay, seed=settings.seed, augment=False,
         early_stopping_patience=None, ntk_parameters="backend", ntk_engine="estimator", teacher_ntk="sketch",
         ntk_unbiased=False, teacher=teacher if teacher and Path(teacher).is_dir() else None, **overrides,
@@ -212,14 +215,15 @@ def _compensate(run, settings, errors, metasurface, measured, folder, log, progr
                                                           eta_min=settings.learning_rate * 0.01)  # fmt: skip
     best_score = score(model, captured.val, task, classes, settings.seed)
     best_state, best_epoch, history = copy.deepcopy(model.state_dict()), 0, []
-    steps = math.ceil(len(captured.train) / settings.batch_size)
+    batch = config.batch_size
+    steps = math.ceil(len(captured.train) / batch)
     for epoch in range(settings.epochs):
         model.train()
         generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
         order = torch.randperm(len(captured.train), generator=generator)
         running, seen = 0.0, 0
         for step in range(steps):
-            index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
+            index = order[step * batch : (step + 1) * batch]
             _, parts = loss_fn(model, captured.train.images[index], captured.train.targets[index], index)
             if not torch.isfinite(parts.total):
                 raise TrainingError(f"compensation diverged at epoch {epoch + 1} (loss {float(parts.total)}); "

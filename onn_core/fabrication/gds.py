@@ -13,8 +13,10 @@ radius. A default design holds ~1.6·10⁸ meta-atoms, so the file is kept hiera
 - a **top cell** placing each sub-optic cell at its design centre, plus outlines for the fab
   engineer: the metasurface (h × w) on layer 10 and every sub-optic's k × k square on layer 11.
 
-Coordinates: atom (i, j) of a sub-optic (i along y, j along x, 0 at the −y/−x edge) with
-N = n·a atoms per side sits at centre + ((j − (N−1)/2)·pitch, (i − (N−1)/2)·pitch).
+Coordinates: atom (i, j) of a sub-optic (i along y, j along x, 0 at the −y/−x edge) sits at
+centre + ((j − c)·pitch, (i − c)·pitch) with c = a·⌊n/2⌋ + (a − 1)/2: the phase pixel n // 2 is
+centred on the sub-optic's axis, as in the simulation (``onn_core.optics.grids``), so for an even
+n the layout is exactly what was simulated (not shifted by half a pixel).
 
 Units: the code works in metres; the file uses a user unit of 1 µm and a database precision of
 1 nm (the usual mask-shop grid), converted only where geometry is handed to gdstk. Positions
@@ -384,6 +386,11 @@ def write_metasurface_gds(
         pitch_grid = float(round(pitch_grid))
     pitch_um = pitch_grid * GDS_PRECISION_M / GDS_UNIT_M
     max_blocks = MAX_ARRAY_REPEATS // a
+    # The simulation's grid convention (onn_core.optics.grids): phase pixel n // 2 is centred on
+    # the sub-optic's axis, so with an even n the pixels reach half a pixel further to −x/−y.
+    # Twice the index of the atom at the axis, kept whole so positions stay exact.
+    pixels = layout.levels.shape[-1]
+    centre_twice = 2 * (pixels // 2) * a + a - 1
     names = [sub_optic_cell_name(optic, design.kernel_count) for optic in layout.sub_optics]
     disc_cells: dict[int, gdstk.Cell] = {}
     discs = references = 0
@@ -402,8 +409,8 @@ def write_metasurface_gds(
                     disc_cell = gdstk.Cell(disc_cell_name(radius))
                     disc_cell.add(_disc_polygon(radius, layer, datatype))
                     disc_cells[value] = disc_cell
-            origin_x = _snapped_origin_um(col * a, layout.atoms_per_side, pitch_grid)
-            origin_y = _snapped_origin_um(row * a, layout.atoms_per_side, pitch_grid)
+            origin_x = _snapped_origin_um(col * a, centre_twice, pitch_grid)
+            origin_y = _snapped_origin_um(row * a, centre_twice, pitch_grid)
             columns, rows = (width * a).tolist(), (height * a).tolist()
             spacing = (pitch_um, pitch_um)
             sub_optic_cell = gdstk.Cell(name)
@@ -444,7 +451,7 @@ def write_metasurface_gds(
     )
 
 
-def _snapped_origin_um(first_atom: np.ndarray, atoms_per_side: int, pitch_grid: float) -> list[float]:
+def _snapped_origin_um(first_atom: np.ndarray, centre_twice: int, pitch_grid: float) -> list[float]:
     """Positions (µm) of atoms ``first_atom`` on the 1 nm grid, halves rounded up.
 
     With an even atom count the lattice sits on half-nanometres; rounding each origin on its own
@@ -452,7 +459,7 @@ def _snapped_origin_um(first_atom: np.ndarray, atoms_per_side: int, pitch_grid: 
     exact for a whole-nanometre pitch, so every origin moves by the same +0.5 nm (a rigid shift
     of the sub-optic) and the lattice stays exact.
     """
-    twice = (2 * first_atom - (atoms_per_side - 1)) * pitch_grid
+    twice = (2 * first_atom - centre_twice) * pitch_grid
     return (np.floor(twice / 2 + 0.5) * (GDS_PRECISION_M / GDS_UNIT_M)).tolist()
 
 

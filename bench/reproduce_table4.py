@@ -1,0 +1,168 @@
+"""Reproduce the method's Table 4: fabrication errors, then no / e2e / NTKD compensation.
+
+Usage:
+    python bench/reproduce_table4.py [--tasks fashion-mnist shapes-seg] [--seeds 5] [--threads 2]
+
+Students: the NTKD-trained students of ``bench/reproduce_table3.py`` (var/table3/<task>/ntkd/seedN,
+5 seeds; run that first), as the method fabricates its NTKD-trained model. Each seed's student is
+"fabricated" with one draw of the task's error model (draw seed = student seed), then its backend
+is fine-tuned on 10 % of the training images as the fabricated optics capture them, with the
+task loss alone (e2e) or with NTKD (the run's own α, β and NTK normalisation; teacher on the raw
+images, student NTK over the backend only). Scores are on the full test split through the same
+fabricated optics.
+
+The error model (SI units, onn_core/fabrication/error_model.py) has the terms that matter for
+these coarse kernels: per-capture misalignment, PSF blur, tap-level kernel error, per-capture
+gain, and a noisy 8-bit camera. Its magnitude is **calibrated** on seed 0 only: the smallest
+scale of a base model whose mean drop over 10 draws (2 000 test images, draw seeds the table
+never uses) reaches 1.25 × the issue's target (≥ 8 accuracy points on Fashion-MNIST, ≥ 15 mIoU
+points on shapes-seg; the margin because single draws scatter widely). It is then fixed for all
+seeds. Meta-atom terms (radius error, phase noise) are left out: on these 11.7 µm taps their
+effect is small (see bench/inverse_design.py's sensitivity), and simulating them needs each
+seed's inverse design (minutes per seed on the default design).
+
+Output: bench/results/reproduce_table4.json with ``rows`` of {task, dataset, method, metric,
+mean, std, n_seeds, simulated_reference} (method ∈ none, e2e, ntkd), per-seed scores, the
+calibrated error model and timings. Rewritten after every seed, so an interrupted run keeps what
+it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from onn_core.fabrication.compensate import CompensationSettings, compensate  # noqa: E402
+from onn_core.fabrication.error_model import ErrorModel  # noqa: E402
+from onn_core.fabrication.evaluate import monte_carlo  # noqa: E402
+from onn_core.training.run import load_run  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "reproduce_table4.json"
+RUNS = ROOT / "var" / "table3"
+PAPER = {  # the method's Table 4 (fabricated; no spread published)
+    "MNIST": {"none": 89.2, "e2e": 93.2, "ntkd": 95.1},
+    "CIFAR-10": {"none": 47.3, "e2e": 70.4, "ntkd": 74.9},
+    "Carvana (mIoU)": {"none": 49.7, "e2e": 62.7, "ntkd": 81.2},
+}
+# Base error models per task (scaled by the calibration). Metres, radians, electrons.
+BASE = {
+    "fashion-mnist": ErrorModel(shift_sigma=2e-6, psf_blur=2e-6, kernel_sigma=0.03, gain_sigma=0.05, read_noise=5.0,
+                                shot_noise=True, bit_depth=8),
+    "shapes-seg": ErrorModel(shift_sigma=2e-6, psf_blur=2e-6, kernel_sigma=0.03, gain_sigma=0.05, read_noise=5.0,
+                             shot_noise=True, bit_depth=8),
+}  # fmt: skip
+TARGET_DROP = {"fashion-mnist": 0.08, "shapes-seg": 0.15}
+MARGIN = 1.25  # calibrate to 1.25 × the target: the table's 5 draws scatter around the calibrated mean
+COMPENSATION = {"fraction": 0.1, "epochs": 15, "learning_rate": 1e-3}
+
+
+def calibrate(run, base: ErrorModel, target: float, log) -> tuple[ErrorModel, list[dict]]:
+    """Smallest scale (bisection, 8 steps) of ``base`` whose mean drop reaches ``target``."""
+    trials = []
+
+    def drop(factor: float) -> float:
+        # Draws vary a lot (a per-capture misalignment of one draw can cost 3 points, of another
+        # 10), so the calibration averages 10 draws, on seeds the table never uses.
+        result = monte_carlo(run, base.scaled(factor).with_seed(1000), draws=10, images=2000)
+        value = result.trained - result.mean
+        trials.append({"factor": factor, "drop": value, "mean": result.mean})
+        log(f"  calibration × {factor:.3g}: drop {100 * value:.1f} points")
+        return value
+
+    low, high = 0.0, 1.0
+    while drop(high) < target:
+        low, high = high, high * 2
+        if high > 64:
+            raise RuntimeError("the base error model cannot reach the target drop; enlarge it")
+    for _ in range(6):
+        middle = (low + high) / 2
+        if drop(middle) >= target:
+            high = middle
+        else:
+            low = middle
+    return base.scaled(high), trials
+
+
+def summarise(task: str, per_seed: dict[str, list[float]], reference: list[float], metric: str) -> list[dict]:
+    rows = []
+    for method in ("none", "e2e", "ntkd"):
+        scores = per_seed.get(method, [])
+        if not scores:
+            continue
+        rows.append({
+            "task": "segmentation" if task == "shapes-seg" else "classification", "dataset": task, "method": method,
+            "metric": metric, "mean": statistics.mean(scores),
+            "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+            "n_seeds": len(scores), "simulated_reference": statistics.mean(reference) if reference else None,
+        })  # fmt: skip
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=["fashion-mnist", "shapes-seg"], choices=sorted(BASE))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    report = {"generated": datetime.now(UTC).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+              "paper": PAPER, "compensation": COMPENSATION, "tasks": existing.get("tasks", {}), "rows": []}  # fmt: skip
+
+    def log(text: str) -> None:
+        print(text, flush=True)
+
+    for task in args.tasks:
+        folders = [RUNS / task / "ntkd" / f"seed{seed}" for seed in range(args.seeds)]
+        missing = [str(f) for f in folders if not (f / "metrics.json").exists()]
+        if missing:
+            raise SystemExit(f"missing trained students {missing}: run "
+                             f"`python bench/reproduce_table3.py --tasks {task}` first")  # fmt: skip
+        first = load_run(folders[0])
+        log(f"{task}: calibrating the error model on seed 0 (target drop {100 * TARGET_DROP[task]:.0f} points)")
+        errors, trials = calibrate(first, BASE[task], MARGIN * TARGET_DROP[task], log)
+        entry = {"error_model": errors.to_dict(), "terms": errors.describe(), "calibration": trials, "seeds": []}
+        report["tasks"][task] = entry
+        per_seed: dict[str, list[float]] = {"none": [], "e2e": [], "ntkd": []}
+        reference = []
+        for seed, folder in enumerate(folders):
+            run = load_run(folder)
+            draw = errors.with_seed(seed)
+            record = {"seed": seed, "run": str(folder), "trained": float(run.metrics[run.score_name])}
+            for method in ("e2e", "ntkd"):
+                settings = CompensationSettings(method=method, seed=seed, **COMPENSATION)
+                result = compensate(run, settings, errors=draw, out_dir=ROOT / "var" / "table4" / task / method /
+                                    f"seed{seed}")  # fmt: skip
+                record["none"] = result.before
+                record[method] = result.after
+                record[f"{method}_seconds"] = result.seconds
+                record[f"{method}_best_epoch"] = result.best_epoch
+                log(f"  seed {seed} {method}: {100 * result.trained:.1f} → fabricated {100 * result.before:.1f} → "
+                    f"{100 * result.after:.1f} ({result.seconds:.0f} s)")  # fmt: skip
+            entry["seeds"].append(record)
+            reference.append(record["trained"])
+            for method in per_seed:
+                per_seed[method].append(record[method])
+            report["rows"] = [r for r in report["rows"] if r["dataset"] != task] + summarise(
+                task, per_seed, reference, first.score_name)  # fmt: skip
+            report["seconds"] = time.perf_counter() - started
+            RESULTS.write_text(json.dumps(report, indent=2))
+    for row in report["rows"]:
+        log(f"{row['dataset']:14s} {row['method']:5s} {100 * row['mean']:.1f} ± {100 * row['std']:.1f} "
+            f"(simulated {100 * row['simulated_reference']:.1f}, {row['n_seeds']} seeds)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
