@@ -498,3 +498,20 @@ def test_the_default_design_is_realised_at_0_95_and_its_gds_holds_every_sub_opti
     assert len(back["sub_optic_cells"]) == written.sub_optic_cells == 16
     assert back["discs"] == written.discs == expected > 0.5 * 16 * 3208**2
     assert max(back["disc_radii_m"]) <= design.meta_atom_pitch / 2
+
+
+def test_captured_feature_maps_are_scored_by_the_backend(small_run, tmp_path, capsys):
+    """Maps captured through optics identical to the simulation score exactly as simulated."""
+    run = load_run(small_run)
+    test = run.data().test
+    indices = np.arange(0, 200, 2)
+    with torch.no_grad():
+        features = run.frontends()[0](test.images[indices]).numpy()
+    np.savez(tmp_path / "maps.npz", features=features, split=np.array("test"), indices=indices)
+    assert main(["fabricate", "--run", str(small_run), "--captured-maps", str(tmp_path / "maps.npz"), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["images"] == 100 and answer["agreement"] == 1.0 and answer["captured"] == answer["simulated"]
+    np.savez(tmp_path / "noisy.npz", features=features + np.random.default_rng(0).normal(0, 5 * features.std(),
+             features.shape).astype(np.float32), split=np.array("test"), indices=indices)  # fmt: skip
+    assert main(["fabricate", "--run", str(small_run), "--captured-maps", str(tmp_path / "noisy.npz"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["agreement"] < 1.0

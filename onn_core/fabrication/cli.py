@@ -67,6 +67,17 @@ def _cmd_fabricate(args: argparse.Namespace) -> int:
     from .evaluate import describe_drop, error_curve, monte_carlo
 
     run = load_run(args.run)
+    if args.captured_maps:
+        from .evaluate import captured_score
+        from .measured import read_captured_maps
+
+        data = run.data()
+        sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+        image_size = (run.design.input_height, run.design.input_width)
+        maps = read_captured_maps(args.captured_maps, run.frontends()[0], image_size, sizes)
+        answer = captured_score(run, maps)
+        return _emit(args, answer, f"captured maps ({answer['images']} {answer['split']} images): accuracy "
+                     f"{100 * answer['captured']:.1f} % vs {100 * answer['simulated']:.1f} % simulated")  # fmt: skip
     metasurface, measured = _optics(args, run)
     errors = _errors(args)
     if args.curve:
@@ -139,6 +150,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     fabricate = commands.add_parser("fabricate", help="accuracy through fabricated optics: Monte-Carlo yield, curves")
     fabricate.add_argument("--run", required=True, metavar="DIR")
     _add_optics_source(fabricate)
+    fabricate.add_argument("--captured-maps", default=None, metavar="FILE.npz",
+                           help="score the backend on captured feature maps (features, split, indices)")  # fmt: skip
     fabricate.add_argument("--draws", type=int, default=20, help="Monte-Carlo draws")
     fabricate.add_argument("--images", type=int, default=None, help="first N test images only")
     fabricate.add_argument("--threshold", type=float, default=None, help="report the yield at this score (0–1)")

@@ -189,7 +189,7 @@ def _compensate(run, settings, errors, metasurface, measured, folder, log, progr
     task, classes = run.task, run.classes
     config = _run_config(run, settings)
     model = fabricate(run.model, run.design, errors, metasurface=metasurface, measured=measured)
-    before = score(model, data.test, task, classes, errors.seed)
+    before = score(model, data.test, task, classes)
     trained = float(run.metrics[run.score_name])
     train_index = captured_subset(data.train, settings.fraction, task, settings.seed)
     val_index = captured_subset(data.val, settings.fraction, task, settings.seed + 1)
@@ -213,7 +213,7 @@ def _compensate(run, settings, errors, metasurface, measured, folder, log, progr
     optimiser = torch.optim.AdamW(backend, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.epochs,
                                                           eta_min=settings.learning_rate * 0.01)  # fmt: skip
-    best_score = score(model, captured.val, task, classes, settings.seed)
+    best_score = score(model, captured.val, task, classes)
     best_state, best_epoch, history = copy.deepcopy(model.state_dict()), 0, []
     batch = config.batch_size
     steps = math.ceil(len(captured.train) / batch)
@@ -240,14 +240,14 @@ def _compensate(run, settings, errors, metasurface, measured, folder, log, progr
                 progress(Progress("compensate", epoch + 1, settings.epochs, step + 1, steps, running / seen, elapsed,
                                   eta, {f"loss_{k}": v for k, v in parts.components.items()}))  # fmt: skip
         schedule.step()
-        validation = score(model, captured.val, task, classes, settings.seed)
+        validation = score(model, captured.val, task, classes)
         history.append({"epoch": epoch + 1, "train_loss": running / max(seen, 1), f"val_{run.score_name}": validation})
         log.info("epoch %d/%d %s", epoch + 1, settings.epochs, json.dumps(history[-1]))
         if validation > best_score:
             best_score, best_state, best_epoch = validation, copy.deepcopy(model.state_dict()), epoch + 1
     model.load_state_dict(best_state)
     model.eval()
-    after = score(model, data.test, task, classes, errors.seed)
+    after = score(model, data.test, task, classes)
     result = CompensationResult(
         method=settings.method, fraction=settings.fraction, metric=run.score_name, trained=trained, before=before,
         after=after, train_images=len(train_index), val_images=len(val_index), epochs_run=len(history),

@@ -1,9 +1,10 @@
 """How a trained model fares once fabricated: one draw, a Monte-Carlo yield, accuracy vs error size.
 
 Each draw is a fabricated copy of the model (:func:`~.fabricated.fabricate`) with the error
-model's seed set to the draw's; sensor noise during evaluation is seeded from it too, so every
-number here is reproducible. Scores are the run's headline metric (accuracy or mIoU) on its test
-split (or the first ``images`` of it, for quick looks).
+model's seed set to the draw's; sensor noise during evaluation comes from the trainer's fixed
+evaluation stream, so every number here is reproducible and draws differ only by the optics.
+Scores are the run's headline metric (accuracy or mIoU) on its test split (or the first
+``images`` of it, for quick looks).
 """
 
 from __future__ import annotations
@@ -33,11 +34,9 @@ def split_head(split: Split, images: int | None) -> Split:
     return Split(split.images[:images], split.targets[:images])
 
 
-def score(model: nn.Module, split: Split, task: str, classes: int, seed: int) -> float:
-    """The headline metric of ``model`` on ``split``, with sensor noise drawn from ``seed``."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        metrics = evaluate(model, split, task, classes)
+def score(model: nn.Module, split: Split, task: str, classes: int) -> float:
+    """The headline metric of ``model`` on ``split`` (sensor noise from the evaluation stream)."""
+    metrics = evaluate(model, split, task, classes)
     return float(metrics["accuracy" if task == "classification" else "miou"])
 
 
@@ -117,13 +116,13 @@ def monte_carlo(
     test = split_head(data.test, images)
     task, classes = run.task, run.classes
     designed_model = fabricate(run.model, run.design, ErrorModel(), metasurface=metasurface)
-    designed = score(designed_model, test, task, classes, errors.seed)
-    trained = score(run.model, test, task, classes, errors.seed) if images else float(run.metrics[run.score_name])
+    designed = score(designed_model, test, task, classes)
+    trained = score(run.model, test, task, classes) if images else float(run.metrics[run.score_name])
     scores, seeds = [], []
     for draw in range(draws):
         seed = errors.seed + draw
         model = fabricate(run.model, run.design, errors.with_seed(seed), metasurface=metasurface, measured=measured)
-        scores.append(score(model, test, task, classes, seed))
+        scores.append(score(model, test, task, classes))
         seeds.append(seed)
         if progress:
             progress(draw + 1, draws)
@@ -171,3 +170,32 @@ def describe_drop(result: YieldResult) -> str:
     spread = f" ± {result.std * scale:.1f}" if len(result.scores) > 1 and math.isfinite(result.std) else ""
     return (f"{result.metric} trained {result.trained * scale:.1f} %, designed optics {result.designed * scale:.1f} %, "
             f"fabricated {result.mean * scale:.1f}{spread} % over {len(result.scores)} draw(s)")  # fmt: skip
+
+
+def captured_score(run: FinishedRun, maps) -> dict[str, Any]:
+    """Accuracy of the run's backend on captured feature maps (real optics, real camera).
+
+    ``maps`` is a :class:`~.measured.CapturedMaps` (validated against the run); the labels are
+    those of the captured images in the run's own split.
+    """
+    from ..errors import MeasuredDataError
+    from ..models.zoo import HybridClassifier
+
+    model = run.model
+    if not isinstance(model, HybridClassifier):
+        raise MeasuredDataError(run.folder, "captured feature maps can be scored for single-frontend classifiers; "
+                                "for segmentation, measure the PSFs instead (--measured-psfs).")  # fmt: skip
+    split = getattr(run.data(), maps.split)
+    targets = split.targets[maps.indices]
+    with torch.no_grad():
+        features = torch.relu(maps.features)
+        if model.pool > 1:
+            features = torch.nn.functional.max_pool2d(features, model.pool)
+        predicted = model.backend(features.flatten(1)).argmax(dim=1)
+        simulated = model(split.images[maps.indices]).argmax(dim=1)
+    return {
+        "metric": "accuracy", "split": maps.split, "images": len(targets),
+        "captured": float((predicted == targets).float().mean()),
+        "simulated": float((simulated == targets).float().mean()),
+        "agreement": float((predicted == simulated).float().mean()),
+    }  # fmt: skip
