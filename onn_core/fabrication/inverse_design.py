@@ -253,6 +253,9 @@ def _atomic_write(path: Path, write: Callable) -> None:
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would follow the file: results are shared
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
