@@ -515,3 +515,86 @@ def test_captured_feature_maps_are_scored_by_the_backend(small_run, tmp_path, ca
              features.shape).astype(np.float32), split=np.array("test"), indices=indices)  # fmt: skip
     assert main(["fabricate", "--run", str(small_run), "--captured-maps", str(tmp_path / "noisy.npz"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["agreement"] < 1.0
+
+
+# ---------------------------------------------------------------------------- review follow-ups
+def test_a_blur_narrower_than_a_phase_pixel_leaves_the_kernel_unchanged():
+    design, pitch = SMALL, 1.172e-6
+    radius = _lens_radius(design, round(design.kernel_size / pitch), pitch)
+    common = dict(table=default_meta_atom_table(), wavelengths=design.wavelengths, phase_pixel=pitch,
+                  distance=design.sensor_distance, tap_pitch=design.tap_pitch, taps=7)  # fmt: skip
+    sharp = suboptic_kernel_taps(radius, **common)
+    for sigma in (1e-9, 50e-9, 400e-9):
+        blurred = suboptic_kernel_taps(radius, **common, blur_sigma=sigma)
+        assert float(blurred.sum()) == pytest.approx(float(sharp.sum()), rel=1e-3)
+    assert torch.allclose(suboptic_kernel_taps(radius, **common, blur_sigma=1e-9), sharp, rtol=1e-6, atol=1e-12)
+
+
+def test_radius_errors_act_on_the_drawn_disc_radius_and_per_pillar():
+    from onn_core.fabrication.fabricated import fabricated_fields, perturbed_radius
+
+    table = default_meta_atom_table()  # its parameter is a diameter
+    parameter = np.full((1, 4, 4), 100e-9)
+    biased = perturbed_radius(parameter, ErrorModel(radius_bias=5e-9), table)
+    assert torch.allclose(biased, torch.full((1, 4, 4), 110e-9, dtype=torch.float64))  # +5 nm radius = +10 nm diameter
+    on_grid = perturbed_radius(np.full((1, 4, 4), 103e-9), ErrorModel(radius_quantisation=4e-9), table)
+    assert torch.allclose(on_grid, torch.full((1, 4, 4), 104e-9, dtype=torch.float64))  # 51.5 nm → 52 nm radius
+    generator = torch.Generator().manual_seed(0)
+    _, fields = fabricated_fields(parameter, ErrorModel(phase_sigma=0.5), generator, table, (532e-9,), 4)
+    # Sixteen pillars with independent phase errors: the pixel's mean field loses |E| by
+    # E[cos δ] = exp(−σ²/2) on average (light scattered out of the kernel).
+    assert float(fields.abs().mean()) == pytest.approx(math.exp(-0.125), abs=0.03)
+
+
+def test_measured_efficiency_differences_are_kept(small_run, tmp_path):
+    run = load_run(small_run)
+    stack = _measured_stack(run, scale=1.0)
+    stack[0] *= 0.5  # sub-optic K⁺ of kernel 0 collects half the light
+    np.savez(tmp_path / "psfs.npz", psfs=stack)
+    measured = read_measured_psfs(tmp_path / "psfs.npz", run.frontends(), SMALL)
+    fabricated = fabricate(run.model, SMALL, measured=measured)
+    captures = fabricated.frontend.captures.double()
+    designed = designed_captures(run.frontends()[0], None).captures
+    ratio = captures.sum(dim=(1, 2, 3)) / designed.sum(dim=(1, 2, 3))
+    assert float(ratio[0] / ratio[1]) == pytest.approx(0.5, rel=1e-5)
+
+
+def test_misalignment_is_given_in_metres_at_the_sensor(small_run):
+    run = load_run(small_run)
+    images = run.data().test.images[:4]
+    shifted = fabricate(run.model, SMALL, ErrorModel(shift_x=SMALL.tap_pitch))  # one tap = one input pixel
+    with torch.no_grad():
+        assert torch.allclose(shifted.frontend(images), run.model.frontend(images.roll(1, dims=-1)), atol=1e-5)
+
+
+def test_camera_errors_add_to_the_trained_camera():
+    from onn_core.fabrication.fabricated import camera
+    from onn_core.models.frontends import SensorSettings
+
+    trained = SensorSettings(read_noise=3.0, bit_depth=8, shot_noise=True)
+    worse = camera(trained, ErrorModel(read_noise=4.0, bit_depth=10))
+    assert worse.read_noise == pytest.approx(5.0) and worse.bit_depth == 8 and worse.shot_noise
+    assert camera(trained, ErrorModel()) is trained and camera(None, ErrorModel()) is None
+
+
+def test_more_unsafe_measured_files_are_refused(small_run, tmp_path, monkeypatch):
+    run = load_run(small_run)
+    np.save(tmp_path / "array.npy", np.ones((16, 7, 7)))
+    (tmp_path / "array.npz").write_bytes((tmp_path / "array.npy").read_bytes())
+    with pytest.raises(MeasuredDataError, match=r"not a readable \.npz"):
+        read_measured_psfs(tmp_path / "array.npz", run.frontends(), SMALL)
+    np.savez_compressed(tmp_path / "bomb.npz", psfs=np.ones((16, 7, 7)), padding=np.zeros(2_000_000))
+    monkeypatch.setattr("onn_core.fabrication.measured.MAX_UNCOMPRESSED_BYTES", 1_000_000)
+    with pytest.raises(MeasuredDataError, match="expands to"):
+        read_measured_psfs(tmp_path / "bomb.npz", run.frontends(), SMALL)
+    folder = tmp_path / "big"
+    folder.mkdir()
+    Image.fromarray(np.zeros((100, 100), dtype=np.uint8)).save(folder / "k000_plus.png")
+    with pytest.raises(MeasuredDataError, match="100×100 pixels"):  # refused before it is decoded
+        read_measured_psfs(folder, run.frontends(), SMALL)
+
+
+def test_a_teacher_path_that_is_not_a_run_is_refused(small_run):
+    with pytest.raises(TrainingError, match="not a run folder"):
+        compensate(load_run(small_run), CompensationSettings(method="ntkd", teacher="/no/such/teacher", epochs=1),
+                   errors=ErrorModel(kernel_sigma=0.1))  # fmt: skip

@@ -142,11 +142,17 @@ def _run_config(run: FinishedRun, settings: CompensationSettings):
     names = ("alpha", "beta", "temperature", "kd_alpha", "ntk_draws", "ntk_normalisation")
     overrides = {name: getattr(settings, name) for name in names if getattr(settings, name) is not None}
     teacher = settings.teacher or run.config.teacher
+    if settings.teacher and not Path(settings.teacher).is_dir():
+        raise TrainingError(f"the teacher {settings.teacher} is not a run folder; give a trained teacher's folder.")
+    if teacher and not Path(teacher).is_dir():  # the run's own teacher moved: fall back, and say so
+        logging.getLogger("onn_core.compensate").warning("the run's teacher %s is gone; using the teacher store",
+                                                         teacher)  # fmt: skip
+        teacher = None
     return run.config.replace(
         method=settings.method, epochs=settings.epochs, batch_size=settings.batch_size or run.config.batch_size,
         learning_rate=settings.learning_rate, weight_decay=settings.weight_decay, seed=settings.seed, augment=False,
         early_stopping_patience=None, ntk_parameters="backend", ntk_engine="estimator", teacher_ntk="sketch",
-        ntk_unbiased=False, teacher=teacher if teacher and Path(teacher).is_dir() else None, **overrides,
+        ntk_unbiased=False, teacher=teacher, **overrides,
     )  # fmt: skip
 
 
@@ -252,7 +258,7 @@ def _compensate(run, settings, errors, metasurface, measured, folder, log, progr
         method=settings.method, fraction=settings.fraction, metric=run.score_name, trained=trained, before=before,
         after=after, train_images=len(train_index), val_images=len(val_index), epochs_run=len(history),
         best_epoch=best_epoch, seconds=time.perf_counter() - started,
-        error_model=None if measured is not None else errors.to_dict(),
+        error_model=errors.to_dict(),
         source="measured PSFs" if measured is not None else ("metasurface" if metasurface is not None else "kernels"),
         history=history, settings=dataclasses.asdict(settings),
     )  # fmt: skip

@@ -150,6 +150,8 @@ def error_curve(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[CurvePoint]:
     """Score vs error magnitude: the error model scaled by each factor (0 = perfect optics)."""
+    for factor in factors:  # refuse an implausible scale before any work is done
+        errors.scaled(float(factor))
     points, total, done = [], len(factors) * draws, 0
     for factor in factors:
         scaled = errors.scaled(float(factor))

@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 from ..errors import OpticsInputError
-from ..optics.metasurface import default_meta_atom_table
 from ..training.run import FinishedRun
 from .fabricated import metasurface_from_physical
 from .inverse_design import METASURFACE_JSON, Metasurface, realised_psf_image
@@ -78,8 +77,7 @@ def _layout_rows(metasurface: Metasurface) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _phase_maps(radius: np.ndarray, wavelengths) -> np.ndarray:
-    table = default_meta_atom_table()
+def _phase_maps(radius: np.ndarray, wavelengths, table) -> np.ndarray:
     tensor = torch.as_tensor(radius)
     return np.stack([table.response(tensor, w)[0].numpy() for w in wavelengths], axis=1)  # (S, C, n, n)
 
@@ -99,7 +97,7 @@ def export_npz(run: FinishedRun, out: Path) -> list[Path]:
     }  # fmt: skip
     maps = out / "metasurface_maps.npz"
     np.savez_compressed(maps, radius_m=radius, disc_radius_m=metasurface.disc_radius(),
-                        phase_rad=_phase_maps(radius, design.wavelengths),
+                        phase_rad=_phase_maps(radius, design.wavelengths, metasurface.table()),
                         metadata=np.array(json.dumps(metadata)))  # fmt: skip
     kernels = out / "kernels_psfs.npz"
     arrays: dict[str, np.ndarray] = {}
@@ -111,7 +109,7 @@ def export_npz(run: FinishedRun, out: Path) -> list[Path]:
         arrays[f"{prefix}capture_gains"] = group.gains
         irradiance = [
             realised_psf_image(r, design, metasurface.phase_pixel, wavelength=design.wavelengths[0],
-                               window_taps=group.taps, scale=group.scale)[0]
+                               window_taps=group.taps, scale=group.scale, table=metasurface.table())[0]
             for r in group.radius_m
         ]  # fmt: skip
         arrays[f"{prefix}sensor_irradiance_per_m2"] = np.stack(irradiance)
@@ -205,7 +203,7 @@ def export_png(run: FinishedRun, out: Path, *, max_pixels: int = 1600) -> list[P
     extent_mm = [-design.metasurface_width / 2e-3, design.metasurface_width / 2e-3,
                  -design.metasurface_height / 2e-3, design.metasurface_height / 2e-3]  # fmt: skip
     written = []
-    phase = _phase_maps(radius, design.wavelengths[:1])[:, 0]
+    phase = _phase_maps(radius, design.wavelengths[:1], metasurface.table())[:, 0]
     phase_label = f"phase at {design.wavelengths[0] * 1e9:.0f} nm (rad)"
     maps = (("radius_map.png", diameter * 1e9, "pillar diameter (nm)", "viridis"),
             ("phase_map.png", np.mod(phase, 2 * math.pi), phase_label, "twilight"))  # fmt: skip

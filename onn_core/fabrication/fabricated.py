@@ -174,17 +174,56 @@ def _normal(shape, generator: torch.Generator) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=torch.float64)
 
 
-def perturbed_radius(radius: np.ndarray, errors: ErrorModel, generator: torch.Generator,
-                     table: MetaAtomTable) -> torch.Tensor:  # fmt: skip
-    """Radius maps (metres) as fabricated: bias, random error per phase pixel, the fab's grid,
-    clipped to the pillar family's range (a pillar cannot be thinner than nothing)."""
-    values = torch.as_tensor(radius, dtype=torch.float64) + errors.radius_bias
-    if errors.radius_sigma:
-        values = values + errors.radius_sigma * _normal(values.shape, generator)
-    if errors.radius_quantisation:
-        values = torch.round(values / errors.radius_quantisation) * errors.radius_quantisation
+def _to_parameter(disc_radius: torch.Tensor, table: MetaAtomTable) -> torch.Tensor:
+    """The table's pillar parameter for a drawn disc radius, clipped to the family's range."""
     low, high = table.radius_range
+    values = disc_radius * 2 if table.parameter == "diameter" else disc_radius
     return values.clamp(low, high)
+
+
+def _quantised(disc_radius: torch.Tensor, errors: ErrorModel) -> torch.Tensor:
+    step = errors.radius_quantisation
+    return torch.round(disc_radius / step) * step if step else disc_radius
+
+
+def perturbed_radius(radius: np.ndarray, errors: ErrorModel, table: MetaAtomTable) -> torch.Tensor:
+    """The systematic part of fabrication, per phase pixel: every pillar's *drawn* radius biased
+    by ``radius_bias`` and put on the fab's radius grid, back in the table's parameter (metres).
+
+    Errors act on the disc radius the layout draws (the shipped table's parameter is a diameter),
+    then the result is clipped to the pillar family's range.
+    """
+    disc = table.disc_radius(torch.as_tensor(radius, dtype=torch.float64)) + errors.radius_bias
+    return _to_parameter(_quantised(disc, errors), table)
+
+
+def fabricated_fields(radius: np.ndarray, errors: ErrorModel, generator: torch.Generator, table: MetaAtomTable,
+                      wavelengths, atoms_per_pixel: int) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """(systematic radius maps, complex fields (S, C, n, n) or None) of one fabrication draw.
+
+    Random errors are drawn **per pillar**: each of a phase pixel's a×a pillars gets its own
+    radius error (``radius_sigma``, on the drawn radius, then the fab's grid) and phase error
+    (``phase_sigma``, the same radians at every wavelength), and the phase pixel transmits the
+    mean of its pillars' fields. Independent errors thus partly average out within a pixel and the
+    rest scatters light out of the kernel (|mean| < 1), as rough pillars do. Without random terms
+    the fields are the table's response to the systematic radius maps (None).
+    """
+    systematic = perturbed_radius(radius, errors, table)
+    if not (errors.radius_sigma or errors.phase_sigma):
+        return systematic, None
+    disc = table.disc_radius(torch.as_tensor(radius, dtype=torch.float64)) + errors.radius_bias
+    pillars = atoms_per_pixel**2
+    fields = torch.zeros(*systematic.shape[:1], len(wavelengths), *systematic.shape[1:], dtype=torch.complex128)
+    for _ in range(pillars):  # one pillar of every block per pass: memory stays at one map
+        drawn = disc + errors.radius_sigma * _normal(disc.shape, generator) if errors.radius_sigma else disc
+        parameter = _to_parameter(_quantised(drawn, errors), table)
+        phase = errors.phase_sigma * _normal(disc.shape, generator) if errors.phase_sigma else None
+        for channel, wavelength in enumerate(wavelengths):
+            field = table.field(parameter, wavelength)
+            if phase is not None:
+                field = field * torch.polar(torch.ones_like(phase), phase)
+            fields[:, channel] += field
+    return systematic, fields / pillars
 
 
 def _tap_blur_matrix(taps: int, sigma_taps: float) -> torch.Tensor:
@@ -219,15 +258,17 @@ def fabricated_captures(
     tap_pitch = design.tap_pitch * frontend.scale
     blur_done = False
     if measured is not None:
-        scale = designed.captures.sum(dim=(1, 2, 3)) / measured.sum(dim=(1, 2, 3)).clamp_min(1e-30)
-        captures = measured.double() * scale.view(-1, 1, 1, 1)
+        # A bench knows shapes and relative powers, rarely absolute ones: one scale for the whole
+        # stack keeps the measured efficiency differences (K⁺/K⁻ imbalance included).
+        scale = designed.captures.sum() / measured.sum().clamp_min(1e-30)
+        captures = measured.double() * scale
     elif group is not None and (errors.needs_metasurface or errors.psf_blur):
         table = table or default_meta_atom_table()
-        radius = perturbed_radius(group.radius_m, errors, generator, table)
-        phase_error = errors.phase_sigma * _normal(radius.shape, generator) if errors.phase_sigma else None
+        atoms = round(phase_pixel / design.meta_atom_pitch)
+        radius, fields = fabricated_fields(group.radius_m, errors, generator, table, design.wavelengths, atoms)
         captures = suboptic_kernel_taps(
             radius, table=table, wavelengths=design.wavelengths, phase_pixel=phase_pixel,
-            distance=design.sensor_distance, tap_pitch=tap_pitch, taps=frontend.taps, phase_error=phase_error,
+            distance=design.sensor_distance, tap_pitch=tap_pitch, taps=frontend.taps, fields=fields,
             blur_sigma=errors.psf_blur,
         )  # fmt: skip
         blur_done = True
@@ -243,6 +284,8 @@ def fabricated_captures(
         blur = _tap_blur_matrix(frontend.taps, errors.psf_blur / tap_pitch)
         captures = blur @ captures @ blur.T
     if errors.kernel_sigma:
+        # Additive, as Eq. 10's δ; clipped at zero (an intensity), so dark taps gain a little
+        # stray light (≈ 0.4·kernel_sigma·peak on average).
         peak = captures.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
         captures = (captures + errors.kernel_sigma * peak * _normal(captures.shape, generator)).clamp_min(0)
     if errors.gain_sigma:
@@ -293,10 +336,7 @@ def fabricate(
                           f"model ({len(frontends)}); run inverse design for this run again.")  # fmt: skip
     if measured is not None and len(measured) != len(frontends):
         raise DesignError("measured", len(measured), f"PSF groups given; the model has {len(frontends)}.")
-    sensor = None
-    if errors.has_sensor:
-        sensor = SensorSettings(full_well=errors.full_well, read_noise=errors.read_noise, bit_depth=errors.bit_depth,
-                                shot_noise=errors.shot_noise)  # fmt: skip
+    table = table or (metasurface.table() if metasurface is not None else None)
     for index, (name, frontend) in enumerate(frontends):
         group = metasurface.groups[index] if metasurface is not None else None
         built = fabricated_captures(
@@ -306,12 +346,27 @@ def fabricate(
         )  # fmt: skip
         replacement = FabricatedFrontend(
             built.captures, built.gains, kernels=frontend.kernels, signed=frontend.signed, scale=frontend.scale,
-            normalise_intensity=frontend.normalise_intensity, sensor=sensor or frontend.sensor,
+            normalise_intensity=frontend.normalise_intensity, sensor=camera(frontend.sensor, errors),
             brightness=errors.gain, shifts=_misalignment(frontend, design, errors, generator), rotation=errors.rotation,
         )  # fmt: skip
         _replace_module(fabricated, name, replacement)
     fabricated.eval()
     return fabricated
+
+
+def camera(trained: SensorSettings | None, errors: ErrorModel) -> SensorSettings | None:
+    """The camera of the fabricated system: the one the model was trained with, made worse by the
+    error model's camera terms (read noise adds in quadrature, shot noise switches on, the coarser
+    ADC wins, the error model's full well applies when it has camera terms)."""
+    if not errors.has_sensor:
+        return trained
+    if trained is None:
+        return SensorSettings(full_well=errors.full_well, read_noise=errors.read_noise, bit_depth=errors.bit_depth,
+                              shot_noise=errors.shot_noise)  # fmt: skip
+    bits = [b for b in (trained.bit_depth, errors.bit_depth) if b is not None]
+    return SensorSettings(full_well=errors.full_well, read_noise=math.hypot(trained.read_noise, errors.read_noise),
+                          bit_depth=min(bits) if bits else None,
+                          shot_noise=trained.shot_noise or errors.shot_noise)  # fmt: skip
 
 
 def _replace_module(model: nn.Module, name: str, replacement: nn.Module) -> None:

@@ -149,6 +149,19 @@ class Metasurface:
     table_source: str = ""
     table_parameter: str = "radius"
 
+    def table(self) -> MetaAtomTable:
+        """The meta-atom table the radius maps were designed with (the shipped one unless another
+        was given and can still be read)."""
+        default = default_meta_atom_table()
+        if not self.table_source or self.table_source == str(default.source):
+            return default
+        from ..optics.metasurface import load_meta_atom_table
+
+        if not Path(self.table_source).is_file():
+            raise OpticsInputError(f"the metasurface was designed with the meta-atom table {self.table_source}, "
+                                   "which is no longer there; restore it or run inverse design again.")  # fmt: skip
+        return load_meta_atom_table(self.table_source)
+
     def disc_radius(self) -> np.ndarray:
         """Drawn pillar radii (S, n, n), metres, in layout order (the table's parameter may be a
         diameter: see :mod:`onn_core.optics.metasurface`)."""
@@ -444,6 +457,10 @@ def inverse_design(
     for wavelength in design.wavelengths:
         table._row(wavelength)  # a clear error when the table lacks this wavelength
     physical = [f for f in frontends if isinstance(f, PhysicalFrontend)]
+    if physical and settings.phase_pixel and abs(settings.phase_pixel - physical[0].phase_pixel) > 1e-12:
+        raise DesignError("phase_pixel", settings.phase_pixel,
+                          f"this run's optics were trained at {physical[0].phase_pixel * 1e9:.0f} nm phase pixels; "
+                          "its radius maps are refined at that pitch.", "leave phase_pixel unset.")  # fmt: skip
     phase_pixel = float(settings.phase_pixel or (physical[0].phase_pixel if physical else default_phase_pixel(design)))
     ratio = phase_pixel / design.meta_atom_pitch
     if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:

@@ -38,6 +38,7 @@ from ..errors import MeasuredDataError
 from ..models.frontends import OpticalFrontend
 
 MAX_MEASURED_BYTES = 64 * 1024 * 1024  # a PSF stack or a few thousand feature maps
+MAX_UNCOMPRESSED_BYTES = 512 * 1024 * 1024  # what an .npz may expand to (a small file can hold a bomb)
 MAX_IMAGE_FILES = 4096
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 # Background subtraction leaves small negative values; beyond this fraction of the peak the
@@ -55,10 +56,29 @@ def _check_size(path: Path) -> None:
                                 "crop each PSF to its kernel window before uploading.")  # fmt: skip
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
+def _load_npz(path: Path, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The arrays ``names`` (all when None) of an .npz, never unpickling and never expanding past
+    MAX_UNCOMPRESSED_BYTES."""
     try:
+        with zipfile.ZipFile(path) as archive:
+            expanded = sum(member.file_size for member in archive.infolist())
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        if _is_pickle(path):
+            raise MeasuredDataError(path, "holds pickled Python objects, which are never loaded.",
+                                    "save plain numeric arrays (numpy.savez).") from None  # fmt: skip
+        raise MeasuredDataError(path, f"is not a readable .npz archive ({type(exc).__name__}).",
+                                "save it with numpy.savez or numpy.savez_compressed.") from None  # fmt: skip
+    if expanded > MAX_UNCOMPRESSED_BYTES:
+        limit = MAX_UNCOMPRESSED_BYTES // 2**20
+        raise MeasuredDataError(path, f"expands to {expanded / 2**20:.0f} MiB; the limit is {limit} MiB.",
+                                "keep only the arrays the run needs.")  # fmt: skip
+    try:
+        # A zip archive (checked above) always loads as an NpzFile; only the wanted members are read.
         with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
+            wanted = archive.files if names is None else [name for name in names if name in archive.files]
+            loaded: dict[str, np.ndarray | None] = dict.fromkeys(archive.files)
+            loaded.update({name: archive[name] for name in wanted})
+            return loaded
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise MeasuredDataError(path, "holds pickled Python objects, which are never loaded.",
@@ -69,8 +89,16 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
                                 "save it with numpy.savez or numpy.savez_compressed.") from None  # fmt: skip
 
 
-def _expected_shapes(frontends: list[OpticalFrontend], design: Design) -> list[tuple[int, int, int]]:
-    return [(f.kernels * f.captures_per_kernel, f.channels, f.taps) for f in frontends]
+def _is_pickle(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(2) in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+def _expected_shapes(frontends: list[OpticalFrontend], design: Design) -> list[tuple[int, int, int, int]]:
+    """(captures, channels, taps, sensor pixels per tap) per kernel group: a group working on a
+    binned image has taps ``scale`` times wider on the sensor."""
+    pixels = design.sensor_pixels_per_tap
+    return [(f.kernels * f.captures_per_kernel, f.channels, f.taps, pixels * f.scale) for f in frontends]
 
 
 def _to_taps(stack: np.ndarray, taps: int, pixels_per_tap: int, where: str, path: Path) -> np.ndarray:
@@ -89,9 +117,8 @@ def _to_taps(stack: np.ndarray, taps: int, pixels_per_tap: int, where: str, path
     )  # fmt: skip
 
 
-def _validate_stack(stack: np.ndarray, expected: tuple[int, int, int], pixels_per_tap: int, where: str,
-                    path: Path) -> torch.Tensor:  # fmt: skip
-    count, channels, taps = expected
+def _validate_stack(stack: np.ndarray, expected: tuple[int, int, int, int], where: str, path: Path) -> torch.Tensor:
+    count, channels, taps, pixels_per_tap = expected
     if not isinstance(stack, np.ndarray) or stack.dtype.kind not in "uif":
         kind = getattr(stack, "dtype", type(stack))
         raise MeasuredDataError(path, f"{where}: PSFs must be real numbers (integer or float); got {kind}.")
@@ -129,29 +156,31 @@ def read_measured_psfs(path: str | Path, frontends: list[OpticalFrontend], desig
     path = Path(path)
     _check_size(path)
     expected = _expected_shapes(frontends, design)
-    pixels = design.sensor_pixels_per_tap
     if path.is_dir():
-        return _read_image_folder(path, frontends, expected, pixels)
+        return _read_image_folder(path, frontends, expected)
     if path.suffix.lower() != ".npz":
         raise MeasuredDataError(path, f"unsupported file type {path.suffix or '(none)'}.",
                                 "give an .npz file or a folder of PNG/TIFF images.")  # fmt: skip
-    arrays = _load_npz(path)
+    arrays = _load_npz(path, ("psfs", *(f"group{g}_psfs" for g in range(len(frontends)))))
     names = [f"group{g}_psfs" for g in range(len(frontends))]
     if len(frontends) == 1 and "group0_psfs" not in arrays:
         names = ["psfs"]
-    missing = [name for name in names if name not in arrays]
+    missing = [name for name in names if arrays.get(name) is None]
     if missing:
         present = ", ".join(arrays) or "none"
         raise MeasuredDataError(path, f"has no array named {', '.join(missing)} (it has: {present}).",
                                 "name it 'psfs' (one kernel group) or 'group0_psfs', 'group1_psfs', …")  # fmt: skip
-    return [
-        _validate_stack(arrays[name], shape, pixels, name, path) for name, shape in zip(names, expected, strict=True)
-    ]
+    return [_validate_stack(arrays[name], shape, name, path) for name, shape in zip(names, expected, strict=True)]
 
 
-def _read_image(file: Path) -> np.ndarray:
+def _read_image(file: Path, sides: tuple[int, ...]) -> np.ndarray:
+    """A grey or RGB image as (C, H, W) float64; its size is checked before it is decoded."""
     try:
         with Image.open(file) as image:
+            if image.width != image.height or image.width not in sides:
+                raise MeasuredDataError(file, f"is {image.width}×{image.height} pixels; a PSF of this kernel group "
+                                        f"is square, {' or '.join(f'{s}×{s}' for s in sides)}.",
+                                        "crop each PSF to the kernel window around the axis.")  # fmt: skip
             image.load()
             if image.mode in ("RGB", "RGBA"):
                 return np.asarray(image.convert("RGB"), dtype=np.float64).transpose(2, 0, 1)
@@ -162,7 +191,7 @@ def _read_image(file: Path) -> np.ndarray:
         raise MeasuredDataError(file, f"is not a readable PNG/TIFF image ({exc}).") from None
 
 
-def _read_image_folder(folder: Path, frontends: list[OpticalFrontend], expected, pixels: int) -> list[torch.Tensor]:
+def _read_image_folder(folder: Path, frontends: list[OpticalFrontend], expected) -> list[torch.Tensor]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise MeasuredDataError(folder, "holds no PNG or TIFF images.", "name them k000_plus.png, k000_minus.png, ….")
@@ -186,9 +215,10 @@ def _read_image_folder(folder: Path, frontends: list[OpticalFrontend], expected,
         capture = kernel + (frontend.kernels if match["sign"] == "minus" else 0)
         if (group, capture) in found:
             raise MeasuredDataError(file, "duplicates another image of the same sub-optic.")
-        found[(group, capture)] = _read_image(file)
+        _, _, taps, pixels = expected[group]
+        found[(group, capture)] = _read_image(file, (taps, taps * pixels))
     stacks = []
-    for group, (count, channels, taps) in enumerate(expected):
+    for group, (count, channels, taps, pixels) in enumerate(expected):
         missing = [c for c in range(count) if (group, c) not in found]
         if missing:
             raise MeasuredDataError(folder, f"kernel group {group} misses {len(missing)} of its {count} sub-optic "
@@ -198,7 +228,7 @@ def _read_image_folder(folder: Path, frontends: list[OpticalFrontend], expected,
             raise MeasuredDataError(folder, f"kernel group {group}'s images differ in size or channels: "
                                     f"{sorted(shapes)}.")  # fmt: skip
         stack = np.stack([found[(group, c)] for c in range(count)])
-        stacks.append(_validate_stack(stack, (count, channels, taps), pixels, f"group {group}", folder))
+        stacks.append(_validate_stack(stack, (count, channels, taps, pixels), f"group {group}", folder))
     return stacks
 
 
@@ -218,8 +248,8 @@ def read_captured_maps(path: str | Path, frontend: OpticalFrontend, image_size: 
     _check_size(path)
     if path.suffix.lower() != ".npz":
         raise MeasuredDataError(path, "captured feature maps come as an .npz file (features, split, indices).")
-    arrays = _load_npz(path)
-    missing = [name for name in ("features", "split", "indices") if name not in arrays]
+    arrays = _load_npz(path, ("features", "split", "indices"))
+    missing = [name for name in ("features", "split", "indices") if arrays.get(name) is None]
     if missing:
         raise MeasuredDataError(path, f"lacks {', '.join(missing)}.", "save features (N, K, H, W), split "
                                 "('train', 'val' or 'test') and indices (N,) into that split.")  # fmt: skip

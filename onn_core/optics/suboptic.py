@@ -26,11 +26,14 @@ from .psf import _overlap_matrix
 
 
 def _gaussian_blur_matrix(n: int, sigma_samples: float, dtype, device) -> torch.Tensor:
-    """(n, n) matrix of a unit-area Gaussian blur along one axis, zero outside the grid."""
-    position = torch.arange(n, dtype=dtype, device=device)
+    """(n, n) matrix of a Gaussian blur along one axis: entry (i, j) is the fraction of sample j's
+    power landing on sample i (the Gaussian integrated over sample i, so a blur narrower than a
+    sample is the identity and power is conserved away from the edges)."""
+    position = torch.arange(n, dtype=torch.float64, device=device)
     offsets = position[:, None] - position[None, :]
-    weights = torch.exp(-0.5 * (offsets / sigma_samples) ** 2)
-    return weights / (sigma_samples * math.sqrt(2 * math.pi))
+    scale = sigma_samples * math.sqrt(2)
+    weights = 0.5 * (torch.erf((offsets + 0.5) / scale) - torch.erf((offsets - 0.5) / scale))
+    return weights.to(dtype)
 
 
 def suboptic_padding(samples: int, *, phase_pixel: float, wavelengths: Sequence[float], distance: float,
@@ -49,7 +52,7 @@ def suboptic_kernel_taps(
     tap_pitch: float,
     taps: int,
     padding: int | None = None,
-    phase_error: torch.Tensor | None = None,
+    fields: torch.Tensor | None = None,
     blur_sigma: float = 0.0,
 ) -> torch.Tensor:
     """Kernel taps of sub-optics given their radius maps: (S, C, taps, taps), one channel per wavelength.
@@ -65,8 +68,9 @@ def suboptic_kernel_taps(
         taps: taps per side (odd: the window is centred on the sub-optic's axis).
         padding: zero samples per axis for the propagation (default: the window's alias-free
             padding, :func:`suboptic_padding`).
-        phase_error: extra phase (S, n, n) or (S, C, n, n), radians, added to the meta-atoms' phase
-            (fabrication phase noise).
+        fields: the complex transmission of every phase pixel (S, C, n, n), when it is not simply
+            the table's response to ``radius`` (fabrication: the mean field of a block of
+            pillars with their own radius and phase errors); ``radius`` then only sets the grid.
         blur_sigma: RMS width of a Gaussian blur of the sensor irradiance, metres (sensor
             cross-talk, defocus); 0 for none.
 
@@ -88,11 +92,11 @@ def suboptic_kernel_taps(
         # Blurring then integrating over a tap = integrating with a blurred tap window.
         weight = weight @ _gaussian_blur_matrix(samples, blur_sigma / phase_pixel, radius.dtype, radius.device)
     per_wavelength = []
+    if fields is not None and tuple(fields.shape) != (radius.shape[0], len(wavelengths), samples, samples):
+        raise OpticsInputError(f"fields must be (sub-optics, wavelengths, n, n) = ({radius.shape[0]}, "
+                               f"{len(wavelengths)}, {samples}, {samples}); got {tuple(fields.shape)}.")  # fmt: skip
     for channel, wavelength in enumerate(wavelengths):
-        field = table.field(radius, wavelength)
-        if phase_error is not None:
-            error = phase_error[:, channel] if phase_error.dim() == 4 else phase_error
-            field = field * torch.polar(torch.ones_like(error), error)
+        field = table.field(radius, wavelength) if fields is None else fields[:, channel]
         at_sensor = propagate(field, wavelength=wavelength, pitch=phase_pixel, distance=distance, padding=padding)
         # Irradiance per m² as a fraction of the power incident on the sub-optic (n² unit samples).
         irradiance = (at_sensor.real**2 + at_sensor.imag**2) / (samples**2 * phase_pixel**2)
