@@ -13,13 +13,15 @@ fabricated optics.
 
 The error model (SI units, onn_core/fabrication/error_model.py) has the terms that matter for
 these coarse kernels: per-capture misalignment, PSF blur, tap-level kernel error, per-capture
-gain, and a noisy 8-bit camera. Its magnitude is **calibrated** on seed 0 only: the smallest
-scale of a base model whose mean drop over 10 draws (2 000 test images, draw seeds the table
-never uses) reaches 1.25 × the issue's target (≥ 8 accuracy points on Fashion-MNIST, ≥ 15 mIoU
-points on shapes-seg; the margin because single draws scatter widely). It is then fixed for all
-seeds. Meta-atom terms (radius error, phase noise) are left out: on these 11.7 µm taps their
-effect is small (see bench/inverse_design.py's sensitivity), and simulating them needs each
-seed's inverse design (minutes per seed on the default design).
+gain, and a noisy 8-bit camera. Its magnitude is **calibrated on the validation split**: the
+smallest scale of a base model whose mean drop, over the table's own students and draws
+(student s, draw seed s), reaches 1.1 × the issue's target (≥ 8 accuracy points on Fashion-MNIST,
+≥ 15 mIoU points on shapes-seg). Single draws scatter by several points (a per-capture
+misalignment that hits a K⁺/K⁻ pair costs more), so calibrating on other draws misses the table's
+mean; the test split is never read by the calibration. Meta-atom terms (radius error, phase
+noise) are left out: on these 11.7 µm taps their effect is small (see bench/inverse_design.py's
+sensitivity), and simulating them needs each seed's inverse design (minutes per seed on the
+default design).
 
 Output: bench/results/reproduce_table4.json with ``rows`` of {task, dataset, method, metric,
 mean, std, n_seeds, simulated_reference} (method ∈ none, e2e, ntkd), per-seed scores, the
@@ -62,21 +64,27 @@ BASE = {
                              shot_noise=True, bit_depth=8),
 }  # fmt: skip
 TARGET_DROP = {"fashion-mnist": 0.08, "shapes-seg": 0.15}
-MARGIN = 1.25  # calibrate to 1.25 × the target: the table's 5 draws scatter around the calibrated mean
+MARGIN = 1.1  # validation and test drops differ a little
 COMPENSATION = {"fraction": 0.1, "epochs": 15, "learning_rate": 1e-3}
 
 
-def calibrate(run, base: ErrorModel, target: float, log) -> tuple[ErrorModel, list[dict]]:
-    """Smallest scale (bisection, 8 steps) of ``base`` whose mean drop reaches ``target``."""
+def calibrate(runs, base: ErrorModel, target: float, log) -> tuple[ErrorModel, list[dict]]:
+    """Smallest scale (bisection, 6 steps) of ``base`` whose mean drop reaches ``target``.
+
+    The drop is measured on the *validation* split, over the very students and draws the table
+    uses (student s fabricated with draw seed s): single draws scatter by several points, so a
+    calibration on other draws misses the table's mean. The test split is never read here.
+    """
     trials = []
 
     def drop(factor: float) -> float:
-        # Draws vary a lot (a per-capture misalignment of one draw can cost 3 points, of another
-        # 10), so the calibration averages 10 draws, on seeds the table never uses.
-        result = monte_carlo(run, base.scaled(factor).with_seed(1000), draws=10, images=2000)
-        value = result.trained - result.mean
-        trials.append({"factor": factor, "drop": value, "mean": result.mean})
-        log(f"  calibration × {factor:.3g}: drop {100 * value:.1f} points")
+        drops = []
+        for seed, run in enumerate(runs):
+            result = monte_carlo(run, base.scaled(factor).with_seed(seed), draws=1, split="val")
+            drops.append(result.trained - result.mean)
+        value = statistics.mean(drops)
+        trials.append({"factor": factor, "drop": value, "drops": drops})
+        log(f"  calibration × {factor:.3g}: validation drop {100 * value:.1f} points")
         return value
 
     low, high = 0.0, 1.0
@@ -129,15 +137,15 @@ def main() -> int:
         if missing:
             raise SystemExit(f"missing trained students {missing}: run "
                              f"`python bench/reproduce_table3.py --tasks {task}` first")  # fmt: skip
-        first = load_run(folders[0])
-        log(f"{task}: calibrating the error model on seed 0 (target drop {100 * TARGET_DROP[task]:.0f} points)")
-        errors, trials = calibrate(first, BASE[task], MARGIN * TARGET_DROP[task], log)
+        runs = [load_run(folder) for folder in folders]
+        first = runs[0]
+        log(f"{task}: calibrating the error model on validation (target drop {100 * TARGET_DROP[task]:.0f} points)")
+        errors, trials = calibrate(runs, BASE[task], MARGIN * TARGET_DROP[task], log)
         entry = {"error_model": errors.to_dict(), "terms": errors.describe(), "calibration": trials, "seeds": []}
         report["tasks"][task] = entry
         per_seed: dict[str, list[float]] = {"none": [], "e2e": [], "ntkd": []}
         reference = []
-        for seed, folder in enumerate(folders):
-            run = load_run(folder)
+        for seed, (folder, run) in enumerate(zip(folders, runs, strict=True)):
             draw = errors.with_seed(seed)
             record = {"seed": seed, "run": str(folder), "trained": float(run.metrics[run.score_name])}
             for method in ("e2e", "ntkd"):

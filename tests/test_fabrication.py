@@ -427,7 +427,7 @@ def test_exports_write_what_a_fab_and_a_collaborator_need(designed_run, tmp_path
 
     from onn_core.fabrication.gds import read_gds_summary
 
-    written = export(designed_run, ["npz", "png", "csv", "gds", "json", "safetensors"], tmp_path)
+    written = export(designed_run, ["npz", "png", "csv", "gds", "json", "safetensors", "html"], tmp_path)
     maps = np.load(tmp_path / "metasurface_maps.npz", allow_pickle=False)
     metadata = json.loads(str(maps["metadata"]))
     assert maps["radius_m"].shape == (16, 102, 102) and maps["phase_rad"].shape == (16, 1, 102, 102)
@@ -448,7 +448,9 @@ def test_exports_write_what_a_fab_and_a_collaborator_need(designed_run, tmp_path
     assert len(gds["sub_optic_cells"]) == 16 and "SUBOPTIC_K007_MINUS" in gds["sub_optic_cells"]
     atoms = (102 * round(1.172e-6 / 293e-9)) ** 2
     assert 0 < gds["discs"] <= 16 * atoms
-    assert set(written) == {"npz", "png", "csv", "gds", "json", "safetensors"}
+    assert set(written) == {"npz", "png", "csv", "gds", "json", "safetensors", "html"}
+    page = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in page and "kernel correlation" in page and "<script" not in page
 
 
 def test_exports_that_need_meta_atoms_say_to_run_inverse_design_first(small_run, tmp_path):

@@ -98,6 +98,7 @@ def monte_carlo(
     measured: list[torch.Tensor] | None = None,
     images: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    split: str = "test",
 ) -> YieldResult:
     """Score ``draws`` fabricated copies (seeds errors.seed, errors.seed + 1, …).
 
@@ -108,16 +109,20 @@ def monte_carlo(
             the draws then vary only misalignment, noise and the other random terms).
         images: evaluate on the first this many test images (None: all).
         progress: called as (draws done, draws).
+        split: "test", or "val" to calibrate an error model without reading the test split.
     """
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ValueError(f"draws must be a whole number ≥ 1; got {draws!r}.")
     started = time.perf_counter()
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val'; got {split!r}.")
     data = run.data()
-    test = split_head(data.test, images)
+    test = split_head(getattr(data, split), images)
     task, classes = run.task, run.classes
     designed_model = fabricate(run.model, run.design, ErrorModel(), metasurface=metasurface)
     designed = score(designed_model, test, task, classes)
-    trained = score(run.model, test, task, classes) if images else float(run.metrics[run.score_name])
+    own = images is None and split == "test"
+    trained = float(run.metrics[run.score_name]) if own else score(run.model, test, task, classes)
     scores, seeds = [], []
     for draw in range(draws):
         seed = errors.seed + draw

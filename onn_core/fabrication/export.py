@@ -15,6 +15,7 @@ csv            ``csv/sub_optics.csv`` (index: kernel, sign, centre in m, file), 
 gds            ``metasurface.gds``: one disc per meta-atom, one cell per sub-optic (gdstk; µm units)
 json           ``design.json`` and ``report.json`` (metrics, fidelity, provenance)
 safetensors    ``model.safetensors``: the trained weights without pickle, config and design as metadata
+html           ``report.html``: one self-contained page (figures embedded) a collaborator can open anywhere
 =============  ==========================================================================================
 
 Formats that describe meta-atoms (npz, png, csv, gds) need a metasurface: the run's inverse
@@ -37,7 +38,7 @@ from ..training.run import FinishedRun
 from .fabricated import metasurface_from_physical
 from .inverse_design import METASURFACE_JSON, Metasurface, realised_psf_image
 
-FORMATS = ("npz", "png", "csv", "gds", "json", "safetensors")
+FORMATS = ("npz", "png", "csv", "gds", "json", "safetensors", "html")
 EXPORT_SCHEMA = "onn-export/1"
 
 
@@ -256,8 +257,97 @@ def export_gds(run: FinishedRun, out: Path, *, quantisation: float = 1e-9) -> li
     return [path, out / "metasurface_gds.json"]
 
 
+def export_html(run: FinishedRun, out: Path) -> list[Path]:
+    """A self-contained HTML report: metrics, design, training curve, kernels, metasurface."""
+    import base64
+    import html
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def embed(figure) -> str:
+        from io import BytesIO
+
+        buffer = BytesIO()
+        figure.savefig(buffer, format="png", bbox_inches="tight", dpi=110)
+        plt.close(figure)
+        return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+    def table(rows: list[tuple[str, str]]) -> str:
+        body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+        return f"<table>{body}</table>"
+
+    metrics, design, config = run.metrics, run.design, run.config
+    score = metrics.get(run.score_name)
+    cost = metrics.get("cost") or {}
+    summary = [
+        ("dataset", str(metrics.get("dataset"))), ("student", str(metrics.get("model"))), ("method", config.method),
+        (f"test {run.score_name}", f"{100 * score:.2f} %" if score is not None else "–"),
+        ("teacher", str((metrics.get("teacher") or {}).get("model") or "–")),
+        ("parameters", f"{cost['parameters']:,}" if "parameters" in cost else "–"),
+        ("digital MACs / image", f"{cost['digital_macs']:,}" if "digital_macs" in cost else "–"),
+        ("seed", str(config.seed)),
+    ]  # fmt: skip
+    layout = design.report()["layout"]
+    taps = f"{design.kernel_taps}×{design.kernel_taps} taps of {design.tap_pitch * 1e6:.2f} µm"
+    design_rows = [
+        ("design id", design.design_id),
+        ("metasurface", f"{design.metasurface_height * 1e3:g} × {design.metasurface_width * 1e3:g} mm"),
+        ("kernel aperture", f"{design.kernel_size * 1e6:g} µm"), ("spacing", f"{design.kernel_spacing * 1e6:g} µm"),
+        ("layout", f"{layout['n_rows']} × {layout['n_cols']} sub-optics → {layout['kernels']} kernels"),
+        ("meta-atom pitch", f"{design.meta_atom_pitch * 1e9:g} nm"),
+        ("wavelengths", ", ".join(f"{w * 1e9:g} nm" for w in design.wavelengths)),
+        ("sensor distance", f"{design.sensor_distance * 1e3:g} mm"), ("kernel", taps),
+    ]  # fmt: skip
+    sections = [f"<h2>Run</h2>{table(summary)}", f"<h2>Design</h2>{table(design_rows)}"]
+    history = json.loads((run.folder / "history.json").read_text()) if (run.folder / "history.json").exists() else []
+    if history:
+        figure, axis = plt.subplots(figsize=(6, 3))
+        key = f"val_{run.score_name}"
+        axis.plot([h["epoch"] for h in history], [100 * h[key] for h in history], marker="o")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(f"validation {run.score_name} (%)")
+        sections.append(f"<h2>Training</h2>{embed(figure)}")
+    frontends = run.frontends()
+    import torch
+
+    with torch.no_grad():
+        kernels = frontends[0].signed_kernels().double().numpy()
+    count = kernels.shape[0]
+    columns = min(count, 8)
+    rows_needed = math.ceil(count / columns)
+    figure, axes = plt.subplots(rows_needed, columns, figsize=(1.2 * columns, 1.2 * rows_needed), squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index < count:
+            limit = float(np.abs(kernels[index]).max()) or 1.0
+            axis.imshow(kernels[index, 0], cmap="RdBu_r", vmin=-limit, vmax=limit)
+            axis.set_title(f"K{index}", fontsize=7)
+    sections.append(f"<h2>Kernels (first group, signed, {design.tap_pitch * 1e6:.2f} µm taps)</h2>{embed(figure)}")
+    metasurface = run_metasurface(run, required=False)
+    if metasurface is not None:
+        fidelity = metasurface.summary()
+        sections.append("<h2>Metasurface</h2>" + table([
+            ("sub-optics", str(fidelity["sub_optics"])), ("phase pixels", f"{fidelity['samples_per_side']}² of "
+             f"{fidelity['phase_pixel_m'] * 1e9:.0f} nm"), ("kernel correlation (min / mean)",
+             f"{fidelity['min_correlation']:.4f} / {fidelity['mean_correlation']:.4f}"),
+            ("light on the kernel window", f"{100 * fidelity['mean_efficiency']:.0f} %")]))  # fmt: skip
+    style = ("body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;color:#1a202c}"
+             "table{border-collapse:collapse}th,td{border:1px solid #cbd5e0;padding:4px 8px;text-align:left}"
+             "th{background:#edf2f7}img{max-width:100%}")  # fmt: skip
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>ONN run {html.escape(run.folder.name)}</title>"
+            f"<style>{style}</style></head><body><h1>ONN Design Studio — run report</h1>{''.join(sections)}"
+            "<p><small>Written by onn_core.fabrication.export; lengths as designed (SI in the JSON exports).</small>"
+            "</p></body></html>")  # fmt: skip
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return [path]
+
+
 EXPORTERS = {"npz": export_npz, "png": export_png, "csv": export_csv, "gds": export_gds, "json": export_json,
-             "safetensors": export_safetensors}  # fmt: skip
+             "safetensors": export_safetensors, "html": export_html}  # fmt: skip
 
 
 def export(run: FinishedRun, formats: list[str], out: str | Path | None = None) -> dict[str, list[str]]:

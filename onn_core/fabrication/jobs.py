@@ -1,4 +1,4 @@
-"""Stage-3 work as background jobs: ``inverse-design``, ``fabricate`` (yield) and ``compensate``.
+"""Stage-3 work as background jobs: ``inverse-design``, ``fabricate`` (yield), ``compensate``, ``export``.
 
 Each takes ``run`` (a finished student run folder) plus its own settings, reports progress to
 the job store like training does, and writes its results into the job's artifact folder
@@ -22,6 +22,7 @@ _KEYS = {
     "inverse-design": {"run", "settings"},
     "fabricate": {"run", "error_model", "draws", "images", "factors", "measured_psfs", "use_metasurface"},
     "compensate": {"run", "error_model", "settings", "measured_psfs", "use_metasurface"},
+    "export": {"run", "formats", "out"},
 }
 
 
@@ -54,6 +55,13 @@ def validate(kind: str, config: dict[str, Any]) -> None:
         from .inverse_design import InverseDesignSettings
 
         InverseDesignSettings(**(config.get("settings") or {}))
+    if kind == "export":
+        from .export import FORMATS
+
+        formats = config.get("formats") or []
+        unknown = [name for name in formats if name not in FORMATS]
+        if not formats or unknown:
+            raise DesignError("formats", formats, f"choose one or more of {', '.join(FORMATS)}.")
 
 
 def _optics(config: dict[str, Any], run):
@@ -109,4 +117,17 @@ def run_compensate(config: dict[str, Any], folder: Path, progress: Callable) -> 
     return {key: value for key, value in result.to_dict().items() if key != "history"}
 
 
-KINDS = {"inverse-design": run_inverse_design, "fabricate": run_fabricate, "compensate": run_compensate}
+def run_export(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
+    from .export import export
+
+    run = load_run(config["run"])
+    out = Path(config.get("out") or folder)
+    report = _timer(progress, "export")
+    report(0, 1)
+    written = export(run, list(config["formats"]), out)
+    report(1, 1)
+    return {"files": written}
+
+
+KINDS = {"inverse-design": run_inverse_design, "fabricate": run_fabricate, "compensate": run_compensate,
+         "export": run_export}  # fmt: skip

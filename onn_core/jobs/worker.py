@@ -15,7 +15,7 @@ holds it (WAL needs shared memory; network filesystems are not supported).
 
 Job kinds map a config dict to a function of (config, artifact folder, progress) → metrics.
 ``train``, ``teacher``, ``estimate``, and stage 3's ``inverse-design``, ``fabricate`` and
-``compensate`` (:mod:`onn_core.fabrication.jobs`).
+``compensate``, ``export`` (:mod:`onn_core.fabrication.jobs`).
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ KINDS: dict[str, Callable[[dict[str, Any], Path, Callable], dict[str, Any]]] = {
     "train": _run_training("student"),
     "teacher": _run_training("teacher"),
     "estimate": _run_estimate,
-    **{kind: _fabrication_kind(kind) for kind in ("inverse-design", "fabricate", "compensate")},
+    **{kind: _fabrication_kind(kind) for kind in ("inverse-design", "fabricate", "compensate", "export")},
 }
 
 
@@ -191,7 +191,7 @@ def validate_job(kind: str, config: dict[str, Any]) -> None:
             check_design_channels(design, dataset, SPECS[dataset].channels)
         except DesignError as exc:
             raise JobError(str(exc)) from None
-    if kind in ("inverse-design", "fabricate", "compensate"):
+    if kind in ("inverse-design", "fabricate", "compensate", "export"):
         from ..fabrication.jobs import validate
 
         try:

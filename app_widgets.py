@@ -1,0 +1,47 @@
+"""Streamlit pieces the pages share: the run picker (its choice lives in the URL) and cached loads.
+
+Pages stay thin: they call these, the library, and draw. Nothing here computes physics.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from onn_core.errors import TrainingError
+from onn_core.training.catalog import RunEntry, finished_runs
+from onn_core.training.run import FinishedRun, load_run
+
+PAGES = Path(__file__).resolve().parent / "pages"
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the run…")
+def cached_run(folder: str, stamp: float) -> FinishedRun:
+    """A finished run, loaded once per server (``stamp`` = model.pt's mtime, so a rerun reloads)."""
+    return load_run(folder)
+
+
+def open_run(entry: RunEntry) -> FinishedRun | None:
+    try:
+        return cached_run(str(entry.folder), (entry.folder / "model.pt").stat().st_mtime)
+    except (TrainingError, OSError) as error:
+        st.error(f"This run cannot be opened: {error}")
+        return None
+
+
+def run_picker(label: str = "Run", *, key: str = "run", query: str = "run") -> RunEntry | None:
+    """A picker over finished runs; the choice is kept in the URL (``?run=…``) so links reproduce it."""
+    entries = finished_runs()
+    if not entries:
+        st.info("No finished runs yet: train one on the Train page.")
+        return None
+    ids = [entry.run_id for entry in entries]
+    wanted = st.query_params.get(query)
+    if wanted and wanted not in ids:
+        st.warning(f"The run {wanted!r} in the link is not here (deleted, or from another machine); showing another.")
+    index = ids.index(wanted) if wanted in ids else 0
+    chosen = st.selectbox(label, entries, index=index, format_func=lambda entry: entry.label, key=f"{key}.picker")
+    if st.query_params.get(query) != chosen.run_id:
+        st.query_params[query] = chosen.run_id
+    return chosen

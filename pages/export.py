@@ -1,0 +1,94 @@
+"""Export page: the files a fab and a collaborator need, for a finished run."""
+
+import io
+import zipfile
+from pathlib import Path
+
+import streamlit as st
+
+from app_widgets import open_run, run_picker
+from onn_core import jobs
+from onn_core.errors import DesignError, OpticsInputError
+from onn_core.fabrication.export import FORMATS, export, run_metasurface
+from onn_core.paths import studio_home
+
+DESCRIPTIONS = {
+    "gds": "GDSII layout: one disc per meta-atom, one cell per sub-optic (gdstk, µm units, 1 nm grid)",
+    "npz": "radius and phase maps (units in the metadata), kernels and PSFs",
+    "png": "radius and phase maps of the whole metasurface with mm axes, target vs realised kernels",
+    "csv": "one radius matrix per sub-optic (nm) with an index of centres, and the kernels (zipped)",
+    "json": "the design and a report (metrics, fidelity, provenance)",
+    "safetensors": "the trained weights, without pickle; config and design as metadata",
+    "html": "a self-contained report a collaborator can open anywhere",
+}
+MIME = {".gds": "application/octet-stream", ".npz": "application/octet-stream", ".png": "image/png",
+        ".json": "application/json", ".safetensors": "application/octet-stream", ".html": "text/html",
+        ".zip": "application/zip"}  # fmt: skip
+# Above this many meta-atoms, writing a GDS takes long enough to belong in a background job.
+INLINE_ATOMS = 20_000_000
+
+st.title("Export")
+entry = run_picker()
+if entry is None:
+    st.stop()
+run = open_run(entry)
+if run is None:
+    st.stop()
+out = studio_home() / "exports" / entry.run_id
+metasurface = run_metasurface(run, required=False)
+if metasurface is None:
+    st.info("This run has no metasurface yet: its kernels were trained free. GDS, maps and CSV need one: run "
+            "inverse design on the Fabricate page (a background job). JSON, weights and the report work now.")
+else:
+    summary = metasurface.summary()
+    columns = st.columns(4)
+    columns[0].metric("Sub-optics", summary["sub_optics"])
+    columns[1].metric("Phase pixels", f"{summary['samples_per_side']}²")
+    columns[2].metric("Kernel correlation (min)", f"{summary['min_correlation']:.4f}")
+    side = summary["samples_per_side"] * metasurface.atoms_per_phase_pixel
+    columns[3].metric("Meta-atoms", f"{summary['sub_optics'] * side**2:,}")
+
+
+def download(paths: list[str], name: str) -> None:
+    files = [Path(p) for p in paths]
+    if len(files) == 1:
+        data, file_name = files[0].read_bytes(), files[0].name
+    else:  # several files (CSV matrices, npz pair): one zip
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in files:
+                archive.write(file, file.relative_to(out) if file.is_relative_to(out) else file.name)
+        data, file_name = buffer.getvalue(), f"{entry.run_id}-{name}.zip"
+    mime = MIME.get(Path(file_name).suffix, "application/octet-stream")
+    st.download_button(f"Download {file_name}", data, file_name=file_name, mime=mime, key=f"download-{name}")
+
+
+atoms = 0 if metasurface is None else metasurface.disc_radius().size * metasurface.atoms_per_phase_pixel**2
+for name in FORMATS:
+    needs_metasurface = name in ("gds", "npz", "png", "csv")
+    with st.container(border=True):
+        st.markdown(f"**{name.upper()}** — {DESCRIPTIONS[name]}")
+        if needs_metasurface and metasurface is None:
+            st.caption("Needs a metasurface (inverse design) first.")
+            continue
+        if name == "gds" and atoms > INLINE_ATOMS:
+            st.caption(f"{atoms:,} meta-atoms: the layout is written by a background job (about a minute per "
+                       "10⁸ atoms).")  # fmt: skip
+            if st.button("Write GDS in the background", key="gds-job"):
+                try:
+                    job_id = jobs.submit("export", {"run": str(run.folder), "formats": ["gds"], "out": str(out)})
+                    st.success(f"Export job {job_id} queued; the file appears here when it is done.")
+                except jobs.JobError as error:
+                    st.error(str(error))
+            if (out / "metasurface.gds").exists():
+                download([str(out / "metasurface.gds")], name)
+            continue
+        if st.button(f"Prepare {name.upper()}", key=f"prepare-{name}"):
+            try:
+                with st.spinner(f"Writing {name}…"):
+                    st.session_state[f"export.{entry.run_id}.{name}"] = export(run, [name], out)[name]
+            except (OpticsInputError, DesignError) as error:
+                st.error(str(error))
+        prepared = st.session_state.get(f"export.{entry.run_id}.{name}")
+        if prepared and all(Path(p).exists() for p in prepared):
+            download(prepared, name)

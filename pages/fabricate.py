@@ -1,0 +1,199 @@
+"""Fabricate page: error models or measured PSFs, yield, accuracy vs error, and compensation."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import streamlit as st
+
+from app_widgets import open_run, run_picker
+from onn_core import jobs
+from onn_core.errors import DataFormatError, DesignError, OpticsInputError
+from onn_core.fabrication.error_form import ERROR_FIELDS, error_model_from_form, form_from_error_model
+from onn_core.fabrication.error_model import ErrorModel
+from onn_core.fabrication.evaluate import monte_carlo
+from onn_core.fabrication.export import run_metasurface
+from onn_core.fabrication.measured import MAX_MEASURED_BYTES, read_measured_psfs
+from onn_core.paths import studio_home
+from onn_core.run_plots import error_curve_figure, yield_figure
+
+# A typical process and camera, as a starting point (SI in the model; shown in nm/µm/% here).
+STARTING_POINT = ErrorModel(radius_sigma=5e-9, shift_sigma=2e-6, psf_blur=2e-6, kernel_sigma=0.03, gain_sigma=0.05,
+                            read_noise=5.0, shot_noise=True, bit_depth=8)  # fmt: skip
+QUICK_IMAGES = 1000
+
+
+def latest_job(kind: str, folder: Path):
+    for job in jobs.list_jobs():
+        if job.kind == kind and job.config.get("run") == str(folder):
+            return job
+    return None
+
+
+st.title("Fabrication")
+entry = run_picker()
+if entry is None:
+    st.stop()
+run = open_run(entry)
+if run is None:
+    st.stop()
+metasurface = run_metasurface(run, required=False)
+metric = run.score_name
+
+# ---------------------------------------------------------------- the metasurface
+if metasurface is None:
+    st.info("This run's kernels were trained free and have no metasurface yet. Kernel, capture and camera errors "
+            "work now; pillar radius and phase errors need the radius maps of an inverse design.")  # fmt: skip
+    design_job = latest_job("inverse-design", run.folder)
+    if design_job is not None and design_job.state in ("queued", "running"):
+        st.progress(design_job.progress, text=f"Inverse design: {design_job.message or design_job.state}")
+    elif st.button("Run inverse design (background job)", icon=":material/auto_fix_high:"):
+        try:
+            jobs.submit("inverse-design", {"run": str(run.folder)})
+            st.rerun()
+        except jobs.JobError as error:
+            st.error(str(error))
+else:
+    summary = metasurface.summary()
+    st.caption(f"Metasurface: {summary['sub_optics']} sub-optics of {summary['samples_per_side']}² phase pixels; "
+               f"realised kernels correlate ≥ {summary['min_correlation']:.4f} with the trained ones.")  # fmt: skip
+
+# ---------------------------------------------------------------- what fabrication does
+st.subheader("Error model")
+if "fabricate.form" not in st.session_state:
+    st.session_state["fabricate.form"] = form_from_error_model(STARTING_POINT)
+current = st.session_state["fabricate.form"]
+values = {}
+groups = ("Meta-atoms", "Kernels", "Capture", "Camera")
+tabs = st.tabs(groups)
+for group, tab in zip(groups, tabs, strict=True):
+    with tab:
+        columns = st.columns(3)
+        for position, field in enumerate(f for f in ERROR_FIELDS if f.group == group):
+            disabled = group == "Meta-atoms" and metasurface is None
+            values[field.name] = columns[position % 3].number_input(
+                f"{field.label} ({field.unit})", value=float(current[field.name]), step=field.step, format="%g",
+                help=field.help, disabled=disabled, key=f"fabricate.{field.name}",
+            )  # fmt: skip
+        if group == "Camera":
+            values["shot_noise"] = columns[0].toggle("Shot noise", value=bool(current["shot_noise"]),
+                                                     key="fabricate.shot_noise")  # fmt: skip
+            values["bit_depth"] = columns[1].number_input(
+                "ADC bits (0: none)", min_value=0, max_value=16, value=int(current["bit_depth"]), key="fabricate.bits"
+            )
+values["seed"] = st.number_input("Draw seed", min_value=0, value=int(current["seed"]), key="fabricate.seed")
+st.session_state["fabricate.form"] = values
+try:
+    errors = error_model_from_form(values)
+except DesignError as error:
+    st.error(f"This error model is not valid: {error}")
+    st.stop()
+st.download_button("Download error model JSON", errors.to_json(), file_name="error-model.json",
+                   mime="application/json")  # fmt: skip
+
+with st.expander("Measured PSFs from the bench (optional)"):
+    st.caption("An .npz with `psfs` (sub-optics × taps × taps, K⁺ of every kernel, then K⁻), at most "
+               f"{MAX_MEASURED_BYTES // 2**20} MiB. It replaces the simulated optics; the error model's capture and "
+               "camera terms still apply.")  # fmt: skip
+    upload = st.file_uploader("Measured PSF stack", type=["npz"], key="fabricate.upload")
+    measured_path = None
+    if upload is not None:
+        if upload.size > MAX_MEASURED_BYTES:
+            st.error(f"{upload.name} is {upload.size / 2**20:.1f} MiB; the limit is {MAX_MEASURED_BYTES // 2**20} MiB.")
+        else:
+            data = upload.getvalue()
+            # Uploads are stored under the studio's home by content hash: never under a user-chosen name.
+            target = studio_home() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:24]}.npz"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            try:
+                read_measured_psfs(target, run.frontends(), run.design)
+                measured_path = str(target)
+                st.success(f"{upload.name}: {sum(f.kernels * f.captures_per_kernel for f in run.frontends())} PSFs "
+                           "accepted.")  # fmt: skip
+            except (DataFormatError, OpticsInputError) as error:
+                st.error(str(error).replace(str(target), upload.name))
+                target.unlink(missing_ok=True)
+
+if errors.needs_metasurface and metasurface is None:
+    st.warning("Radius and phase errors need a metasurface; they are ignored until the inverse design is done.")
+    errors = ErrorModel(**{**errors.__dict__, "radius_sigma": 0.0, "radius_bias": 0.0, "radius_quantisation": 0.0,
+                           "phase_sigma": 0.0})  # fmt: skip
+
+# ---------------------------------------------------------------- one draw now, many in the background
+st.subheader("Accuracy through fabricated optics")
+if st.button("One draw now", icon=":material/bolt:", help=f"One draw on the first {QUICK_IMAGES} test images."):
+    measured = read_measured_psfs(measured_path, run.frontends(), run.design) if measured_path else None
+    with st.spinner("Simulating the fabricated optics…"):
+        quick = monte_carlo(run, errors, 1, metasurface=metasurface, measured=measured, images=QUICK_IMAGES)
+    columns = st.columns(3)
+    columns[0].metric(f"Trained ({metric})", f"{100 * quick.trained:.1f} %")
+    columns[1].metric("As designed", f"{100 * quick.designed:.1f} %")
+    columns[2].metric("Fabricated (one draw)", f"{100 * quick.mean:.1f} %",
+                      delta=f"{100 * (quick.mean - quick.trained):+.1f} points")  # fmt: skip
+
+draws = st.slider("Monte-Carlo draws", 4, 100, 20, key="fabricate.draws")
+if st.button("Run yield and error curve (background job)", icon=":material/play_arrow:"):
+    config = {"run": str(run.folder), "error_model": errors.to_dict(), "draws": draws,
+              "factors": [0, 0.5, 1, 1.5, 2]}  # fmt: skip
+    if measured_path:
+        config = {**config, "measured_psfs": measured_path, "factors": None}
+    try:
+        jobs.submit("fabricate", config)
+    except jobs.JobError as error:
+        st.error(str(error))
+
+st.subheader("Compensation: fine-tune the backend behind the fabricated optics")
+columns = st.columns(3)
+method = columns[0].radio(
+    "Method", ("ntkd", "e2e"), horizontal=True, key="fabricate.method",
+    help="NTKD matches the teacher's NTK with the backend's, on the fabricated feature maps.",
+)  # fmt: skip
+fraction = columns[1].slider("Captured training data (%)", 1, 100, 10, key="fabricate.fraction") / 100
+epochs = columns[2].number_input("Epochs", 1, 100, 15, key="fabricate.epochs")
+if st.button("Compensate (background job)", icon=":material/tune:"):
+    config = {"run": str(run.folder), "error_model": errors.to_dict(),
+              "settings": {"method": method, "fraction": fraction, "epochs": int(epochs)}}  # fmt: skip
+    if measured_path:
+        config["measured_psfs"] = measured_path
+    try:
+        jobs.submit("compensate", config)
+    except jobs.JobError as error:
+        st.error(str(error))
+
+
+@st.fragment(run_every=2)
+def results_panel() -> None:
+    for kind in ("fabricate", "compensate"):
+        job = latest_job(kind, run.folder)
+        if job is None:
+            continue
+        title = "Yield" if kind == "fabricate" else "Compensation"
+        if job.state in ("queued", "running"):
+            st.progress(job.progress, text=f"{title}: {job.message or job.state}")
+            if st.button("Cancel", key=f"cancel-{job.id}"):
+                jobs.cancel(job.id)
+        elif job.state == "succeeded" and kind == "fabricate":
+            result = json.loads((Path(job.artifact_dir) / "fabricate.json").read_text())
+            spread = result["yield"]
+            st.markdown(f"**Yield** (job {job.id}): {100 * spread['mean']:.1f} ± {100 * spread['std']:.1f} % over "
+                        f"{len(spread['scores'])} draws; 5th percentile {100 * spread['p05']:.1f} %.")  # fmt: skip
+            left, right = st.columns(2)
+            left.plotly_chart(yield_figure(spread["scores"], spread["trained"], spread["designed"], metric),
+                              width="stretch")  # fmt: skip
+            if result.get("curve"):
+                right.plotly_chart(error_curve_figure(result["curve"], metric), width="stretch")
+        elif job.state == "succeeded":
+            result = job.metrics
+            columns = st.columns(4)
+            columns[0].metric("Trained", f"{100 * result['trained']:.1f} %")
+            columns[1].metric("Fabricated", f"{100 * result['before']:.1f} %")
+            columns[2].metric(f"After {result['method']}", f"{100 * result['after']:.1f} %",
+                              delta=f"{100 * (result['after'] - result['before']):+.1f} points")  # fmt: skip
+            recovered = result.get("recovered")
+            columns[3].metric("Drop recovered", "–" if recovered is None else f"{100 * recovered:.0f} %")
+        else:
+            st.error(f"{title} job {job.id} {job.state}: {job.error or job.message}")
+
+
+results_panel()

@@ -1,0 +1,82 @@
+"""Inspect page: a finished run's kernels, PSFs, feature maps, predictions, metrics; compare two runs."""
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from app_widgets import open_run, run_picker
+from onn_core.data import SPECS
+from onn_core.inspect import compare_runs, inspect_image, run_kernels
+from onn_core.run_plots import confusion_figure, feature_maps_figure, history_figure, kernels_figure, overlay_figure
+from onn_core.training.catalog import finished_runs
+
+st.title("Inspect a run")
+entry = run_picker()
+if entry is None:
+    st.stop()
+run = open_run(entry)
+if run is None:
+    st.stop()
+
+metrics, metric = run.metrics, run.score_name
+teacher = metrics.get("teacher") or {}
+cost = metrics.get("cost") or {}
+columns = st.columns(5)
+columns[0].metric(f"Test {metric}", f"{100 * metrics[metric]:.1f} %")
+if teacher.get(metric) is not None:
+    columns[1].metric(f"Teacher ({teacher.get('model')})", f"{100 * teacher[metric]:.1f} %",
+                      delta=f"{100 * (metrics[metric] - teacher[metric]):+.1f} points", delta_color="off")  # fmt: skip
+else:
+    columns[1].metric("Teacher", "none (e2e)")
+columns[2].metric("Kernels", run.design.kernel_count)
+columns[3].metric("Parameters", f"{cost.get('parameters', 0):,}")
+columns[4].metric("Digital MACs / image", f"{cost.get('digital_macs', 0):,}")
+st.caption(f"{metrics.get('model')} trained with {run.config.method} on {metrics.get('dataset')} "
+           f"({metrics['data']['sizes']['train']} training images, {metrics.get('epochs_run')} epochs, seed "
+           f"{run.config.seed}); optical MACs per image, done by light: {cost.get('optical_macs', 0):,}.")  # fmt: skip
+
+kernels = run_kernels(run)
+st.plotly_chart(kernels_figure(kernels.signed, kernels.tap_pitch), width="stretch")
+if kernels.plus is not None:
+    st.subheader("Realised by the metasurface")
+    st.caption("Each signed kernel is two captures through its own sub-optic, subtracted digitally. Below: "
+               f"the simulated K⁺ and K⁻ PSFs of the inverse-designed radius maps, and g⁺K⁺ − g⁻K⁻; correlation "
+               f"with the trained kernel: min {min(kernels.correlation):.4f}.")  # fmt: skip
+    st.plotly_chart(kernels_figure(kernels.plus, kernels.tap_pitch, title="K⁺ PSFs", signed=False), width="stretch")
+    if kernels.minus is not None:
+        st.plotly_chart(kernels_figure(kernels.minus, kernels.tap_pitch, title="K⁻ PSFs", signed=False),
+                        width="stretch")  # fmt: skip
+else:
+    st.info("No metasurface for this run yet: inverse-design it on the Fabricate page to see its PSFs.")
+
+st.subheader("Through the optics")
+test_size = metrics["data"]["sizes"]["test"]
+index = st.number_input("Test image", min_value=0, max_value=test_size - 1, value=0, step=1, key="inspect.image")
+seen = inspect_image(run, int(index))
+st.plotly_chart(feature_maps_figure(seen["image"], seen["maps"], kernels.tap_pitch), width="stretch")
+if run.task == "classification":
+    classes = list(SPECS[run.config.dataset].classes)
+    verdict = "correct" if seen["predicted"] == seen["truth"] else "wrong"
+    st.write(f"Predicted **{classes[seen['predicted']]}** ({100 * seen['probabilities'].max():.1f} %), true "
+             f"**{classes[seen['truth']]}**: {verdict}.")  # fmt: skip
+    st.bar_chart(pd.DataFrame({"probability": seen["probabilities"]}, index=classes), height=200)
+    if metrics.get("confusion_matrix"):
+        st.plotly_chart(confusion_figure(metrics["confusion_matrix"], classes), width="stretch")
+else:
+    st.plotly_chart(overlay_figure(seen["image"], seen["truth_mask"], seen["predicted_mask"], kernels.tap_pitch),
+                    width="stretch")  # fmt: skip
+
+history_path = run.folder / "history.json"
+if history_path.exists():
+    st.plotly_chart(history_figure(json.loads(history_path.read_text()), metric), width="stretch")
+
+st.subheader("Compare with another run")
+others = [other for other in finished_runs() if other.run_id != entry.run_id]
+if not others:
+    st.caption("Train another run to compare it with this one.")
+else:
+    other = st.selectbox("Other run", others, format_func=lambda e: e.label, key="inspect.other")
+    second = open_run(other)
+    if second is not None:
+        st.dataframe(pd.DataFrame(compare_runs([run, second])).set_index("run").T, width="stretch")

@@ -1,0 +1,93 @@
+"""The Inspect, Fabricate and Export pages, headless through AppTest, on the shipped example run."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from onn_core.training.catalog import EXAMPLE_RUN
+
+APP = str(Path(__file__).resolve().parent / "app_entry.py")
+
+
+def open_page(page: str, **query) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    at.switch_page(f"../pages/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.fixture(autouse=True)
+def studio(tmp_path, monkeypatch):
+    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path))
+    monkeypatch.setenv("ONN_JOB_IDLE_EXIT_S", "3")
+    return tmp_path
+
+
+def test_a_fresh_install_inspects_the_shipped_example():
+    at = open_page("inspect")
+    assert [t.value for t in at.title] == ["Inspect a run"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert float(metrics["Test accuracy"].rstrip(" %")) > 90 and metrics["Kernels"] == "8"
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")[:3]]
+    assert titles[0].startswith("signed kernels (7×7 taps of 11.72 µm)")
+    assert titles[1].startswith("K⁺ PSFs") and titles[2].startswith("K⁻ PSFs")  # the example is inverse-designed
+    assert any("Predicted" in m.value for m in at.markdown)
+    at.number_input(key="inspect.image").set_value(7).run()
+    assert not at.exception
+    assert at.query_params["run"] == "example"
+
+
+def test_a_stale_run_link_says_so_and_shows_a_run():
+    at = open_page("inspect", run="no-such-run")
+    assert any("not here" in w.value for w in at.warning)
+    assert not at.exception
+
+
+def test_fabricate_page_draws_once_and_refuses_a_bad_error_model():
+    at = open_page("fabricate")
+    assert [t.value for t in at.title] == ["Fabrication"]
+    next(b for b in at.button if b.label == "One draw now").click().run()
+    labels = [m.label for m in at.metric]
+    assert "Fabricated (one draw)" in labels and not at.exception
+    at.number_input(key="fabricate.gain").set_value(0.0).run()
+    assert any("not valid" in e.value and "gain" in e.value for e in at.error)
+
+
+def test_compensation_runs_as_a_job_and_the_page_shows_before_and_after():
+    from onn_core import jobs
+
+    at = open_page("fabricate")
+    at.radio(key="fabricate.method").set_value("e2e").run()
+    at.number_input(key="fabricate.epochs").set_value(1).run()
+    compensate = next(b for b in at.button if "Compensate" in b.label)
+    compensate.click().run()
+    [job] = [j for j in jobs.list_jobs() if j.kind == "compensate"]
+    assert job.config["run"] == str(EXAMPLE_RUN) and job.config["settings"]["method"] == "e2e"
+    deadline = time.monotonic() + 240
+    while jobs.status(job.id).state not in ("succeeded", "failed") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert jobs.status(job.id).state == "succeeded", jobs.status(job.id).error
+    again = open_page("fabricate")
+    labels = [m.label for m in again.metric]
+    assert "After e2e" in labels and "Drop recovered" in labels
+
+
+def test_export_page_prepares_downloads(studio):
+    at = open_page("export")
+    assert [t.value for t in at.title] == ["Export"]
+    for name in ("json", "gds", "html"):
+        next(b for b in at.button if b.label == f"Prepare {name.upper()}").click().run()
+        assert not at.exception, at.exception
+    assert len(at.get("download_button")) >= 3
+    out = studio / "exports" / "example"
+    assert (out / "metasurface.gds").stat().st_size > 10_000
+    assert (out / "design.json").exists() and (out / "report.html").exists()
+    from onn_core.fabrication.gds import read_gds_summary
+
+    assert len(read_gds_summary(out / "metasurface.gds")["sub_optic_cells"]) == 16
