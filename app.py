@@ -147,6 +147,7 @@ navigation = st.navigation(
     [
         st.Page(PAGES / "design.py", title="Design", icon=":material/grid_view:", default=True),
         st.Page(PAGES / "estimate.py", title="Estimate", icon=":material/query_stats:"),
+        st.Page(PAGES / "train.py", title="Train", icon=":material/model_training:"),
         st.Page(PAGES / "inspect.py", title="Inspect", icon=":material/visibility:"),
         st.Page(PAGES / "fabricate.py", title="Fabricate", icon=":material/precision_manufacturing:"),
         st.Page(PAGES / "export.py", title="Export", icon=":material/download:"),

@@ -91,3 +91,28 @@ def test_export_page_prepares_downloads(studio):
     from onn_core.fabrication.gds import read_gds_summary
 
     assert len(read_gds_summary(out / "metasurface.gds")["sub_optic_cells"]) == 16
+
+
+def test_train_page_submits_a_job_shows_it_live_and_links_the_finished_run():
+    from onn_core import jobs
+
+    at = open_page("train")
+    assert [t.value for t in at.title] == ["Train a student"]
+    at.radio(key="train.method").set_value("kd").run()
+    assert any("needs a trained teacher" in w.value for w in at.warning)  # and Train is disabled
+    assert next(b for b in at.button if "Train (background job)" in b.label).disabled
+    at.radio(key="train.method").set_value("e2e").run()
+    at.selectbox(key="train.dataset").set_value("digits").run()
+    at.number_input(key="train.epochs").set_value(1).run()
+    at.number_input(key="train.limit").set_value(300).run()
+    next(b for b in at.button if "Train (background job)" in b.label).click().run()
+    [job] = jobs.list_jobs()
+    assert job.kind == "train" and job.config["dataset"] == "digits" and job.config["design"]["kernel_size"] > 0
+    deadline = time.monotonic() + 240
+    while jobs.status(job.id).state not in ("succeeded", "failed") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert jobs.status(job.id).state == "succeeded", jobs.status(job.id).error
+    again = open_page("train")  # a reload reattaches: the job list comes from the job store
+    assert not at.exception and len(again.dataframe) == 1
+    inspect = open_page("inspect", run=job.id)
+    assert inspect.selectbox(key="run.picker").value.run_id == job.id

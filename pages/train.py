@@ -1,0 +1,140 @@
+"""Train page: a student for the sidebar design, as background jobs, with a live panel and the job list."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app_widgets import PAGES
+from onn_core import jobs
+from onn_core.data import SPECS, dataset_status
+from onn_core.errors import DesignError
+from onn_core.run_plots import history_figure
+from onn_core.training.config import METHODS
+from onn_core.training.store import find_teacher
+from onn_core.training.trainer import check_design_channels
+
+TEACHER_MODEL = {"classification": "lenet-wide", "segmentation": "unet"}
+
+
+def teachers_for(dataset: str) -> dict[str, str]:
+    """Label → run folder of every finished teacher for ``dataset`` (the store's best, teacher jobs)."""
+    found = {}
+    stored = find_teacher(dataset)
+    if stored is not None:
+        found[f"teacher store: {stored[1].get('model')} ({100 * stored[1].get('best_val', 0):.1f} % val)"] = str(
+            stored[0])  # fmt: skip
+    for job in jobs.list_jobs(state="succeeded"):
+        if job.kind == "teacher" and job.config.get("dataset") == dataset:
+            score = job.metrics.get("accuracy", job.metrics.get("miou"))
+            label = f"teacher job {job.id}: {job.metrics.get('model')} ({100 * (score or 0):.1f} % test)"
+            found[label] = job.artifact_dir
+    return found
+
+
+st.title("Train a student")
+design = st.session_state.get("design")
+if design is None:
+    st.error(f"This design cannot be built. {st.session_state.get('design_error')}")
+    st.stop()
+
+available = [name for name in SPECS if dataset_status(name)["available"]]
+columns = st.columns(3)
+dataset = columns[0].selectbox("Dataset", available, key="train.dataset")
+method = columns[1].radio(
+    "Method", METHODS, horizontal=True, key="train.method",
+    help="e2e: task loss only; kd: Hinton distillation; ntkd: the NTK of the teacher matched.",
+)  # fmt: skip
+epochs = columns[2].number_input("Epochs", 1, 500, 10, key="train.epochs")
+try:
+    check_design_channels(design, dataset, SPECS[dataset].channels)
+except DesignError as error:
+    st.error(str(error))
+    st.stop()
+
+columns = st.columns(4)
+seeds = columns[0].number_input("Seeds", 1, 10, 1, key="train.seeds", help="One job per seed (mean ± std).")
+learning_rate = columns[1].number_input("Learning rate", 1e-5, 1.0, 2e-3, format="%g", key="train.lr")
+limit = columns[2].number_input("Training images (0: all)", 0, 100_000, 0, step=500, key="train.limit",
+                                help="A quick look: train on the first N images only.")  # fmt: skip
+sensor_noise = columns[3].toggle("Camera noise", key="train.noise", help="Shot/read noise and the ADC in training.")
+
+settings = {"dataset": dataset, "method": method, "epochs": int(epochs), "learning_rate": float(learning_rate),
+            "train_limit": int(limit) or None, "sensor_noise": sensor_noise}  # fmt: skip
+if method != "e2e":
+    choices = teachers_for(dataset)
+    if not choices:
+        st.warning(f"{method} needs a trained teacher for {dataset}, and there is none yet.")
+        if st.button(f"Train a {TEACHER_MODEL[SPECS[dataset].task]} teacher (background job)"):
+            try:
+                jobs.submit("teacher", {"dataset": dataset, "model": TEACHER_MODEL[SPECS[dataset].task],
+                                        "epochs": 20, "train_limit": int(limit) or None})  # fmt: skip
+                st.rerun()
+            except jobs.JobError as error:
+                st.error(str(error))
+    else:
+        label = st.selectbox("Teacher", list(choices), key="train.teacher")
+        settings["teacher"] = choices[label]
+        columns = st.columns(4)
+        if method in ("ntkd", "kd+ntkd"):
+            settings["alpha"] = columns[0].number_input("α (task)", 0.0, 100.0, 1.0, key="train.alpha")
+            settings["beta"] = columns[1].number_input("β (NTK)", 0.0, 100.0, 1.0, key="train.beta")
+        if method in ("kd", "kd+ntkd"):
+            settings["temperature"] = columns[2].number_input("T", 0.1, 100.0, 4.0, key="train.temperature")
+            settings["kd_alpha"] = columns[3].number_input("KD weight", 0.0, 1.0, 0.5, key="train.kd_alpha")
+
+ready = method == "e2e" or "teacher" in settings
+if st.button("Train (background job)", icon=":material/play_arrow:", disabled=not ready, type="primary"):
+    submitted = []
+    try:
+        for seed in range(int(seeds)):
+            submitted.append(jobs.submit("train", {**settings, "seed": seed, "design": design.to_dict()}))
+        st.success(f"Queued {', '.join(submitted)}. They keep running if you leave or reload this page.")
+    except jobs.JobError as error:
+        st.error(str(error))
+
+
+def job_row(job) -> dict:
+    score = job.metrics.get("accuracy", job.metrics.get("miou"))
+    return {"job": job.id, "kind": job.kind, "dataset": job.config.get("dataset"), "method": job.config.get("method",
+            "e2e"), "seed": job.config.get("seed", 0), "state": job.state, "progress": round(100 * job.progress),
+            "test score (%)": None if score is None else round(100 * score, 2), "message": job.message}  # fmt: skip
+
+
+@st.fragment(run_every=1)
+def live_panel() -> None:
+    training = [job for job in jobs.list_jobs() if job.kind in ("train", "teacher")]
+    active = [job for job in training if job.state in ("queued", "running")]
+    for job in active:
+        with st.container(border=True):
+            st.progress(job.progress, text=f"{job.kind} {job.id} ({job.config.get('dataset')}, "
+                        f"{job.config.get('method', 'e2e')}, seed {job.config.get('seed', 0)}): "
+                        f"{job.message or job.state}")  # fmt: skip
+            history_path = Path(job.artifact_dir) / "history.json"
+            if history_path.exists():
+                history = json.loads(history_path.read_text())
+                if history:
+                    metric = "accuracy" if SPECS[job.config["dataset"]].task == "classification" else "miou"
+                    components = {k: v for k, v in history[-1].items() if k.startswith("train_") and k != "train_loss"}
+                    st.plotly_chart(history_figure(history, metric), width="stretch", key=f"curve-{job.id}")
+                    if components:
+                        terms = ", ".join(f"{name[6:]} {value:.4f}" for name, value in components.items())
+                        st.caption(f"Loss components (last epoch): {terms}")
+            if st.button("Cancel", key=f"cancel-{job.id}"):
+                jobs.cancel(job.id)
+    if training:
+        st.subheader("Jobs")
+        st.dataframe(pd.DataFrame([job_row(job) for job in training]), hide_index=True, width="stretch")
+        finished = [job for job in training if job.kind == "train" and job.state == "succeeded"]
+        for job in finished[:5]:
+            st.page_link(PAGES / "inspect.py", label=f"Inspect run {job.id}", icon=":material/visibility:",
+                         query_params={"run": job.id})  # fmt: skip
+        for job in training:
+            if job.state == "failed":
+                st.error(f"{job.kind} {job.id} failed: {job.error}")
+    else:
+        st.caption("No training jobs yet.")
+
+
+live_panel()
