@@ -40,8 +40,12 @@ def run_picker(label: str = "Run", *, key: str = "run", query: str = "run") -> R
     wanted = st.query_params.get(query)
     if wanted and wanted not in ids:
         st.warning(f"The run {wanted!r} in the link is not here (deleted, or from another machine); showing another.")
-    index = ids.index(wanted) if wanted in ids else 0
-    chosen = st.selectbox(label, entries, index=index, format_func=lambda entry: entry.label, key=f"{key}.picker")
+    # The link wins; else the run last chosen in this session (page switches clear the URL's query).
+    remembered = st.session_state.get("selected_run")
+    preferred = wanted if wanted in ids else remembered if remembered in ids else ids[0]
+    chosen = st.selectbox(label, entries, index=ids.index(preferred), format_func=lambda entry: entry.label,
+                          key=f"{key}.picker")  # fmt: skip
+    st.session_state["selected_run"] = chosen.run_id
     if st.query_params.get(query) != chosen.run_id:
         st.query_params[query] = chosen.run_id
     return chosen

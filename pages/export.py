@@ -91,4 +91,5 @@ for name in FORMATS:
                 st.error(str(error))
         prepared = st.session_state.get(f"export.{entry.run_id}.{name}")
         if prepared and all(Path(p).exists() for p in prepared):
-            download(prepared, name)
+            # The layout itself for GDS (its read-back summary stays beside it on disk).
+            download(prepared[:1] if name == "gds" else prepared, name)

@@ -164,6 +164,12 @@ if st.button("Compensate (background job)", icon=":material/tune:"):
 
 @st.fragment(run_every=2)
 def results_panel() -> None:
+    design_job = latest_job("inverse-design", run.folder)
+    if metasurface is None and design_job is not None:
+        if design_job.state == "succeeded":
+            st.rerun(scope="app")  # the radius maps exist now: redraw the whole page with them
+        elif design_job.state in ("failed", "cancelled"):
+            st.error(f"Inverse design job {design_job.id} {design_job.state}: {design_job.error or design_job.message}")
     for kind in ("fabricate", "compensate"):
         job = latest_job(kind, run.folder)
         if job is None:

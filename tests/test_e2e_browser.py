@@ -117,3 +117,62 @@ def test_the_estimate_page_answers_in_the_browser(server, page, screenshots):
     page.screenshot(path=str(screenshots / "estimate.png"), full_page=True)
     page.get_by_role("link", name="Design").click()
     expect(_metric(page, "Kernels")).to_have_text("16", timeout=30_000)
+
+
+@pytest.mark.timeout(600)
+def test_train_fabricate_inspect_and_download_the_gds(server, page, screenshots, tmp_path):
+    """The whole loop in the browser: a small design, a short training job on embedded data, its
+    inverse design, Inspect, and the GDS downloaded and read back with gdstk."""
+    import gdstk
+
+    expect = playwright.expect
+    _open(page, server)
+    # A small design (8 kernels of 120 µm, 0.3 mm from the sensor) so the inverse design takes seconds.
+    _set_number(page, "Metasurface height (mm)", "0.7")
+    _set_number(page, "Metasurface width (mm)", "0.7")
+    _set_number(page, "Kernel aperture k (mm)", "0.12")
+    _expand(page, "Sensor")
+    _set_number(page, "Metasurface → sensor (mm)", "0.3")
+    expect(_metric(page, "Kernels")).to_have_text("8", timeout=30_000)
+
+    page.get_by_role("link", name="Train").click()
+    expect(page.get_by_role("heading", name="Train a student", level=1)).to_be_visible(timeout=60_000)
+    _idle(page)
+    page.get_by_test_id("stSelectbox").filter(has_text="Dataset").click()
+    page.get_by_role("option", name="digits").click()
+    _set_number(page, "Epochs", "1")
+    _set_number(page, "Training images (0: all)", "300")
+    _idle(page)
+    page.get_by_role("button", name="Train (background job)").click()
+    link = page.get_by_role("link", name="Inspect run")
+    expect(link.first).to_be_visible(timeout=240_000)  # the live panel shows the finished job
+    page.screenshot(path=str(screenshots / "train.png"), full_page=True)
+
+    link.first.click()
+    expect(page.get_by_role("heading", name="Inspect a run", level=1)).to_be_visible(timeout=60_000)
+    expect(_metric(page, "Test accuracy")).to_contain_text("%", timeout=60_000)
+    assert "run=" in page.url
+    page.screenshot(path=str(screenshots / "inspect.png"), full_page=True)
+
+    page.get_by_role("link", name="Fabricate").click()
+    expect(page.get_by_role("heading", name="Fabrication", level=1)).to_be_visible(timeout=60_000)
+    _idle(page)
+    page.get_by_role("button", name="Run inverse design (background job)").click()
+    expect(page.get_by_text("realised kernels correlate").first).to_be_visible(timeout=240_000)
+    page.screenshot(path=str(screenshots / "fabricate.png"), full_page=True)
+
+    page.get_by_role("link", name="Export").click()
+    expect(page.get_by_role("heading", name="Export", level=1)).to_be_visible(timeout=60_000)
+    _idle(page)
+    page.get_by_role("button", name="Prepare GDS").click()
+    button = page.get_by_role("button", name="Download metasurface.gds")
+    expect(button).to_be_visible(timeout=120_000)
+    with page.expect_download() as download:
+        button.click()
+    path = tmp_path / "downloaded.gds"
+    download.value.save_as(str(path))
+    page.screenshot(path=str(screenshots / "export.png"), full_page=True)
+    library = gdstk.read_gds(str(path))
+    names = {cell.name for cell in library.cells}
+    assert sum(name.startswith("SUBOPTIC_K") for name in names) == 16
+    assert {"SUBOPTIC_K000_PLUS", "SUBOPTIC_K007_MINUS", "METASURFACE"} <= names

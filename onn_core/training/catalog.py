@@ -1,4 +1,4 @@
-"""The finished student runs the app can show: the shipped example and every finished training job.
+"""The finished student runs the app can show: every finished training job and the shipped example.
 
 A run is named by a short, stable id (the example's is ``example``; a job's is its job id), so
 pages can put it in the URL (``?run=…``) and a reload finds it again. Nothing here touches SQL:
@@ -61,19 +61,19 @@ def _entry(run_id: str, folder: Path, source: str) -> RunEntry | None:
 
 
 def finished_runs(database: str | Path | None = None) -> list[RunEntry]:
-    """The shipped example first, then finished training jobs, newest first."""
+    """Finished training jobs, newest first, then the shipped example (all a fresh install has)."""
     from .. import jobs
 
     entries = []
-    example = _entry(EXAMPLE_ID, EXAMPLE_RUN, "example")
-    if example is not None:
-        entries.append(example)
     for job in jobs.list_jobs(state="succeeded", database=database):
         if job.kind != "train":
             continue
         entry = _entry(job.id, Path(job.artifact_dir), "job")
         if entry is not None:
             entries.append(entry)
+    example = _entry(EXAMPLE_ID, EXAMPLE_RUN, "example")
+    if example is not None:
+        entries.append(example)
     return entries
 
 
