@@ -126,7 +126,8 @@ def main() -> int:
     started = time.perf_counter()
     existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     report = {"generated": datetime.now(UTC).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
-              "paper": PAPER, "compensation": COMPENSATION, "tasks": existing.get("tasks", {}), "rows": []}  # fmt: skip
+              "paper": PAPER, "compensation": COMPENSATION, "tasks": existing.get("tasks", {}),
+              "rows": [row for row in existing.get("rows", []) if row["dataset"] not in args.tasks]}  # fmt: skip
 
     def log(text: str) -> None:
         print(text, flush=True)

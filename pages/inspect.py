@@ -41,8 +41,8 @@ st.plotly_chart(kernels_figure(kernels.signed, kernels.tap_pitch), width="stretc
 if kernels.plus is not None:
     st.subheader("Realised by the metasurface")
     st.caption("Each signed kernel is two captures through its own sub-optic, subtracted digitally. Below: "
-               f"the simulated K⁺ and K⁻ PSFs of the inverse-designed radius maps, and g⁺K⁺ − g⁻K⁻; correlation "
-               f"with the trained kernel: min {min(kernels.correlation):.4f}.")  # fmt: skip
+               "the simulated K⁺ and K⁻ PSFs of the inverse-designed radius maps; g⁺K⁺ − g⁻K⁻ correlates with the "
+               f"trained kernel at {min(kernels.correlation):.4f} or better.")  # fmt: skip
     st.plotly_chart(kernels_figure(kernels.plus, kernels.tap_pitch, title="K⁺ PSFs", signed=False), width="stretch")
     if kernels.minus is not None:
         st.plotly_chart(kernels_figure(kernels.minus, kernels.tap_pitch, title="K⁻ PSFs", signed=False),

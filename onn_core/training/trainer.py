@@ -263,9 +263,13 @@ def teacher_sketch(
             progress(Progress("prepare", 0, config.epochs, done, total, math.nan, elapsed,
                               elapsed / done * (total - done), {"task": "teacher NTK sketch"}))  # fmt: skip
 
+    # vmap over the directions holds directions × batch × activations at once: keep that product
+    # bounded (a U-Net on 64 × 64 images at batch 256 took 23 GB and was killed).
+    pixels = int(data.train.images[0].numel())
+    batch_size = max(4, min(256, 2**22 // (config.ntk_sketch * pixels)))
     sketch = TeacherSketch(
         teacher, data.train.images, directions=config.ntk_sketch, seed=0, output_pool=config.ntk_output_pool,
-        progress=report,
+        progress=report, batch_size=batch_size,
     )  # fmt: skip
     log.info("teacher NTK sketch (%d directions) in %.1f s", config.ntk_sketch, time.perf_counter() - started)
     cache.parent.mkdir(parents=True, exist_ok=True)
