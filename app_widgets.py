@@ -30,6 +30,24 @@ def open_run(entry: RunEntry) -> FinishedRun | None:
         return None
 
 
+def chosen_run() -> tuple[RunEntry, FinishedRun]:
+    """The run picker, then the chosen run loaded; the page stops (with the reason shown) if there is none."""
+    entry = run_picker()
+    run = open_run(entry) if entry is not None else None
+    if run is None:
+        st.stop()
+    return entry, run
+
+
+def sidebar_design():
+    """The sidebar's validated design; the page stops, saying why, when it cannot be built."""
+    design = st.session_state.get("design")
+    if design is None:
+        st.error(f"This design cannot be built. {st.session_state.get('design_error')}")
+        st.stop()
+    return design
+
+
 def run_picker(label: str = "Run", *, key: str = "run", query: str = "run") -> RunEntry | None:
     """A picker over finished runs; the choice is kept in the URL (``?run=…``) so links reproduce it."""
     entries = finished_runs()

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from app_widgets import sidebar_design
 from onn_core.design import Design
 from onn_core.design_form import diagnostic_rows
 from onn_core.plots import layout_figure, mtf_figure, psf_figure
@@ -15,11 +16,7 @@ def cached_preview(design_json: str, wavelength: float):
 
 
 st.title("Frontend design")
-design = st.session_state.get("design")
-if design is None:
-    error = st.session_state.get("design_error")
-    st.error(f"This design cannot be built. {error}")
-    st.stop()
+design = sidebar_design()
 
 columns = st.columns(5)
 columns[0].metric("Kernels", design.kernel_count)

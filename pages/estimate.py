@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from app_widgets import sidebar_design
 from estimators.surrogate import CURVES, check_design_for, load_surrogate, surrogate_curve
 from onn_core import jobs
 from onn_core.data.registry import SPECS
@@ -20,10 +21,7 @@ def latest_estimate_job(design_json: dict, dataset: str):
 
 
 st.title("Accuracy before training")
-design = st.session_state.get("design")
-if design is None:
-    st.error(f"This design cannot be built. {st.session_state.get('design_error')}")
-    st.stop()
+design = sidebar_design()
 
 dataset = st.selectbox("Dataset", SWEPT + tuple(d for d in SPECS if d not in SWEPT), key="estimate.dataset")
 metric = "mIoU" if SPECS[dataset].task == "segmentation" else "accuracy"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_widgets import open_run, run_picker
+from app_widgets import chosen_run
 from onn_core import jobs
 from onn_core.errors import DesignError, OpticsInputError
 from onn_core.fabrication.export import FORMATS, export, run_metasurface
@@ -28,12 +28,7 @@ MIME = {".gds": "application/octet-stream", ".npz": "application/octet-stream", 
 INLINE_ATOMS = 20_000_000
 
 st.title("Export")
-entry = run_picker()
-if entry is None:
-    st.stop()
-run = open_run(entry)
-if run is None:
-    st.stop()
+entry, run = chosen_run()
 out = studio_home() / "exports" / entry.run_id
 metasurface = run_metasurface(run, required=False)
 if metasurface is None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_widgets import open_run, run_picker
+from app_widgets import chosen_run
 from onn_core import jobs
 from onn_core.errors import DataFormatError, DesignError, OpticsInputError
 from onn_core.fabrication.error_form import ERROR_FIELDS, error_model_from_form, form_from_error_model
@@ -31,12 +31,7 @@ def latest_job(kind: str, folder: Path):
 
 
 st.title("Fabrication")
-entry = run_picker()
-if entry is None:
-    st.stop()
-run = open_run(entry)
-if run is None:
-    st.stop()
+entry, run = chosen_run()
 metasurface = run_metasurface(run, required=False)
 metric = run.score_name
 

@@ -5,19 +5,14 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app_widgets import open_run, run_picker
+from app_widgets import chosen_run, open_run
 from onn_core.data import SPECS
 from onn_core.inspect import compare_runs, inspect_image, run_kernels
 from onn_core.run_plots import confusion_figure, feature_maps_figure, history_figure, kernels_figure, overlay_figure
 from onn_core.training.catalog import finished_runs
 
 st.title("Inspect a run")
-entry = run_picker()
-if entry is None:
-    st.stop()
-run = open_run(entry)
-if run is None:
-    st.stop()
+entry, run = chosen_run()
 
 metrics, metric = run.metrics, run.score_name
 teacher = metrics.get("teacher") or {}

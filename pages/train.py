@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_widgets import PAGES
+from app_widgets import PAGES, sidebar_design
 from onn_core import jobs
 from onn_core.data import SPECS, dataset_status
 from onn_core.errors import DesignError
@@ -34,10 +34,7 @@ def teachers_for(dataset: str) -> dict[str, str]:
 
 
 st.title("Train a student")
-design = st.session_state.get("design")
-if design is None:
-    st.error(f"This design cannot be built. {st.session_state.get('design_error')}")
-    st.stop()
+design = sidebar_design()
 
 available = [name for name in SPECS if dataset_status(name)["available"]]
 columns = st.columns(3)
