@@ -121,6 +121,8 @@ def main() -> int:
     parser.add_argument("--tasks", nargs="+", default=["fashion-mnist", "shapes-seg"], choices=sorted(BASE))
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--scale", action="append", default=[], metavar="TASK=FACTOR",
+                        help="reuse a calibrated scale of the base error model (skips the calibration)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -141,7 +143,12 @@ def main() -> int:
         runs = [load_run(folder) for folder in folders]
         first = runs[0]
         log(f"{task}: calibrating the error model on validation (target drop {100 * TARGET_DROP[task]:.0f} points)")
-        errors, trials = calibrate(runs, BASE[task], MARGIN * TARGET_DROP[task], log)
+        given = dict(item.split("=", 1) for item in args.scale)
+        if task in given:
+            errors, trials = BASE[task].scaled(float(given[task])), [{"factor": float(given[task]), "reused": True}]
+            log(f"  reusing the calibrated scale × {given[task]}")
+        else:
+            errors, trials = calibrate(runs, BASE[task], MARGIN * TARGET_DROP[task], log)
         entry = {"error_model": errors.to_dict(), "terms": errors.describe(), "calibration": trials, "seeds": []}
         report["tasks"][task] = entry
         per_seed: dict[str, list[float]] = {"none": [], "e2e": [], "ntkd": []}
