@@ -149,7 +149,8 @@ def main() -> int:
             log(f"  reusing the calibrated scale × {given[task]}")
         else:
             errors, trials = calibrate(runs, BASE[task], MARGIN * TARGET_DROP[task], log)
-        entry = {"error_model": errors.to_dict(), "terms": errors.describe(), "calibration": trials, "seeds": []}
+        entry = {"error_model": errors.to_dict(), "terms": errors.describe(), "calibration": trials, "seeds": [],
+                 "command": " ".join(sys.argv)}  # fmt: skip
         report["tasks"][task] = entry
         per_seed: dict[str, list[float]] = {"none": [], "e2e": [], "ntkd": []}
         reference = []
