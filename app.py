@@ -66,10 +66,20 @@ def _on_upload() -> None:
     st.session_state["upload_message"] = None
 
 
+def _design_from_link() -> Design:
+    """The design a shared link carries (``?design=…``), else the default; a bad link is said so."""
+    code = st.query_params.get("design", "")
+    try:
+        return Design.from_link(code)
+    except DesignError as error:
+        st.session_state["upload_message"] = f"The design in the link was not loaded: {error}"
+        return Design()
+
+
 def design_sidebar() -> None:
     """Draw the design inputs; store the validated design (or the error) in session state."""
     if FORM_VALUES not in st.session_state:
-        _load_into_form(Design())
+        _load_into_form(_design_from_link())
     current = st.session_state[FORM_VALUES]
     sidebar = st.sidebar
     sidebar.header("Frontend design")
@@ -115,6 +125,13 @@ def design_sidebar() -> None:
     try:
         design = design_from_form(values)
         st.session_state["design"], st.session_state["design_error"] = design, None
+        # The design travels in the URL, so a link reproduces the view (page switches clear it).
+        link = design.to_link()
+        if st.query_params.get("design", "") != link:
+            if link:
+                st.query_params["design"] = link
+            else:
+                del st.query_params["design"]
     except DesignError as error:
         st.session_state["design"], st.session_state["design_error"] = None, error
         sidebar.error(str(error))

@@ -20,6 +20,8 @@ pixels of 5.86 µm). The input image is shown at one tap per input pixel.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import hashlib
 import json
@@ -499,6 +501,31 @@ class Design:
     def design_id(self) -> str:
         """Short content hash: equal designs share it (cache keys, job configs, URLs)."""
         return hashlib.sha256(self.to_json(indent=None).encode()).hexdigest()[:12]
+
+    def to_link(self) -> str:
+        """A short, URL-safe code of the fields that differ from the default design (SI values).
+
+        ``Design.from_link(design.to_link()) == design``; the default design's code is "".
+        """
+        default = Design().to_dict()
+        changed = {k: v for k, v in self.to_dict().items() if k not in ("schema", "units") and default.get(k) != v}
+        if not changed:
+            return ""
+        text = json.dumps(changed, separators=(",", ":"), sort_keys=True).encode()
+        return base64.urlsafe_b64encode(text).decode().rstrip("=")
+
+    @classmethod
+    def from_link(cls, code: str) -> Design:
+        """The design a :meth:`to_link` code describes; DesignError if the code is not one."""
+        if not code:
+            return cls()
+        if len(code) > 4096:
+            raise DesignError("link", f"{len(code)} characters", "is too long to be a design link.")
+        try:
+            data = json.loads(base64.urlsafe_b64decode(code + "=" * (-len(code) % 4)))
+        except (ValueError, binascii.Error):
+            raise DesignError("link", code[:40], "is not a design link (damaged or cut short).") from None
+        return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> Design:
         """A copy with some fields changed, validated again."""

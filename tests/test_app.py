@@ -138,3 +138,19 @@ def test_exact_estimate_runs_as_a_job_and_reattaches(estimate_page):
     again.selectbox(key="estimate.dataset").set_value("digits").run()
     metrics = {m.label: m.value for m in again.metric}
     assert 50 < float(metrics["Exact estimate (accuracy)"].rstrip(" %")) <= 100
+
+
+def test_the_design_travels_in_the_url():
+    from onn_core.design import Design
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["design"] = Design(metasurface_width=8e-3).to_link()
+    at.run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Kernels"] == "16"  # the link's design, not the default
+    at.sidebar.number_input(key="form.metasurface_height").set_value(8.0).run()
+    assert Design.from_link(at.query_params["design"]).metasurface_height == pytest.approx(8e-3)
+    broken = AppTest.from_file(APP, default_timeout=120)
+    broken.query_params["design"] = "garbage!"
+    broken.run()
+    assert any("link was not loaded" in e.value for e in broken.sidebar.error)

@@ -155,3 +155,18 @@ def test_questionable_designs_warn_with_structure():
     assert undersampled["psf_undersampled"].severity == "warning"
     for warning in crowded.values():
         assert warning.message and warning.hint and warning.to_dict()["parameters"]
+
+
+def test_a_design_link_round_trips_and_refuses_damage():
+    from onn_core.errors import DesignError
+
+    design = Design(metasurface_width=8e-3, wavelengths=(635e-9, 532e-9, 450e-9), input_channels=3)
+    assert Design.from_link(design.to_link()) == design
+    assert Design().to_link() == "" and Design.from_link("") == Design()
+    with pytest.raises(DesignError, match="not a design link"):
+        Design.from_link("not*base64")
+    import base64
+
+    impossible = base64.urlsafe_b64encode(b'{"kernel_size":0.009}').decode()  # 9 mm kernels on 4 mm
+    with pytest.raises(DesignError, match="kernel_size"):
+        Design.from_link(impossible)
