@@ -112,8 +112,7 @@ with st.expander("Measured PSFs from the bench (optional)"):
 
 if errors.needs_metasurface and metasurface is None:
     st.warning("Radius and phase errors need a metasurface; they are ignored until the inverse design is done.")
-    errors = ErrorModel(**{**errors.__dict__, "radius_sigma": 0.0, "radius_bias": 0.0, "radius_quantisation": 0.0,
-                           "phase_sigma": 0.0})  # fmt: skip
+    errors = errors.without_metasurface_terms()
 
 # ---------------------------------------------------------------- one draw now, many in the background
 st.subheader("Accuracy through fabricated optics")

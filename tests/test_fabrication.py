@@ -600,3 +600,9 @@ def test_a_teacher_path_that_is_not_a_run_is_refused(small_run):
     with pytest.raises(TrainingError, match="not a run folder"):
         compensate(load_run(small_run), CompensationSettings(method="ntkd", teacher="/no/such/teacher", epochs=1),
                    errors=ErrorModel(kernel_sigma=0.1))  # fmt: skip
+
+
+def test_meta_atom_terms_can_be_switched_off_for_optics_without_radius_maps():
+    errors = ErrorModel(radius_sigma=5e-9, radius_bias=2e-9, phase_sigma=0.1, shift_sigma=1e-6, seed=3)
+    kept = errors.without_metasurface_terms()
+    assert not kept.needs_metasurface and kept.shift_sigma == 1e-6 and kept.seed == 3

@@ -139,6 +139,10 @@ class ErrorModel:
         return self == ErrorModel(seed=self.seed)
 
     # ------------------------------------------------------------------ composition
+    def without_metasurface_terms(self) -> ErrorModel:
+        """The same model with the meta-atom terms off (for optics that have no radius maps)."""
+        return dataclasses.replace(self, **dict.fromkeys(_METASURFACE_TERMS, 0.0))
+
     def with_seed(self, seed: int) -> ErrorModel:
         return dataclasses.replace(self, seed=seed)
 
