@@ -12,6 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app_widgets import follow_deep_link
 from onn_core.design import Design
 from onn_core.design_form import FORM_FIELDS, design_from_form, form_values
 from onn_core.errors import DesignError
@@ -171,4 +172,5 @@ navigation = st.navigation(
     ]
 )
 design_sidebar()
+follow_deep_link()
 navigation.run()

@@ -14,6 +14,33 @@ from onn_core.training.catalog import RunEntry, finished_runs
 from onn_core.training.run import FinishedRun, load_run
 
 PAGES = Path(__file__).resolve().parent / "pages"
+ROUTER = Path(__file__).resolve().parent / "app.py"
+ROUTER_STATE = "form_values"  # app.py's design sidebar keeps its form here (app.FORM_VALUES) before any page runs
+DEEP_LINK = "deep_link"
+
+
+def through_the_router(page_file: str) -> None:
+    """Make sure the page ``page_file`` runs inside app.py's router, even as a server's first request.
+
+    Until some session has run app.py (and so ``st.navigation``), Streamlit treats ``pages/`` as a
+    legacy multipage folder: a link to ``/inspect`` on a freshly started server runs that page on
+    its own, without the sidebar design, and so does every later session. Inside the router the
+    sidebar always runs before a page, so a session without its form state came in that way: the
+    page hands over to app.py, which reopens it, with the link's query, once the router is up.
+    """
+    if ROUTER_STATE in st.session_state:
+        return
+    query = st.query_params.to_dict()  # the design and run the link carries: app.py's sidebar reads them too
+    st.session_state[DEEP_LINK] = (Path(page_file).name, query)
+    st.switch_page(ROUTER, query_params=query)
+
+
+def follow_deep_link() -> None:
+    """In app.py, after ``st.navigation``: reopen the page a legacy-mode request asked for (see above)."""
+    deep_link = st.session_state.pop(DEEP_LINK, None)
+    if deep_link is not None:
+        name, query = deep_link
+        st.switch_page(PAGES / name, query_params=query)
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the run…")

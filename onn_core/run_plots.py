@@ -15,55 +15,129 @@ from .units import UM
 DIVERGING = "RdBu_r"
 
 
+def nice_length(limit: float) -> float:
+    """The largest 1, 2 or 5 × 10ⁿ not above ``limit`` (a scale bar's length, same unit)."""
+    if limit <= 0:
+        raise ValueError("a scale bar needs a positive length")
+    decade = 10.0 ** np.floor(np.log10(limit))
+    return float(max(step * decade for step in (1.0, 2.0, 5.0) if step * decade <= limit * (1 + 1e-12)))
+
+
+def tile_origins(shape: tuple[int, int], count: int, columns: int, gap: int) -> list[tuple[int, int]]:
+    """(row, column) of each tile's top-left cell in a mosaic of ``count`` tiles of ``shape``."""
+    height, width = shape
+    return [((k // columns) * (height + gap), (k % columns) * (width + gap)) for k in range(count)]
+
+
+class _ImageGrid:
+    """Images of one size laid out as tiles of ONE Plotly axes, on a common physical pitch.
+
+    One heatmap per colour scale instead of one subplot per image: a browser draws a page of
+    these in a fraction of the time 8–24 subplots take (bench/app_latency.py), and equal aspect,
+    tile titles, a scale bar and one colour bar per scale stay. Axes are in µm from the mosaic's
+    corner; the hover names the tile and the position within it.
+    """
+
+    def __init__(self, shape: tuple[int, int], count: int, pitch: float, columns: int, gap: int = 1):
+        self.shape, self.count, self.pitch, self.gap = shape, count, pitch, gap
+        self.columns = max(1, min(columns, count))
+        self.rows = -(-count // self.columns)
+        self.origins = tile_origins(shape, count, self.columns, gap)
+        self.height = self.rows * (shape[0] + gap) - gap
+        self.width = self.columns * (shape[1] + gap) - gap
+        self.figure = go.Figure()
+
+    def add(self, tiles: dict[int, np.ndarray], names: list[str], *, colorscale: str, zmin: float, zmax: float,
+            colorbar: str | None, centred: bool) -> None:  # fmt: skip
+        """Draw ``tiles`` (tile index → image) in one heatmap; other tiles stay transparent."""
+        z = np.full((self.height, self.width), np.nan)
+        where = np.full((self.height, self.width, 3), np.nan)
+        rows, cols = self.shape
+        offset = np.array([rows // 2, cols // 2]) if centred else np.zeros(2, dtype=int)
+        local_y, local_x = np.meshgrid((np.arange(rows) - offset[0]) * self.pitch / UM,
+                                       (np.arange(cols) - offset[1]) * self.pitch / UM, indexing="ij")  # fmt: skip
+        for index, image in tiles.items():
+            top, left = self.origins[index]
+            z[top : top + rows, left : left + cols] = image
+            where[top : top + rows, left : left + cols] = np.stack([np.full_like(local_x, index), local_x, local_y], -1)
+        labels = np.array(names, dtype=object)
+        self.figure.add_trace(go.Heatmap(
+            z=z, x=np.arange(self.width) * self.pitch / UM, y=np.arange(self.height) * self.pitch / UM,
+            colorscale=colorscale, zmin=zmin, zmax=zmax, showscale=colorbar is not None, hoverongaps=False,
+            colorbar={"title": {"text": colorbar or ""}, "thickness": 10, "len": 0.9},
+            customdata=where, text=labels[np.nan_to_num(where[..., 0]).astype(int)],
+            hovertemplate="%{text}: x %{customdata[1]:.1f} µm, y %{customdata[2]:.1f} µm<br>%{z:.4g}<extra></extra>",
+        ))  # fmt: skip
+
+    def finish(self, names: list[str], title: str, pixels_per_tile: int = 120) -> go.Figure:
+        """Tile titles, a scale bar under the first tile, equal aspect, and a height that fits the rows."""
+        step = self.pitch / UM
+        for name, (top, left) in zip(names, self.origins, strict=True):
+            self.figure.add_annotation(x=(left + self.shape[1] / 2 - 0.5) * step, y=(top - 0.6) * step, text=name,
+                                       showarrow=False, yanchor="bottom", font={"size": 11})  # fmt: skip
+        bar = nice_length(0.8 * self.shape[1] * step)
+        below = (self.height + 0.6) * step
+        self.figure.add_shape(type="line", x0=-0.5 * step, x1=-0.5 * step + bar, y0=below, y1=below,
+                              line={"color": "black", "width": 3})  # fmt: skip
+        self.figure.add_annotation(x=-0.5 * step + bar / 2, y=below, text=f"{bar:g} µm", showarrow=False,
+                                   yanchor="top", font={"size": 11})  # fmt: skip
+        hidden = {"showticklabels": False, "showgrid": False, "zeroline": False, "ticks": ""}
+        self.figure.update_layout(
+            title={"text": title}, height=pixels_per_tile * self.rows + 110, plot_bgcolor="white",
+            xaxis={**hidden, "range": [-1.0 * step, (self.width + 0.5) * step], "constrain": "domain"},
+            yaxis={**hidden, "range": [(self.height + 2.5) * step, -2.0 * step], "scaleanchor": "x",
+                   "constrain": "domain"},
+            margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        )  # fmt: skip
+        return self.figure
+
+
 def kernels_figure(kernels: np.ndarray, tap_pitch: float, *, title: str = "signed kernels", columns: int = 8,
-                   signed: bool = True) -> go.Figure:  # fmt: skip
-    """A grid of kernels (K, t, t) on the sensor's tap grid (µm axes), one shared colour scale."""
+                   signed: bool = True, names: list[str] | None = None) -> go.Figure:  # fmt: skip
+    """Kernels (K, t, t) on the sensor's tap grid, one shared colour scale, a µm scale bar.
+
+    ``tap_pitch`` in metres. Signed kernels use a diverging scale centred on zero; PSFs (powers)
+    run from zero.
+    """
     count, taps = kernels.shape[0], kernels.shape[-1]
-    columns = max(1, min(columns, count))
-    rows = -(-count // columns)
+    names = names or [f"K{k}" for k in range(count)]
     limit = float(np.abs(kernels).max()) or 1.0
-    coordinates = (np.arange(taps) - taps // 2) * tap_pitch / UM
-    figure = make_subplots(rows=rows, cols=columns, subplot_titles=[f"K{k}" for k in range(count)],
-                           horizontal_spacing=0.02, vertical_spacing=0.08)  # fmt: skip
-    for index in range(count):
-        figure.add_trace(
-            go.Heatmap(z=kernels[index], x=coordinates, y=coordinates, colorscale=DIVERGING if signed else "Viridis",
-                       zmin=-limit if signed else 0.0, zmax=limit, showscale=index == 0,
-                       colorbar={"title": {"text": "weight" if signed else "power"}, "thickness": 10}),
-            row=index // columns + 1, col=index % columns + 1,
-        )  # fmt: skip
-    figure.update_xaxes(showticklabels=False)
-    figure.update_yaxes(showticklabels=False, scaleanchor="x", constrain="domain")
-    figure.update_xaxes(showticklabels=True, title_text="µm", row=rows, col=1)
-    figure.update_layout(title={"text": f"{title} ({taps}×{taps} taps of {tap_pitch / UM:.2f} µm)"},
-                         height=140 * rows + 80, margin={"l": 10, "r": 10, "t": 60, "b": 10})  # fmt: skip
-    return figure
+    grid = _ImageGrid((taps, taps), count, tap_pitch, columns)
+    grid.add(dict(enumerate(kernels)), names, colorscale=DIVERGING if signed else "Viridis", zmax=limit,
+             zmin=-limit if signed else 0.0, colorbar="weight" if signed else "power", centred=True)  # fmt: skip
+    return grid.finish(names, f"{title} ({taps}×{taps} taps of {tap_pitch / UM:.2f} µm)")
 
 
-def feature_maps_figure(image: np.ndarray, maps: np.ndarray, tap_pitch: float, *, columns: int = 8) -> go.Figure:
-    """The input image and the optical feature maps it produces (µm on the sensor)."""
+def realised_psfs_figure(plus: np.ndarray, minus: np.ndarray | None, tap_pitch: float) -> go.Figure:
+    """The realised K⁺ PSFs (K, t, t) over the K⁻ ones (or None), one power scale; ``tap_pitch`` in metres."""
+    names = [f"K{k}⁺" for k in range(len(plus))]
+    if minus is None:
+        return kernels_figure(plus, tap_pitch, title="realised PSFs", signed=False, names=names)
+    names += [f"K{k}⁻" for k in range(len(minus))]
+    both = np.concatenate([plus, minus])
+    return kernels_figure(both, tap_pitch, title="realised K⁺ (top) and K⁻ PSFs", signed=False, names=names,
+                          columns=len(plus))  # fmt: skip
+
+
+def feature_maps_figure(image: np.ndarray, maps: np.ndarray, tap_pitch: float, *, columns: int = 9) -> go.Figure:
+    """The input image and the optical feature maps it produces, one tap = ``tap_pitch`` metres."""
     count = maps.shape[0]
-    columns = max(1, min(columns, count + 1))
-    rows = -(-(count + 1) // columns)
-    figure = make_subplots(rows=rows, cols=columns, subplot_titles=["input", *[f"K{k}" for k in range(count)]],
-                           horizontal_spacing=0.02, vertical_spacing=0.08)  # fmt: skip
-    height, width = image.shape[-2:]
-    x = np.arange(width) * tap_pitch / UM
-    y = np.arange(height) * tap_pitch / UM
-    figure.add_trace(go.Heatmap(z=image, x=x, y=y, colorscale="Gray", showscale=False), row=1, col=1)
+    shape = (max(image.shape[-2], maps.shape[-2]), max(image.shape[-1], maps.shape[-1]))
+    names = ["input", *[f"K{k}" for k in range(count)]]
+    grid = _ImageGrid(shape, count + 1, tap_pitch, columns)
+    grid.add({0: _pad(image, shape)}, names, colorscale="Gray", zmin=float(image.min()), zmax=float(image.max()),
+             colorbar=None, centred=False)  # fmt: skip
     limit = float(np.abs(maps).max()) or 1.0
-    for index in range(count):
-        position = index + 1
-        figure.add_trace(
-            go.Heatmap(z=maps[index], x=x, y=y, colorscale=DIVERGING, zmin=-limit, zmax=limit,
-                       showscale=index == 0, colorbar={"title": {"text": "signal"}, "thickness": 10}),
-            row=position // columns + 1, col=position % columns + 1,
-        )  # fmt: skip
-    figure.update_xaxes(showticklabels=False)
-    figure.update_yaxes(showticklabels=False, autorange="reversed", scaleanchor="x", constrain="domain")
-    figure.update_layout(height=130 * rows + 60, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                         title={"text": f"optical feature maps (one tap = {tap_pitch / UM:.2f} µm)"})  # fmt: skip
-    return figure
+    grid.add({k + 1: _pad(m, shape) for k, m in enumerate(maps)}, names, colorscale=DIVERGING, zmin=-limit,
+             zmax=limit, colorbar="signal", centred=False)  # fmt: skip
+    return grid.finish(names, f"optical feature maps (one tap = {tap_pitch / UM:.2f} µm)")
+
+
+def _pad(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``image`` in the top-left corner of a NaN canvas of ``shape`` (tiles of one mosaic share a size)."""
+    canvas = np.full(shape, np.nan)
+    canvas[: image.shape[-2], : image.shape[-1]] = image
+    return canvas
 
 
 def confusion_figure(confusion: list[list[int]], classes: list[str]) -> go.Figure:
@@ -94,17 +168,13 @@ def history_figure(history: list[dict], metric: str) -> go.Figure:
 
 
 def overlay_figure(image: np.ndarray, truth: np.ndarray, predicted: np.ndarray, tap_pitch: float) -> go.Figure:
-    """Segmentation: the image, the true mask and the predicted mask side by side (µm axes)."""
-    figure = make_subplots(rows=1, cols=3, subplot_titles=["input", "true mask", "predicted mask"],
-                           horizontal_spacing=0.03)  # fmt: skip
-    height, width = image.shape[-2:]
-    x, y = np.arange(width) * tap_pitch / UM, np.arange(height) * tap_pitch / UM
-    for column, (values, scale) in enumerate(((image, "Gray"), (truth, "Blues"), (predicted, "Oranges")), start=1):
-        figure.add_trace(go.Heatmap(z=values, x=x, y=y, colorscale=scale, showscale=False), row=1, col=column)
-    figure.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", showticklabels=False)
-    figure.update_xaxes(showticklabels=False)
-    figure.update_layout(height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10})
-    return figure
+    """Segmentation: the image, the true mask and the predicted mask side by side (µm scale bar)."""
+    names = ["input", "true mask", "predicted mask"]
+    grid = _ImageGrid(image.shape[-2:], 3, tap_pitch, 3)
+    for index, (values, scale) in enumerate(((image, "Gray"), (truth, "Blues"), (predicted, "Oranges"))):
+        grid.add({index: values}, names, colorscale=scale, zmin=float(values.min()), zmax=float(values.max()),
+                 colorbar=None, centred=False)  # fmt: skip
+    return grid.finish(names, "segmentation", pixels_per_tile=260)
 
 
 def yield_figure(scores: list[float], trained: float, designed: float, metric: str) -> go.Figure:

@@ -27,10 +27,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_app_server(environment: dict[str, str] | None = None, timeout: float = 60.0):
-    """Start ``streamlit run app.py`` on a free port; returns (process, url) once it is healthy."""
+def start_app_server(environment: dict[str, str] | None = None, timeout: float = 60.0, script: Path | None = None):
+    """Start ``streamlit run app.py`` (or ``script``) on a free port; returns (process, url) once it is healthy."""
     port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+    command = [sys.executable, "-m", "streamlit", "run", str(script or "app.py"), "--server.headless", "true",
                "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
                "--server.fileWatcherType", "none"]  # fmt: skip
     process = subprocess.Popen(

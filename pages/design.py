@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app_widgets import sidebar_design
+from app_widgets import sidebar_design, through_the_router
 from onn_core.design import Design
 from onn_core.design_form import diagnostic_rows
 from onn_core.plots import layout_figure, mtf_figure, psf_figure
@@ -15,6 +15,7 @@ def cached_preview(design_json: str, wavelength: float):
     return lens_preview(Design.from_json(design_json), wavelength)
 
 
+through_the_router(__file__)
 st.title("Frontend design")
 design = sidebar_design()
 

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app_widgets import sidebar_design
+from app_widgets import sidebar_design, through_the_router
 from estimators.surrogate import CURVES, check_design_for, load_surrogate, surrogate_curve
 from onn_core import jobs
 from onn_core.data.registry import SPECS
@@ -20,6 +20,7 @@ def latest_estimate_job(design_json: dict, dataset: str):
     return None
 
 
+through_the_router(__file__)
 st.title("Accuracy before training")
 design = sidebar_design()
 

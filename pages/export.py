@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_widgets import chosen_run
+from app_widgets import chosen_run, through_the_router
 from onn_core import jobs
 from onn_core.errors import DesignError, OpticsInputError
 from onn_core.fabrication.export import FORMATS, export, run_metasurface
@@ -27,13 +27,14 @@ MIME = {".gds": "application/octet-stream", ".npz": "application/octet-stream", 
 # Above this many meta-atoms, writing a GDS takes long enough to belong in a background job.
 INLINE_ATOMS = 20_000_000
 
+through_the_router(__file__)
 st.title("Export")
 entry, run = chosen_run()
 out = studio_home() / "exports" / entry.run_id
 metasurface = run_metasurface(run, required=False)
 if metasurface is None:
     st.info("This run has no metasurface yet: its kernels were trained free. GDS, maps and CSV need one: run "
-            "inverse design on the Fabricate page (a background job). JSON, weights and the report work now.")
+            "inverse design on the Fabricate page (a background job). JSON, weights and the report work now.")  # fmt: skip
 else:
     summary = metasurface.summary()
     columns = st.columns(4)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_widgets import chosen_run
+from app_widgets import chosen_run, through_the_router
 from onn_core import jobs
 from onn_core.errors import DataFormatError, DesignError, OpticsInputError
 from onn_core.fabrication.error_form import ERROR_FIELDS, error_model_from_form, form_from_error_model
@@ -30,6 +30,7 @@ def latest_job(kind: str, folder: Path):
     return None
 
 
+through_the_router(__file__)
 st.title("Fabrication")
 entry, run = chosen_run()
 metasurface = run_metasurface(run, required=False)

@@ -5,12 +5,20 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app_widgets import chosen_run, open_run
+from app_widgets import chosen_run, open_run, through_the_router
 from onn_core.data import SPECS
 from onn_core.inspect import compare_runs, inspect_image, run_kernels
-from onn_core.run_plots import confusion_figure, feature_maps_figure, history_figure, kernels_figure, overlay_figure
+from onn_core.run_plots import (
+    confusion_figure,
+    feature_maps_figure,
+    history_figure,
+    kernels_figure,
+    overlay_figure,
+    realised_psfs_figure,
+)
 from onn_core.training.catalog import finished_runs
 
+through_the_router(__file__)
 st.title("Inspect a run")
 entry, run = chosen_run()
 
@@ -38,10 +46,7 @@ if kernels.plus is not None:
     st.caption("Each signed kernel is two captures through its own sub-optic, subtracted digitally. Below: "
                "the simulated K⁺ and K⁻ PSFs of the inverse-designed radius maps; g⁺K⁺ − g⁻K⁻ correlates with the "
                f"trained kernel at {min(kernels.correlation):.4f} or better.")  # fmt: skip
-    st.plotly_chart(kernels_figure(kernels.plus, kernels.tap_pitch, title="K⁺ PSFs", signed=False), width="stretch")
-    if kernels.minus is not None:
-        st.plotly_chart(kernels_figure(kernels.minus, kernels.tap_pitch, title="K⁻ PSFs", signed=False),
-                        width="stretch")  # fmt: skip
+    st.plotly_chart(realised_psfs_figure(kernels.plus, kernels.minus, kernels.tap_pitch), width="stretch")
 else:
     st.info("No metasurface for this run yet: inverse-design it on the Fabricate page to see its PSFs.")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_widgets import PAGES, sidebar_design
+from app_widgets import PAGES, sidebar_design, through_the_router
 from onn_core import jobs
 from onn_core.data import SPECS, dataset_status
 from onn_core.errors import DesignError
@@ -33,6 +33,7 @@ def teachers_for(dataset: str) -> dict[str, str]:
     return found
 
 
+through_the_router(__file__)
 st.title("Train a student")
 design = sidebar_design()
 

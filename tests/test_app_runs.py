@@ -34,9 +34,12 @@ def test_a_fresh_install_inspects_the_shipped_example():
     assert [t.value for t in at.title] == ["Inspect a run"]
     metrics = {m.label: m.value for m in at.metric}
     assert float(metrics["Test accuracy"].rstrip(" %")) > 90 and metrics["Kernels"] == "8"
-    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")[:3]]
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")[:2]]
+    titles = [spec["layout"]["title"]["text"] for spec in specs]
     assert titles[0].startswith("signed kernels (7×7 taps of 11.72 µm)")
-    assert titles[1].startswith("K⁺ PSFs") and titles[2].startswith("K⁻ PSFs")  # the example is inverse-designed
+    assert titles[1].startswith("realised K⁺ (top) and K⁻ PSFs")  # the example is inverse-designed
+    tiles = [a["text"] for a in specs[1]["layout"]["annotations"]]
+    assert tiles[:2] == ["K0⁺", "K1⁺"] and "K7⁻" in tiles and "50 µm" in tiles  # 8 + 8 PSFs, a scale bar
     assert any("Predicted" in m.value for m in at.markdown)
     at.number_input(key="inspect.image").set_value(7).run()
     assert not at.exception

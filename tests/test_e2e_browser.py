@@ -70,6 +70,34 @@ def _open(page, server) -> None:
     _idle(page)
 
 
+def test_a_link_to_a_page_works_as_a_fresh_servers_first_request(tmp_path):
+    # Regression: before any session had run app.py, Streamlit ran a linked pages/ file on its
+    # own (legacy multipage mode): no sidebar design, the raw file list as navigation, and every
+    # later session the same.
+    from onn_core.design import Design
+
+    process, url = start_app_server({"ONN_STUDIO_HOME": str(tmp_path / "home")})
+    try:
+        with playwright.sync_playwright() as driver:
+            browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS))
+            for _ in range(2):  # the first request, then a later session
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(f"{url}/inspect?run=example&design={Design(metasurface_width=8e-3).to_link()}")
+                heading = page.get_by_role("heading", name="Inspect a run", level=1)
+                playwright.expect(heading).to_be_visible(timeout=60_000)
+                _idle(page)
+                navigation = page.get_by_test_id("stSidebarNav")
+                playwright.expect(navigation.get_by_role("link", name="Fabricate")).to_be_visible()
+                playwright.expect(navigation.get_by_role("link", name="app", exact=True)).to_have_count(0)
+                width = page.get_by_role("spinbutton", name="Metasurface width (mm)", exact=True)
+                playwright.expect(width).to_have_value("8")
+                assert page.url.split("?")[0].endswith("/inspect") and "run=example" in page.url
+                page.close()
+            browser.close()
+    finally:
+        stop_app_server(process)
+
+
 def test_the_first_edit_of_a_new_session_takes_effect(server, page):
     # Regression: with the sidebar's widgets created before st.navigation, a session's first
     # edit was dropped (every field came back at its minimum, later at its old value).
