@@ -127,7 +127,7 @@ def _session(context, url: str) -> dict[str, dict[str, float]]:
         timings[name] = {"new_tab": new_tab, "edit": (forth + back) / 2}
         page.close()
     page, _ = _new_tab(context, url, "", PAGES["Design"][1])
-    for name in list(PAGES)[1:] + ["Design"]:  # Design last: a page's first render in this session
+    for name in [*list(PAGES)[1:], "Design"]:  # Design last: a page's first render in this session
         timings[name]["switch"] = _switch(page, name)
     page.close()
     return timings
@@ -166,7 +166,8 @@ def main() -> None:
         switch, new_tab, edit = ([run[name][key] for run in runs] for key in ("switch", "new_tab", "edit"))
         rows.append({
             "page": name, "first_render_s": statistics.median(switch), "edit_redraw_s": statistics.median(edit),
-            "new_tab_render_s": statistics.median(new_tab), "new_tab_over_baseline": statistics.median(new_tab) / baseline,
+            "new_tab_render_s": statistics.median(new_tab),
+            "new_tab_over_baseline": statistics.median(new_tab) / baseline,
             "first_render_max_s": max(switch), "edit_redraw_max_s": max(edit), "new_tab_render_max_s": max(new_tab),
             "cold_first_render_s": cold[name]["switch"], "cold_new_tab_render_s": cold[name]["new_tab"],
         })  # fmt: skip

@@ -22,32 +22,18 @@ def layout_figure(design: Design) -> go.Figure:
     """The metasurface with every sub-optic drawn to scale (mm), coloured by K⁺/K⁻."""
     figure = go.Figure()
     half_w, half_h = design.metasurface_width / 2 / MM, design.metasurface_height / 2 / MM
-    figure.add_shape(
-        type="rect",
-        x0=-half_w,
-        x1=half_w,
-        y0=-half_h,
-        y1=half_h,
-        line={"color": "#1a202c", "width": 2},
-        fillcolor="rgba(226,232,240,0.35)",
-        layer="below",
-    )
+    # Shapes go in as one list: Plotly validates every add_shape call, which dominated this
+    # figure's cost (and grows with the number of sub-optics).
+    shapes = [{"type": "rect", "x0": -half_w, "x1": half_w, "y0": -half_h, "y1": half_h, "layer": "below",
+               "line": {"color": "#1a202c", "width": 2}, "fillcolor": "rgba(226,232,240,0.35)"}]  # fmt: skip
     half_k = design.kernel_size / 2 / MM
     labels_x, labels_y, labels = [], [], []
     for optic in design.sub_optics():
         cx, cy = optic.centre_x / MM, optic.centre_y / MM
         colour = UNUSED_COLOUR if optic.kernel is None else SIGN_COLOURS[optic.sign]
-        figure.add_shape(
-            type="rect",
-            x0=cx - half_k,
-            x1=cx + half_k,
-            y0=cy - half_k,
-            y1=cy + half_k,
-            line={"color": colour, "width": 1},
-            fillcolor=colour,
-            opacity=0.75,
-            layer="below",
-        )
+        shapes.append({"type": "rect", "x0": cx - half_k, "x1": cx + half_k, "y0": cy - half_k, "y1": cy + half_k,
+                       "line": {"color": colour, "width": 1}, "fillcolor": colour, "opacity": 0.75,
+                       "layer": "below"})  # fmt: skip
         labels_x.append(cx)
         labels_y.append(cy)
         if optic.kernel is None:
@@ -55,6 +41,7 @@ def layout_figure(design: Design) -> go.Figure:
         else:
             suffix = {1: "⁺", -1: "⁻", 0: ""}[optic.sign]
             labels.append(f"K{optic.kernel}{suffix}")
+    figure.update_layout(shapes=shapes)
     legend = [("K⁺ sub-optic", SIGN_COLOURS[1]), ("K⁻ sub-optic", SIGN_COLOURS[-1])]
     if not design.signed_kernels:
         legend = [("kernel sub-optic", SIGN_COLOURS[0])]

@@ -45,7 +45,7 @@ class _ImageGrid:
         self.origins = tile_origins(shape, count, self.columns, gap)
         self.height = self.rows * (shape[0] + gap) - gap
         self.width = self.columns * (shape[1] + gap) - gap
-        self.figure = go.Figure()
+        self.traces: list[go.Heatmap] = []
 
     def add(self, tiles: dict[int, np.ndarray], names: list[str], *, colorscale: str, zmin: float, zmax: float,
             colorbar: str | None, centred: bool) -> None:  # fmt: skip
@@ -61,7 +61,7 @@ class _ImageGrid:
             z[top : top + rows, left : left + cols] = image
             where[top : top + rows, left : left + cols] = np.stack([np.full_like(local_x, index), local_x, local_y], -1)
         labels = np.array(names, dtype=object)
-        self.figure.add_trace(go.Heatmap(
+        self.traces.append(go.Heatmap(
             z=z, x=np.arange(self.width) * self.pitch / UM, y=np.arange(self.height) * self.pitch / UM,
             colorscale=colorscale, zmin=zmin, zmax=zmax, showscale=colorbar is not None, hoverongaps=False,
             colorbar={"title": {"text": colorbar or ""}, "thickness": 10, "len": 0.9},
@@ -71,25 +71,27 @@ class _ImageGrid:
 
     def finish(self, names: list[str], title: str, pixels_per_tile: int = 120) -> go.Figure:
         """Tile titles, a scale bar under the first tile, equal aspect, and a height that fits the rows."""
+        # Built as one layout, not annotation by annotation: Plotly validates each call (a tenth of a second here).
         step = self.pitch / UM
-        for name, (top, left) in zip(names, self.origins, strict=True):
-            self.figure.add_annotation(x=(left + self.shape[1] / 2 - 0.5) * step, y=(top - 0.6) * step, text=name,
-                                       showarrow=False, yanchor="bottom", font={"size": 11})  # fmt: skip
+        label = {"showarrow": False, "font": {"size": 11}, "xref": "x", "yref": "y"}
+        annotations = [
+            {**label, "x": (left + self.shape[1] / 2 - 0.5) * step, "y": (top - 0.6) * step, "text": name,
+             "yanchor": "bottom"} for name, (top, left) in zip(names, self.origins, strict=True)
+        ]  # fmt: skip
         bar = nice_length(0.8 * self.shape[1] * step)
         below = (self.height + 0.6) * step
-        self.figure.add_shape(type="line", x0=-0.5 * step, x1=-0.5 * step + bar, y0=below, y1=below,
-                              line={"color": "black", "width": 3})  # fmt: skip
-        self.figure.add_annotation(x=-0.5 * step + bar / 2, y=below, text=f"{bar:g} µm", showarrow=False,
-                                   yanchor="top", font={"size": 11})  # fmt: skip
+        annotations.append({**label, "x": -0.5 * step + bar / 2, "y": below, "text": f"{bar:g} µm", "yanchor": "top"})
+        scale_bar = {"type": "line", "x0": -0.5 * step, "x1": -0.5 * step + bar, "y0": below, "y1": below,
+                     "line": {"color": "black", "width": 3}}  # fmt: skip
         hidden = {"showticklabels": False, "showgrid": False, "zeroline": False, "ticks": ""}
-        self.figure.update_layout(
-            title={"text": title}, height=pixels_per_tile * self.rows + 110, plot_bgcolor="white",
-            xaxis={**hidden, "range": [-1.0 * step, (self.width + 0.5) * step], "constrain": "domain"},
-            yaxis={**hidden, "range": [(self.height + 2.5) * step, -2.0 * step], "scaleanchor": "x",
-                   "constrain": "domain"},
-            margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        )  # fmt: skip
-        return self.figure
+        layout = {
+            "title": {"text": title}, "height": pixels_per_tile * self.rows + 110, "plot_bgcolor": "white",
+            "xaxis": {**hidden, "range": [-1.0 * step, (self.width + 0.5) * step], "constrain": "domain"},
+            "yaxis": {**hidden, "range": [(self.height + 2.5) * step, -2.0 * step], "scaleanchor": "x",
+                      "constrain": "domain"},
+            "margin": {"l": 10, "r": 10, "t": 50, "b": 10}, "annotations": annotations, "shapes": [scale_bar],
+        }  # fmt: skip
+        return go.Figure(data=self.traces, layout=layout)
 
 
 def kernels_figure(kernels: np.ndarray, tap_pitch: float, *, title: str = "signed kernels", columns: int = 8,

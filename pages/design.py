@@ -35,7 +35,7 @@ with right:
         show(f"**{warning.code.replace('_', ' ')}** — {warning.message}\n\n*Fix:* {warning.hint}")
     if not design.warnings:
         st.success("No warnings: the design samples and steers light as required.")
-    st.dataframe(diagnostic_rows(design), hide_index=True, width="stretch")
+    st.table(diagnostic_rows(design), hide_index=True, border="horizontal")
 
 st.subheader("Diffraction-limited preview of one sub-optic")
 wavelength = st.selectbox("Wavelength", design.wavelengths, format_func=format_length)

@@ -33,8 +33,10 @@ entry, run = chosen_run()
 out = studio_home() / "exports" / entry.run_id
 metasurface = run_metasurface(run, required=False)
 if metasurface is None:
-    st.info("This run has no metasurface yet: its kernels were trained free. GDS, maps and CSV need one: run "
-            "inverse design on the Fabricate page (a background job). JSON, weights and the report work now.")  # fmt: skip
+    st.info(
+        "This run has no metasurface yet: its kernels were trained free. GDS, maps and CSV need one: run "
+        "inverse design on the Fabricate page (a background job). JSON, weights and the report work now."
+    )
 else:
     summary = metasurface.summary()
     columns = st.columns(4)
