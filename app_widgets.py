@@ -5,16 +5,21 @@ Pages stay thin: they call these, the library, and draw. Nothing here computes p
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import streamlit as st
 
-from onn_core.errors import TrainingError
+from onn_core.errors import DataFormatError, OpticsInputError, TrainingError
+from onn_core.paths import studio_home
 from onn_core.training.catalog import RunEntry, finished_runs
 from onn_core.training.run import FinishedRun, load_run
 
 PAGES = Path(__file__).resolve().parent / "pages"
 ROUTER = Path(__file__).resolve().parent / "app.py"
+Checked = TypeVar("Checked")
 ROUTER_STATE = "form_values"  # app.py's design sidebar keeps its form here (app.FORM_VALUES) before any page runs
 DEEP_LINK = "deep_link"
 
@@ -94,3 +99,25 @@ def run_picker(label: str = "Run", *, key: str = "run", query: str = "run") -> R
     if st.query_params.get(query) != chosen.run_id:
         st.query_params[query] = chosen.run_id
     return chosen
+
+
+def accepted_upload(upload, check: Callable[[Path], Checked], limit: int) -> tuple[Path, Checked] | None:
+    """Keep an uploaded bench file if ``check(path)`` accepts it; else say why (in the file's own name).
+
+    Files are stored under the studio's home by content hash, never under a name the user chose,
+    and at most ``limit`` bytes are accepted; ``check`` (a library reader) refuses the rest with
+    DataFormatError or OpticsInputError.
+    """
+    if upload.size > limit:
+        st.error(f"{upload.name} is {upload.size / 2**20:.1f} MiB; the limit is {limit // 2**20} MiB.")
+        return None
+    data = upload.getvalue()
+    target = studio_home() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:24]}{Path(upload.name).suffix.lower()}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    try:
+        return target, check(target)
+    except (DataFormatError, OpticsInputError) as error:
+        st.error(str(error).replace(str(target), upload.name))
+        target.unlink(missing_ok=True)
+        return None

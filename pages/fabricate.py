@@ -1,26 +1,31 @@
 """Fabricate page: error models or measured PSFs, yield, accuracy vs error, and compensation."""
 
-import hashlib
 import json
 from pathlib import Path
 
 import streamlit as st
 
-from app_widgets import chosen_run, through_the_router
+from app_widgets import accepted_upload, cached_run, chosen_run, through_the_router
 from onn_core import jobs
-from onn_core.errors import DataFormatError, DesignError, OpticsInputError
+from onn_core.errors import DesignError
 from onn_core.fabrication.error_form import ERROR_FIELDS, error_model_from_form, form_from_error_model
 from onn_core.fabrication.error_model import ErrorModel
-from onn_core.fabrication.evaluate import monte_carlo
+from onn_core.fabrication.evaluate import captured_score, load_captured_maps, monte_carlo
 from onn_core.fabrication.export import run_metasurface
 from onn_core.fabrication.measured import MAX_MEASURED_BYTES, read_measured_psfs
-from onn_core.paths import studio_home
 from onn_core.run_plots import error_curve_figure, yield_figure
 
 # A typical process and camera, as a starting point (SI in the model; shown in nm/µm/% here).
 STARTING_POINT = ErrorModel(radius_sigma=5e-9, shift_sigma=2e-6, psf_blur=2e-6, kernel_sigma=0.03, gain_sigma=0.05,
                             read_noise=5.0, shot_noise=True, bit_depth=8)  # fmt: skip
 QUICK_IMAGES = 1000
+
+
+@st.cache_data(max_entries=32, show_spinner="Scoring the captured maps…")
+def cached_captured_score(folder: str, stamp: float, path: str) -> dict:
+    """The run's backend on an uploaded capture file (content-addressed, so the path is a fair key)."""
+    run = cached_run(folder, stamp)
+    return captured_score(run, load_captured_maps(run, path))
 
 
 def latest_job(kind: str, folder: Path):
@@ -87,29 +92,36 @@ except DesignError as error:
 st.download_button("Download error model JSON", errors.to_json(), file_name="error-model.json",
                    mime="application/json")  # fmt: skip
 
-with st.expander("Measured PSFs from the bench (optional)"):
-    st.caption("An .npz with `psfs` (sub-optics × taps × taps, K⁺ of every kernel, then K⁻), at most "
-               f"{MAX_MEASURED_BYTES // 2**20} MiB. It replaces the simulated optics; the error model's capture and "
-               "camera terms still apply.")  # fmt: skip
+with st.expander("Measured data from the bench (optional)"):
+    st.caption("**Measured PSFs**: an .npz with `psfs` (sub-optics × taps × taps, K⁺ of every kernel, then K⁻), at "
+               f"most {MAX_MEASURED_BYTES // 2**20} MiB. They replace the simulated optics; the error model's capture "
+               "and camera terms still apply.")  # fmt: skip
     upload = st.file_uploader("Measured PSF stack", type=["npz"], key="fabricate.upload")
     measured_path = None
     if upload is not None:
-        if upload.size > MAX_MEASURED_BYTES:
-            st.error(f"{upload.name} is {upload.size / 2**20:.1f} MiB; the limit is {MAX_MEASURED_BYTES // 2**20} MiB.")
-        else:
-            data = upload.getvalue()
-            # Uploads are stored under the studio's home by content hash: never under a user-chosen name.
-            target = studio_home() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:24]}.npz"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-            try:
-                read_measured_psfs(target, run.frontends(), run.design)
-                measured_path = str(target)
-                st.success(f"{upload.name}: {sum(f.kernels * f.captures_per_kernel for f in run.frontends())} PSFs "
-                           "accepted.")  # fmt: skip
-            except (DataFormatError, OpticsInputError) as error:
-                st.error(str(error).replace(str(target), upload.name))
-                target.unlink(missing_ok=True)
+        accepted = accepted_upload(upload, lambda path: read_measured_psfs(path, run.frontends(), run.design),
+                                   MAX_MEASURED_BYTES)  # fmt: skip
+        if accepted is not None:
+            measured_path = str(accepted[0])
+            st.success(f"{upload.name}: {sum(f.kernels * f.captures_per_kernel for f in run.frontends())} PSFs "
+                       "accepted.")  # fmt: skip
+    st.caption("**Captured feature maps**: what the real optics and camera gave, as .npz files with `features` "
+               "(N × kernels × H × W, before the ReLU), `split` and `indices` (the images' places in that split). "
+               "Maps of test images are scored here; with maps of training images too, compensation fine-tunes "
+               "on the captures themselves.")  # fmt: skip
+    captured: dict[str, str] = {}
+    for upload in st.file_uploader("Captured feature maps", type=["npz"], accept_multiple_files=True,
+                                   key="fabricate.captured") or []:  # fmt: skip
+        accepted = accepted_upload(upload, lambda path: load_captured_maps(run, path), MAX_MEASURED_BYTES)
+        if accepted is None:
+            continue
+        path, maps = accepted
+        captured[maps.split] = str(path)
+        answer = cached_captured_score(str(run.folder), (run.folder / "model.pt").stat().st_mtime, str(path))
+        st.success(f"{upload.name}: {answer['images']} {answer['split']} images, accuracy "
+                   f"{100 * answer['captured']:.1f} % on the captures against {100 * answer['simulated']:.1f} % "
+                   f"simulated; the two agree on {100 * answer['agreement']:.1f} % of the images.")  # fmt: skip
+    captured_test = captured.get("test") or captured.get("val")
 
 if errors.needs_metasurface and metasurface is None:
     st.warning("Radius and phase errors need a metasurface; they are ignored until the inverse design is done.")
@@ -144,12 +156,23 @@ method = columns[0].radio(
     "Method", ("ntkd", "e2e"), horizontal=True, key="fabricate.method",
     help="NTKD matches the teacher's NTK with the backend's, on the fabricated feature maps.",
 )  # fmt: skip
-fraction = columns[1].slider("Captured training data (%)", 1, 100, 10, key="fabricate.fraction") / 100
+from_captures = "train" in captured and captured_test is not None
+fraction = columns[1].slider("Captured training data (%)", 1, 100, 10, key="fabricate.fraction",
+                             disabled=from_captures) / 100  # fmt: skip
 epochs = columns[2].number_input("Epochs", 1, 100, 15, key="fabricate.epochs")
+if from_captures:
+    st.info("Compensation fine-tunes on the uploaded captures of training images and scores on the captured test "
+            "maps; the error model and the simulated optics are not used.")  # fmt: skip
+elif "train" in captured:
+    st.warning("Captured maps of training images need captured maps of test images beside them to be scored; "
+               "until then compensation uses the simulated fabrication.")  # fmt: skip
 if st.button("Compensate (background job)", icon=":material/tune:"):
     config = {"run": str(run.folder), "error_model": errors.to_dict(),
               "settings": {"method": method, "fraction": fraction, "epochs": int(epochs)}}  # fmt: skip
-    if measured_path:
+    if from_captures:
+        config = {"run": str(run.folder), "settings": {"method": method, "epochs": int(epochs)},
+                  "captured_maps": captured["train"], "captured_test_maps": captured_test}  # fmt: skip
+    elif measured_path:
         config["measured_psfs"] = measured_path
     try:
         jobs.submit("compensate", config)

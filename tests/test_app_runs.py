@@ -81,6 +81,54 @@ def test_compensation_runs_as_a_job_and_the_page_shows_before_and_after():
     assert "After e2e" in labels and "Drop recovered" in labels
 
 
+def _captures(split: str, count: int, **errors) -> bytes:
+    """The example run's feature maps of the first ``count`` ``split`` images through a fabricated draw (.npz)."""
+    import io
+
+    import numpy as np
+    import torch
+
+    from onn_core.fabrication.error_model import ErrorModel
+    from onn_core.fabrication.fabricated import fabricate
+    from onn_core.training.run import load_run
+
+    run = load_run(EXAMPLE_RUN)
+    indices = np.arange(count)
+    with torch.no_grad():
+        fabricated = fabricate(run.model, run.design, ErrorModel(seed=3, **errors))
+        features = fabricated.frontend(getattr(run.data(), split).images[indices]).numpy()
+    buffer = io.BytesIO()
+    np.savez(buffer, features=features, split=np.array(split), indices=indices)
+    return buffer.getvalue()
+
+
+def test_fabricate_page_scores_captured_maps_and_compensates_from_them():
+    from onn_core import jobs
+
+    at = open_page("fabricate")
+    maps = [("bench-train.npz", _captures("train", 400, kernel_sigma=0.3), "application/octet-stream"),
+            ("bench-test.npz", _captures("test", 300, kernel_sigma=0.3), "application/octet-stream"),
+            ("broken.npz", b"not a zip", "application/octet-stream")]  # fmt: skip
+    at.file_uploader(key="fabricate.captured").set_value(maps).run()
+    assert not at.exception, at.exception
+    scored = [m.value for m in at.success if "images, accuracy" in m.value]
+    assert any(m.startswith("bench-train.npz: 400 train images") for m in scored)
+    assert any(m.startswith("bench-test.npz: 300 test images") for m in scored)
+    refused = [e.value for e in at.error if "broken.npz" in e.value]
+    assert refused and "uploads" not in refused[0]  # the user's file name, not where it was stored
+    assert any("fine-tunes on the uploaded captures" in i.value for i in at.info)
+    at.radio(key="fabricate.method").set_value("e2e").run()
+    at.number_input(key="fabricate.epochs").set_value(1).run()
+    next(b for b in at.button if "Compensate" in b.label).click().run()
+    [job] = [j for j in jobs.list_jobs() if j.kind == "compensate"]
+    assert "error_model" not in job.config and Path(job.config["captured_test_maps"]).exists()
+    deadline = time.monotonic() + 240
+    while jobs.status(job.id).state not in ("succeeded", "failed") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert jobs.status(job.id).state == "succeeded", jobs.status(job.id).error
+    assert jobs.status(job.id).metrics["source"] == "captured maps (300 test images scored)"
+
+
 def test_export_page_prepares_downloads(studio):
     at = open_page("export")
     assert [t.value for t in at.title] == ["Export"]

@@ -15,14 +15,16 @@ from scipy.special import erf
 from onn_core.cli import main
 from onn_core.design import Design
 from onn_core.errors import DesignError, MeasuredDataError, OpticsInputError, TrainingError
-from onn_core.fabrication.compensate import CompensationSettings, captured_subset, compensate
+from onn_core.fabrication.compensate import CompensationSettings, captured_subset, compensate, compensate_captured
 from onn_core.fabrication.error_model import ErrorModel
-from onn_core.fabrication.evaluate import error_curve, monte_carlo
+from onn_core.fabrication.evaluate import error_curve, load_captured_maps, monte_carlo
 from onn_core.fabrication.export import export, run_metasurface
 from onn_core.fabrication.fabricated import FabricatedFrontend, _tap_blur_matrix, designed_captures, fabricate
 from onn_core.fabrication.inverse_design import InverseDesignSettings, Metasurface, inverse_design
+from onn_core.fabrication.jobs import validate as validate_job
 from onn_core.fabrication.measured import read_captured_maps, read_measured_psfs
 from onn_core.models.frontends import IdealFrontend, PhysicalFrontend
+from onn_core.models.zoo import BackendOnFeatures
 from onn_core.optics.elements import lens_phase
 from onn_core.optics.metasurface import default_meta_atom_table
 from onn_core.optics.suboptic import suboptic_kernel_taps
@@ -383,6 +385,52 @@ def test_compensation_tunes_only_the_backend_and_recovers_accuracy(small_run, tm
         CompensationSettings(fraction=0)
 
 
+def _capture(run, errors: ErrorModel, split: str, indices: np.ndarray, path) -> object:
+    """Feature maps of ``split`` images through a fabricated draw of the optics, saved and read back as a bench's."""
+    fabricated = fabricate(run.model, run.design, errors)
+    with torch.no_grad():
+        features = fabricated.frontend(getattr(run.data(), split).images[indices]).numpy()
+    np.savez(path, features=features, split=np.array(split), indices=indices)
+    return load_captured_maps(run, path)
+
+
+def test_compensation_from_captured_maps_recovers_accuracy_on_captured_test_maps(small_run, tmp_path):
+    run = load_run(small_run)
+    errors = ErrorModel(kernel_sigma=0.5, gain_sigma=0.3, seed=2)
+    data = run.data()
+    train_maps = _capture(run, errors, "train", np.arange(0, len(data.train), 2), tmp_path / "train.npz")
+    test_maps = _capture(run, errors, "test", np.arange(600), tmp_path / "test.npz")
+    settings = CompensationSettings(method="e2e", epochs=6, learning_rate=2e-3)
+    result = compensate_captured(run, train_maps, test_maps, settings, out_dir=tmp_path / "comp")
+    assert result.before < result.trained - 0.05  # the real optics cost accuracy
+    assert result.after > result.before + 0.03 and result.recovered > 0.3
+    assert result.train_images + result.val_images == len(train_maps.indices)
+    assert result.val_images == pytest.approx(0.2 * len(train_maps.indices), abs=10)  # a fifth picks the epoch
+    assert result.fraction == pytest.approx(0.5, abs=0.01) and "captured maps (600 test" in result.source
+    # The backend alone moved; the (simulated) frontend in the saved model is the run's own.
+    saved = torch.load(tmp_path / "comp" / "model.pt", weights_only=True)
+    assert not torch.equal(saved["backend.0.weight"], run.model.state_dict()["backend.0.weight"])
+    assert torch.equal(saved["frontend.weight"], run.model.state_dict()["frontend.weight"])
+    # Scored with the compensated backend, the same captured test maps give the reported "after".
+    compensated = load_run(small_run).model
+    compensated.load_state_dict(saved)
+    with torch.no_grad():
+        predicted = BackendOnFeatures(compensated)(test_maps.features).argmax(dim=1)
+    assert float((predicted == data.test.targets[:600]).float().mean()) == pytest.approx(result.after)
+
+
+def test_compensation_from_captured_maps_refuses_maps_of_the_wrong_split(small_run, tmp_path):
+    run = load_run(small_run)
+    maps = _capture(run, ErrorModel(), "test", np.arange(100), tmp_path / "test.npz")
+    with pytest.raises(MeasuredDataError, match="training images"):
+        compensate_captured(run, maps, maps)
+    train_maps = _capture(run, ErrorModel(), "train", np.arange(100), tmp_path / "train.npz")
+    with pytest.raises(MeasuredDataError, match="not of the images compensation trains on"):
+        compensate_captured(run, train_maps, train_maps)
+    with pytest.raises(MeasuredDataError, match="too few"):
+        compensate_captured(run, _capture(run, ErrorModel(), "train", np.arange(1), tmp_path / "one.npz"), maps)
+
+
 def test_captured_subsets_are_stratified_and_seeded(small_run):
     data = load_run(small_run).data()
     chosen = captured_subset(data.train, 0.1, "classification", seed=0)
@@ -402,6 +450,15 @@ def test_ntkd_compensation_runs_with_a_teacher_and_logs_the_kernel_term(small_ru
     result = compensate(run, settings, errors=ErrorModel(kernel_sigma=0.2, seed=1), progress=updates.append)
     assert result.method == "ntkd" and result.epochs_run == 2
     assert "loss_ntk" in next(u for u in updates if u.phase == "compensate").metrics
+    # From captured maps: the student sees the maps, the teacher (KD and its NTK sketch) the raw images.
+    errors = ErrorModel(kernel_sigma=0.2, seed=1)
+    train_maps = _capture(run, errors, "train", np.arange(0, 600, 3), tmp_path / "train.npz")
+    test_maps = _capture(run, errors, "test", np.arange(200), tmp_path / "test.npz")
+    updates.clear()
+    settings = CompensationSettings(method="kd+ntkd", epochs=1, teacher=str(teacher))
+    result = compensate_captured(run, train_maps, test_maps, settings, progress=updates.append)
+    assert result.epochs_run == 1 and 0 <= result.after <= 1
+    assert {"loss_kd", "loss_ntk"} <= set(next(u for u in updates if u.phase == "compensate").metrics)
 
 
 # ---------------------------------------------------------------------------- CLI and exports
@@ -517,6 +574,18 @@ def test_captured_feature_maps_are_scored_by_the_backend(small_run, tmp_path, ca
              features.shape).astype(np.float32), split=np.array("test"), indices=indices)  # fmt: skip
     assert main(["fabricate", "--run", str(small_run), "--captured-maps", str(tmp_path / "noisy.npz"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["agreement"] < 1.0
+    # Compensation from captures: training maps plus test maps, never one alone.
+    _capture(run, ErrorModel(kernel_sigma=0.3, seed=4), "train", np.arange(0, 600, 2), tmp_path / "train.npz")
+    code = main(["compensate", "--run", str(small_run), "--captured-maps", str(tmp_path / "train.npz"),
+                 "--captured-test-maps", str(tmp_path / "noisy.npz"), "--method", "e2e", "--epochs", "1",
+                 "--out", str(tmp_path / "c"), "--json"])  # fmt: skip
+    answer = json.loads(capsys.readouterr().out)
+    assert code == 0 and answer["source"].startswith("captured maps (100 test") and answer["error_model"] is None
+    assert (tmp_path / "c" / "compensation.json").exists()
+    assert main(["compensate", "--run", str(small_run), "--captured-maps", str(tmp_path / "train.npz"), "--json"]) == 2
+    assert "--captured-test-maps" in capsys.readouterr().err
+    with pytest.raises(DesignError, match="captured_test_maps"):
+        validate_job("compensate", {"run": str(small_run), "captured_maps": str(tmp_path / "train.npz")})
 
 
 # ---------------------------------------------------------------------------- review follow-ups

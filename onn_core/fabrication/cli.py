@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import DesignError
 from ..training.run import load_run
 
 
@@ -68,14 +69,9 @@ def _cmd_fabricate(args: argparse.Namespace) -> int:
 
     run = load_run(args.run)
     if args.captured_maps:
-        from .evaluate import captured_score
-        from .measured import read_captured_maps
+        from .evaluate import captured_score, load_captured_maps
 
-        data = run.data()
-        sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
-        image_size = (run.design.input_height, run.design.input_width)
-        maps = read_captured_maps(args.captured_maps, run.frontends()[0], image_size, sizes)
-        answer = captured_score(run, maps)
+        answer = captured_score(run, load_captured_maps(run, args.captured_maps))
         return _emit(args, answer, f"captured maps ({answer['images']} {answer['split']} images): accuracy "
                      f"{100 * answer['captured']:.1f} % vs {100 * answer['simulated']:.1f} % simulated")  # fmt: skip
     metasurface, measured = _optics(args, run)
@@ -96,20 +92,30 @@ def _cmd_fabricate(args: argparse.Namespace) -> int:
 
 
 def _cmd_compensate(args: argparse.Namespace) -> int:
-    from .compensate import CompensationSettings, compensate
+    from .compensate import CompensationSettings, compensate, compensate_captured
+    from .evaluate import load_captured_maps
 
     run = load_run(args.run)
-    metasurface, measured = _optics(args, run)
     settings = CompensationSettings(method=args.method, fraction=args.fraction, epochs=args.epochs,
                                     learning_rate=args.learning_rate, teacher=args.teacher, seed=args.train_seed,
                                     beta=args.beta)  # fmt: skip
-    out = Path(args.out) if args.out else run.folder / "compensation" / f"{args.method}-{args.fraction:g}"
-    result = compensate(run, settings, errors=_errors(args), metasurface=metasurface, measured=measured, out_dir=out)
+    if bool(args.captured_maps) != bool(args.captured_test_maps):
+        raise DesignError("--captured-maps", "one file", "give maps of training images (--captured-maps) and of "
+                          "test images (--captured-test-maps).")  # fmt: skip
+    if args.captured_maps:
+        out = Path(args.out) if args.out else run.folder / "compensation" / f"{args.method}-captured"
+        train_maps, test_maps = (load_captured_maps(run, p) for p in (args.captured_maps, args.captured_test_maps))
+        result = compensate_captured(run, train_maps, test_maps, settings, out_dir=out)
+    else:
+        metasurface, measured = _optics(args, run)
+        out = Path(args.out) if args.out else run.folder / "compensation" / f"{args.method}-{args.fraction:g}"
+        result = compensate(run, settings, errors=_errors(args), metasurface=metasurface, measured=measured,
+                            out_dir=out)  # fmt: skip
     answer = {**result.to_dict(), "out": str(out)}
     recovered = "" if result.recovered is None else f", {100 * result.recovered:.0f} % of the drop recovered"
     text = (f"{result.metric}: trained {100 * result.trained:.1f} %, fabricated {100 * result.before:.1f} %, after "
             f"{result.method} compensation on {result.train_images} images {100 * result.after:.1f} %{recovered}"
-            f" → {out}")  # fmt: skip
+            f" ({result.source}) → {out}")  # fmt: skip
     return _emit(args, answer, text)
 
 
@@ -170,6 +176,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     compensate.add_argument("--beta", type=float, default=None, help="NTK term weight (default: the run's)")
     compensate.add_argument("--teacher", default=None, metavar="DIR", help="teacher run (default: the run's)")
     compensate.add_argument("--train-seed", type=int, default=0, help="captured subset, batch order")
+    compensate.add_argument("--captured-maps", default=None, metavar="TRAIN.npz",
+                            help="fine-tune on feature maps captured from training images (features, split, indices); "
+                            "needs --captured-test-maps; replaces the error model and measured PSFs")  # fmt: skip
+    compensate.add_argument("--captured-test-maps", default=None, metavar="TEST.npz",
+                            help="captured maps of test images: before/after are scored on them")  # fmt: skip
     compensate.add_argument("--out", default=None, metavar="DIR", help="default: RUN/compensation/METHOD-FRACTION")
     compensate.add_argument("--json", action="store_true")
     compensate.set_defaults(handler=_cmd_compensate)

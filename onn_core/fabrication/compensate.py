@@ -13,6 +13,10 @@ with
 The same fraction of the validation split picks the best epoch: a real bench has no more
 captured data for model selection than for training. Before/after scores are on the full test
 split through the same fabricated optics.
+
+``compensate_captured`` does the same from **captured feature maps** (the real optics and camera,
+no simulation at all): the backend is fine-tuned on maps of some training images, a fifth of
+them (stratified) picks the epoch, and before/after are scored on captured maps of test images.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..data import Split
 from ..data.registry import stratified_split
-from ..errors import TrainingError
+from ..errors import MeasuredDataError, TrainingError
 from ..models import OpticalFrontend
+from ..models.zoo import BackendOnFeatures
 from ..training.config import METHODS
 from ..training.losses import TransferLoss, needs_teacher, uses_ntk
 from ..training.run import FinishedRun
@@ -43,6 +49,7 @@ from .error_model import ErrorModel
 from .evaluate import score
 from .fabricated import fabricate
 from .inverse_design import Metasurface
+from .measured import CapturedMaps
 
 RESULT_FILE = "compensation.json"
 
@@ -213,46 +220,13 @@ def _compensate(run, settings, errors, metasurface, measured, folder, log, progr
             sketch = teacher_sketch(teacher, teacher_folder, captured, config, log, progress)
     loss_fn = TransferLoss(config, task, teacher, sketch)
     frontend_ids = {id(p) for m in model.modules() if isinstance(m, OpticalFrontend) for p in m.parameters()}
-    backend = [p for p in model.parameters() if id(p) not in frontend_ids]
     for parameter in model.parameters():
         parameter.requires_grad_(id(parameter) not in frontend_ids)
-    optimiser = torch.optim.AdamW(backend, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.epochs,
-                                                          eta_min=settings.learning_rate * 0.01)  # fmt: skip
-    best_score = score(model, captured.val, task, classes)
-    best_state, best_epoch, history = copy.deepcopy(model.state_dict()), 0, []
-    batch = config.batch_size
-    steps = math.ceil(len(captured.train) / batch)
-    for epoch in range(settings.epochs):
-        model.train()
-        generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
-        order = torch.randperm(len(captured.train), generator=generator)
-        running, seen = 0.0, 0
-        for step in range(steps):
-            index = order[step * batch : (step + 1) * batch]
-            _, parts = loss_fn(model, captured.train.images[index], captured.train.targets[index], index)
-            if not torch.isfinite(parts.total):
-                raise TrainingError(f"compensation diverged at epoch {epoch + 1} (loss {float(parts.total)}); "
-                                    "lower the learning rate.")  # fmt: skip
-            optimiser.zero_grad(set_to_none=True)
-            parts.total.backward()
-            optimiser.step()
-            running += float(parts.total.detach()) * len(index)
-            seen += len(index)
-            if progress:
-                elapsed = time.perf_counter() - started
-                done = epoch * steps + step + 1
-                eta = elapsed / done * (settings.epochs * steps - done)
-                progress(Progress("compensate", epoch + 1, settings.epochs, step + 1, steps, running / seen, elapsed,
-                                  eta, {f"loss_{k}": v for k, v in parts.components.items()}))  # fmt: skip
-        schedule.step()
-        validation = score(model, captured.val, task, classes)
-        history.append({"epoch": epoch + 1, "train_loss": running / max(seen, 1), f"val_{run.score_name}": validation})
-        log.info("epoch %d/%d %s", epoch + 1, settings.epochs, json.dumps(history[-1]))
-        if validation > best_score:
-            best_score, best_state, best_epoch = validation, copy.deepcopy(model.state_dict()), epoch + 1
-    model.load_state_dict(best_state)
-    model.eval()
+    history, best_epoch = _fine_tune(
+        model, loss_fn, captured.train.images, captured.train.targets, captured.train.images,
+        lambda: score(model, captured.val, task, classes), settings, config.batch_size, run.score_name, log,
+        progress, started,
+    )  # fmt: skip
     after = score(model, data.test, task, classes)
     result = CompensationResult(
         method=settings.method, fraction=settings.fraction, metric=run.score_name, trained=trained, before=before,
@@ -268,3 +242,152 @@ def _compensate(run, settings, errors, metasurface, measured, folder, log, progr
         _atomic_save(model.state_dict(), folder / "model.pt")
         _atomic_write_text(folder / RESULT_FILE, json.dumps({"run": str(run.folder), **result.to_dict()}, indent=2))
     return result
+
+
+SELECTION_SHARE = 0.2  # of the captured training maps, held out to pick the epoch
+
+
+def compensate_captured(
+    run: FinishedRun,
+    train_maps: CapturedMaps,
+    test_maps: CapturedMaps,
+    settings: CompensationSettings | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> CompensationResult:
+    """Fine-tune ``run``'s backend on captured feature maps of training images; score on captured test maps.
+
+    Nothing is simulated: ``train_maps`` (split "train") and ``test_maps`` (split "test" or "val")
+    are what the real optics and camera gave (:func:`~.evaluate.load_captured_maps`). A fifth of
+    the training maps, stratified by class, picks the epoch. The teacher, for kd/ntkd, sees the
+    raw images the maps were captured from. ``settings.fraction`` is ignored: the captures decide
+    it. ``out_dir`` receives compensation.json, the compensated backend (model.pt) and a log.
+    """
+    settings = settings or CompensationSettings()
+    if train_maps.split != "train":
+        raise MeasuredDataError(f"split {train_maps.split}", "compensation trains on maps of training images "
+                                "(split 'train'); the test images must stay unseen.")  # fmt: skip
+    if test_maps.split not in ("test", "val"):
+        raise MeasuredDataError(f"split {test_maps.split}", "before/after are scored on maps of test (or "
+                                "validation) images, not of the images compensation trains on.")  # fmt: skip
+    started = time.perf_counter()
+    folder = Path(out_dir) if out_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    log = _logger(folder) if folder is not None else logging.getLogger("onn_core.compensate")
+    try:
+        return _compensate_captured(run, train_maps, test_maps, settings, folder, log, progress, started)
+    finally:
+        if folder is not None:
+            for handler in list(log.handlers):
+                log.removeHandler(handler)
+                handler.close()
+
+
+def _compensate_captured(run, train_maps, test_maps, settings, folder, log, progress, started) -> CompensationResult:
+    torch.manual_seed(settings.seed)
+    data = run.data()
+    model = copy.deepcopy(run.model)
+    student = BackendOnFeatures(model)
+
+    def accuracy(features: torch.Tensor, targets: torch.Tensor) -> float:
+        student.eval()
+        with torch.no_grad():
+            return float((student(features).argmax(dim=1) == targets).float().mean())
+
+    images, targets = data.train.images[train_maps.indices], data.train.targets[train_maps.indices]
+    rng = np.random.default_rng(settings.seed)
+    held, kept = stratified_split(targets.numpy(), (SELECTION_SHARE,), rng)
+    if len(held) == 0 or len(kept) == 0:
+        raise MeasuredDataError("captured training maps", f"{len(targets)} maps are too few to train on and pick "
+                                "an epoch with; capture at least a few per class.")  # fmt: skip
+    held, kept = torch.as_tensor(np.sort(held)), torch.as_tensor(np.sort(kept))
+    test_split = getattr(data, test_maps.split)
+    test_targets = test_split.targets[test_maps.indices]
+    before = accuracy(test_maps.features, test_targets)
+    with torch.no_grad():
+        trained = float((run.model(test_split.images[test_maps.indices]).argmax(dim=1) == test_targets).float().mean())
+    config = _run_config(run, settings)
+    captured = dataclasses.replace(data, train=Split(images[kept], targets[kept]),
+                                   val=Split(images[held], targets[held]))  # fmt: skip
+    log.info("compensating %s with %s on %d captured training maps (%d pick the epoch): accuracy on %d captured "
+             "%s maps %.4f, simulated %.4f", run.folder, settings.method, len(kept), len(held), len(test_targets),
+             test_maps.split, before, trained)  # fmt: skip
+    teacher, sketch = None, None
+    if needs_teacher(config.method):
+        teacher, teacher_folder, _ = load_teacher(config, data)
+        if uses_ntk(config.method):
+            sketch = teacher_sketch(teacher, teacher_folder, captured, config, log, progress)
+    loss_fn = TransferLoss(config, "classification", teacher, sketch)
+    features = train_maps.features
+    history, best_epoch = _fine_tune(
+        student, loss_fn, features[kept], targets[kept], images[kept],
+        lambda: accuracy(features[held], targets[held]), settings, config.batch_size, run.score_name, log,
+        progress, started,
+    )  # fmt: skip
+    after = accuracy(test_maps.features, test_targets)
+    result = CompensationResult(
+        method=settings.method, fraction=len(train_maps.indices) / len(data.train), metric=run.score_name,
+        trained=trained, before=before, after=after, train_images=len(kept), val_images=len(held),
+        epochs_run=len(history), best_epoch=best_epoch, seconds=time.perf_counter() - started, error_model=None,
+        source=f"captured maps ({len(test_targets)} {test_maps.split} images scored)", history=history,
+        settings=dataclasses.asdict(settings),
+    )  # fmt: skip
+    log.info("accuracy on captured %s maps: %.4f → %.4f after %s compensation (best epoch %d)", test_maps.split,
+             before, after, settings.method, best_epoch)  # fmt: skip
+    if folder is not None:
+        _atomic_save(model.state_dict(), folder / "model.pt")
+        _atomic_write_text(folder / RESULT_FILE, json.dumps({"run": str(run.folder), **result.to_dict()}, indent=2))
+    return result
+
+
+def _fine_tune(model: nn.Module, loss_fn: TransferLoss, inputs: torch.Tensor, targets: torch.Tensor,
+               teacher_inputs: torch.Tensor, select: Callable[[], float], settings: CompensationSettings,
+               batch: int, metric: str, log: logging.Logger, progress, started: float) -> tuple[list, int]:  # fmt: skip
+    """AdamW on ``model``'s trainable parameters; keeps the epoch ``select`` scores best (epoch 0: as given).
+
+    ``inputs`` feed the student and ``teacher_inputs`` the teacher (the same images through
+    simulated optics; captured maps and their raw images from a bench). Returns (history, best epoch)
+    and leaves ``model`` at its best state, in eval mode.
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.epochs,
+                                                          eta_min=settings.learning_rate * 0.01)  # fmt: skip
+    model.eval()
+    best_score = select()
+    best_state, best_epoch, history = copy.deepcopy(model.state_dict()), 0, []
+    steps = math.ceil(len(inputs) / batch)
+    for epoch in range(settings.epochs):
+        model.train()
+        generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
+        order = torch.randperm(len(inputs), generator=generator)
+        running, seen = 0.0, 0
+        for step in range(steps):
+            index = order[step * batch : (step + 1) * batch]
+            _, parts = loss_fn(model, inputs[index], targets[index], index, teacher_images=teacher_inputs[index])
+            if not torch.isfinite(parts.total):
+                raise TrainingError(f"compensation diverged at epoch {epoch + 1} (loss {float(parts.total)}); "
+                                    "lower the learning rate.")  # fmt: skip
+            optimiser.zero_grad(set_to_none=True)
+            parts.total.backward()
+            optimiser.step()
+            running += float(parts.total.detach()) * len(index)
+            seen += len(index)
+            if progress:
+                elapsed = time.perf_counter() - started
+                done = epoch * steps + step + 1
+                eta = elapsed / done * (settings.epochs * steps - done)
+                progress(Progress("compensate", epoch + 1, settings.epochs, step + 1, steps, running / seen, elapsed,
+                                  eta, {f"loss_{k}": v for k, v in parts.components.items()}))  # fmt: skip
+        schedule.step()
+        model.eval()
+        validation = select()
+        history.append({"epoch": epoch + 1, "train_loss": running / max(seen, 1), f"val_{metric}": validation})
+        log.info("epoch %d/%d %s", epoch + 1, settings.epochs, json.dumps(history[-1]))
+        if validation > best_score:
+            best_score, best_state, best_epoch = validation, copy.deepcopy(model.state_dict()), epoch + 1
+    model.load_state_dict(best_state)
+    model.eval()
+    return history, best_epoch

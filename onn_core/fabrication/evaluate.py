@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -179,26 +180,34 @@ def describe_drop(result: YieldResult) -> str:
             f"fabricated {result.mean * scale:.1f}{spread} % over {len(result.scores)} draw(s)")  # fmt: skip
 
 
+def load_captured_maps(run: FinishedRun, path: str | Path):
+    """Captured feature maps (``.npz``: features, split, indices) validated against ``run`` and its data."""
+    from ..errors import MeasuredDataError
+    from ..models.zoo import HybridClassifier
+    from .measured import read_captured_maps
+
+    if not isinstance(run.model, HybridClassifier):
+        raise MeasuredDataError(path, "captured feature maps work for single-frontend classifiers; for "
+                                "segmentation, measure the PSFs instead (--measured-psfs).")  # fmt: skip
+    data = run.data()
+    sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+    image_size = (run.design.input_height, run.design.input_width)
+    return read_captured_maps(path, run.frontends()[0], image_size, sizes)
+
+
 def captured_score(run: FinishedRun, maps) -> dict[str, Any]:
     """Accuracy of the run's backend on captured feature maps (real optics, real camera).
 
-    ``maps`` is a :class:`~.measured.CapturedMaps` (validated against the run); the labels are
+    ``maps`` is a :class:`~.measured.CapturedMaps` from :func:`load_captured_maps`; the labels are
     those of the captured images in the run's own split.
     """
-    from ..errors import MeasuredDataError
-    from ..models.zoo import HybridClassifier
+    from ..models.zoo import BackendOnFeatures
 
     model = run.model
-    if not isinstance(model, HybridClassifier):
-        raise MeasuredDataError(run.folder, "captured feature maps can be scored for single-frontend classifiers; "
-                                "for segmentation, measure the PSFs instead (--measured-psfs).")  # fmt: skip
     split = getattr(run.data(), maps.split)
     targets = split.targets[maps.indices]
     with torch.no_grad():
-        features = torch.relu(maps.features)
-        if model.pool > 1:
-            features = torch.nn.functional.max_pool2d(features, model.pool)
-        predicted = model.backend(features.flatten(1)).argmax(dim=1)
+        predicted = BackendOnFeatures(model).eval()(maps.features).argmax(dim=1)
         simulated = model(split.images[maps.indices]).argmax(dim=1)
     return {
         "metric": "accuracy", "split": maps.split, "images": len(targets),

@@ -21,7 +21,8 @@ from .error_model import ErrorModel
 _KEYS = {
     "inverse-design": {"run", "settings"},
     "fabricate": {"run", "error_model", "draws", "images", "factors", "measured_psfs", "use_metasurface"},
-    "compensate": {"run", "error_model", "settings", "measured_psfs", "use_metasurface"},
+    "compensate": {"run", "error_model", "settings", "measured_psfs", "use_metasurface", "captured_maps",
+                   "captured_test_maps"},
     "export": {"run", "formats", "out"},
 }
 
@@ -51,6 +52,9 @@ def validate(kind: str, config: dict[str, Any]) -> None:
         from .compensate import CompensationSettings
 
         CompensationSettings(**(config.get("settings") or {}))
+        if bool(config.get("captured_maps")) != bool(config.get("captured_test_maps")):
+            raise DesignError("captured maps", "one file", "compensating from captured maps needs maps of training "
+                              "images (captured_maps) and of test images (captured_test_maps).")  # fmt: skip
     if kind == "inverse-design":
         from .inverse_design import InverseDesignSettings
 
@@ -106,12 +110,18 @@ def run_fabricate(config: dict[str, Any], folder: Path, progress: Callable) -> d
 
 
 def run_compensate(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
-    from .compensate import CompensationSettings, compensate
+    from .compensate import CompensationSettings, compensate, compensate_captured
+    from .evaluate import load_captured_maps
 
     run = load_run(config["run"])
+    settings = CompensationSettings(**(config.get("settings") or {}))
+    if config.get("captured_maps"):  # real captures: nothing simulated, the error model does not apply
+        train_maps = load_captured_maps(run, config["captured_maps"])
+        test_maps = load_captured_maps(run, config["captured_test_maps"])
+        result = compensate_captured(run, train_maps, test_maps, settings, out_dir=folder, progress=progress)
+        return {key: value for key, value in result.to_dict().items() if key != "history"}
     errors = ErrorModel.from_dict(config.get("error_model") or {})
     metasurface, measured = _optics(config, run)
-    settings = CompensationSettings(**(config.get("settings") or {}))
     result = compensate(run, settings, errors=errors, metasurface=metasurface, measured=measured, out_dir=folder,
                         progress=progress)  # fmt: skip
     return {key: value for key, value in result.to_dict().items() if key != "history"}

@@ -111,6 +111,25 @@ class HybridClassifier(nn.Module):
         return self.backend(self.features(images).flatten(1))
 
 
+class BackendOnFeatures(nn.Module):
+    """A :class:`HybridClassifier`'s digital part fed feature maps (N, K, H, W) instead of images.
+
+    The maps are what the frontend would output (a camera's captures of real optics, before the
+    ReLU); this applies the classifier's ReLU, pooling and backend to them. The backend is the
+    classifier's own module (shared, not copied): fine-tuning one fine-tunes the other.
+    """
+
+    def __init__(self, classifier: HybridClassifier) -> None:
+        super().__init__()
+        self.backend, self.pool = classifier.backend, classifier.pool
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        features = F.relu(features)
+        if self.pool > 1:
+            features = F.max_pool2d(features, self.pool)
+        return self.backend(features.flatten(1))
+
+
 class HybridSegmenter(nn.Module):
     """Optical kernel groups at full, ½, ¼ … resolution feed an up-convolution decoder.
 

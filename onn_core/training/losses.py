@@ -111,17 +111,23 @@ class TransferLoss:
                 parameter.requires_grad_(False)
 
     def __call__(
-        self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, index: torch.Tensor
-    ) -> tuple[torch.Tensor, LossParts]:
-        """(student outputs, loss parts); ``index`` locates the images in the training split."""
+        self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, index: torch.Tensor,
+        teacher_images: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, LossParts]:  # fmt: skip
+        """(student outputs, loss parts); ``index`` locates the images in the training split.
+
+        ``teacher_images``: what the teacher sees when the student's input is not the raw image
+        (captured feature maps of those images, in compensation); default ``images``.
+        """
+        teacher_images = images if teacher_images is None else teacher_images
         outputs = model(images)
         terms: dict[str, torch.Tensor] = {"task": task_loss(self.task, outputs, targets)}
         if "kd" in self.weights:
             with torch.no_grad():
-                teacher_outputs = self.teacher(images)
+                teacher_outputs = self.teacher(teacher_images)
             terms["kd"] = hinton_kd(outputs, teacher_outputs, self.config.temperature, self.task)
         if "ntk" in self.weights:
-            teacher_kernel = self.teacher_kernel(images, index)
+            teacher_kernel = self.teacher_kernel(teacher_images, index)
             student_kernel = self.student_kernel(model, images, outputs)
             how = self.config.ntk_normalisation
             if isinstance(student_kernel, tuple):
