@@ -194,3 +194,12 @@ def diagnostic_rows(design: Design) -> list[dict[str, str]]:
             (f"Max. deflection of the lattice @ {lam}", f"{row['max_deflection_deg']:.1f}°"),
         ]
     return [{"quantity": quantity, "value": value} for quantity, value in rows]
+
+
+def compare_rows(first: Design, second: Design) -> list[dict[str, str]]:
+    """The two designs' derived quantities side by side: (quantity, A, B, differs) rows."""
+    a = {row["quantity"]: row["value"] for row in diagnostic_rows(first)}
+    b = {row["quantity"]: row["value"] for row in diagnostic_rows(second)}
+    quantities = list(a) + [q for q in b if q not in a]  # per-wavelength rows differ when the wavelengths do
+    return [{"quantity": q, "A": a.get(q, "—"), "B": b.get(q, "—"), "differs": "●" if a.get(q) != b.get(q) else ""}
+            for q in quantities]  # fmt: skip

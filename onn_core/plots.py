@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import plotly.graph_objects as go
 
 from .design import Design
-from .preview import LensPreview
-from .units import MM, UM
+from .preview import KernelPreview, LensPreview
+from .run_plots import kernels_figure
+from .units import MM, NM, UM
 
 SIGN_COLOURS = {1: "#2b6cb0", -1: "#c05621", 0: "#4a5568"}
 UNUSED_COLOUR = "#cbd5e0"
@@ -177,5 +179,34 @@ def estimate_curve_figure(rows: list[dict], curve: str, current: float, metric: 
         xaxis={"title": {"text": title}, "type": "log" if log_axis else "linear", "range": x_range},
         yaxis={"title": {"text": f"estimated {metric} (%)"}},
         margin={"l": 10, "r": 10, "t": 30, "b": 10}, height=340, legend={"orientation": "h"},
+    )  # fmt: skip
+    return figure
+
+
+def kernel_realisation_figure(preview: KernelPreview) -> go.Figure:
+    """Target and realised kernel side by side on the tap grid, one power scale, a µm scale bar."""
+    title = (f"target vs realised at {preview.wavelength / NM:.0f} nm: correlation {preview.correlation:.3f}, "
+             f"{100 * preview.efficiency:.0f} % of the light on the kernel")  # fmt: skip
+    figure = kernels_figure(np.stack([preview.target, preview.realised]), preview.tap_pitch, title=title,
+                            signed=False, names=["target", "realised"])  # fmt: skip
+    figure.update_layout(height=280)
+    return figure
+
+
+def metasurface_map_figure(preview: KernelPreview, which: str) -> go.Figure:
+    """The sub-optic's phase (rad) or meta-atom parameter (nm) map over the preview's crop, µm axes."""
+    values, name = (preview.phase, "phase") if which == "phase" else (preview.radius / NM, preview.parameter)
+    side = values.shape[-1]
+    x = (np.arange(side) - side // 2) * preview.phase_pixel / UM
+    scale = {"colorscale": "Twilight", "zmin": -np.pi, "zmax": np.pi} if which == "phase" else {"colorscale": "Viridis"}
+    unit = "rad" if which == "phase" else "nm"
+    hover = "x %{x:.1f} µm, y %{y:.1f} µm: %{z:.3g} " + unit + "<extra></extra>"
+    figure = go.Figure(go.Heatmap(z=values, x=x, y=x, colorbar={"title": {"text": unit}}, hovertemplate=hover,
+                                  **scale))  # fmt: skip
+    figure.update_layout(
+        title=f"{name} map (central {side}² of {preview.samples}² pixels of {preview.phase_pixel / NM:.0f} nm)",
+        height=380, margin={"l": 40, "r": 10, "t": 50, "b": 40},
+        xaxis={"title": {"text": "x (µm)"}, "constrain": "domain"},
+        yaxis={"title": {"text": "y (µm)"}, "scaleanchor": "x", "constrain": "domain"},
     )  # fmt: skip
     return figure

@@ -1,9 +1,14 @@
-"""Diffraction-limited preview of one sub-optic: its lens PSF and MTF beside the closed forms.
+"""Previews of one sub-optic: its lens PSF and MTF beside the closed forms, and a kernel realised.
 
 A sub-optic is a k × k square aperture; as an ideal lens focusing on the sensor at distance z it
 has the PSF sinc²(kx/λz)·sinc²(ky/λz) and, along x, the MTF 1 − ν/ν_c with ν_c = k/(λz). The
 preview computes both numerically with the optics core (lens Fourier transform of the aperture,
 pixel integration onto the sensor) so the page shows the simulation *and* the reference.
+
+:func:`kernel_preview` realises a chosen non-negative kernel (one capture) on the design's
+metasurface the way inverse design starts: a multi-focus hologram phase, the meta-atom radii that
+give it, and the tap-integrated PSF they produce — target against realised, with the phase and
+radius maps.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import numpy as np
 import torch
 
 from .design import Design
+from .errors import DesignError
 from .optics import analytic, intensity_psf, lens_fourier, mtf, pixel_integrate, rectangular_aperture
 from .optics.grids import coordinates
 
@@ -89,3 +95,93 @@ def lens_preview(design: Design, wavelength: float) -> LensPreview:
         tap_nyquist=1 / (2 * design.tap_pitch),
         wavelength=wavelength,
     )
+
+
+# Kernels a designer can try before any training (non-negative: one capture, as a K⁺ half).
+PREVIEW_KERNELS = {
+    "centre tap (a lens)": "lens",
+    "Gaussian blur (σ = 1 tap)": "gaussian",
+    "horizontal edge (upper half)": "edge",
+    "diagonal line": "diagonal",
+    "off-axis tap (corner)": "corner",
+}
+
+
+def preview_kernel(name: str, taps: int) -> np.ndarray:
+    """A non-negative ``taps`` × ``taps`` kernel from :data:`PREVIEW_KERNELS`' values, unit sum."""
+    y, x = np.mgrid[:taps, :taps] - taps // 2
+    shapes = {
+        "lens": (x == 0) & (y == 0),
+        "gaussian": np.exp(-(x**2 + y**2) / 2.0),
+        "edge": (y < 0) * np.exp(-(x**2) / (2.0 * max(taps / 4, 1) ** 2)),
+        "diagonal": np.abs(x - y) == 0,
+        "corner": (x == taps // 2) & (y == -(taps // 2)),
+    }
+    if name not in shapes:
+        raise DesignError("kernel", name, f"is not a preview kernel; choose one of {', '.join(shapes)}.")
+    kernel = shapes[name].astype(float)
+    return kernel / kernel.sum()
+
+
+@dataclass(frozen=True)
+class KernelPreview:
+    """A kernel realised by one sub-optic (SI units).
+
+    Attributes:
+        target: the kernel (t, t), unit sum. realised: power fraction per tap (t, t) of the light
+            on the sub-optic. correlation: of realised with target. efficiency: realised.sum().
+        tap_pitch, phase_pixel, wavelength: metres. samples: phase pixels per side.
+        phase: radians in [−π, π), radius: the meta-atom parameter (metres), both over the
+            central ``crop`` × ``crop`` phase pixels at full resolution (display; no aliasing).
+        parameter: what ``radius`` holds ("diameter" for the shipped SiN table, or "radius").
+    """
+
+    target: np.ndarray
+    realised: np.ndarray
+    correlation: float
+    efficiency: float
+    tap_pitch: float
+    phase_pixel: float
+    wavelength: float
+    samples: int
+    phase: np.ndarray
+    radius: np.ndarray
+    parameter: str
+
+
+def kernel_preview(design: Design, kernel: np.ndarray, wavelength: float, *, crop: int = 160) -> KernelPreview:
+    """Realise a non-negative ``kernel`` (t, t) with one sub-optic of ``design`` at ``wavelength`` (metres).
+
+    The multi-focus hologram start of inverse design (no optimisation: about a second for the
+    default design); the Fabricate page's inverse design refines it.
+    """
+    from .fabrication.inverse_design import multifocus_phase
+    from .models.frontends import default_phase_pixel
+    from .optics.metasurface import default_meta_atom_table
+    from .optics.suboptic import suboptic_kernel_taps
+
+    taps = design.kernel_taps
+    if kernel.shape != (taps, taps) or (kernel < 0).any() or not kernel.any():
+        raise DesignError("kernel", kernel.shape, f"must be a non-negative, non-zero {taps} × {taps} array.")
+    table = default_meta_atom_table()
+    phase_pixel = default_phase_pixel(design)
+    samples = max(1, round(design.kernel_size / phase_pixel))
+    target = torch.as_tensor(kernel / kernel.sum(), dtype=torch.float64)[None]
+    phase = multifocus_phase(target, samples=samples, phase_pixel=phase_pixel, tap_pitch=design.tap_pitch,
+                             wavelength=wavelength, distance=design.sensor_distance,
+                             generator=torch.Generator().manual_seed(0))  # fmt: skip
+    radius = table.radius_for_phase(phase, wavelength)
+    realised = suboptic_kernel_taps(radius, table=table, wavelengths=(wavelength,), phase_pixel=phase_pixel,
+                                    distance=design.sensor_distance, tap_pitch=design.tap_pitch, taps=taps)  # fmt: skip
+    realised = realised[0, 0].numpy()
+    wanted = target[0].numpy()
+    correlation = float((realised * wanted).sum() / (np.linalg.norm(realised) * np.linalg.norm(wanted) or 1.0))
+    keep = min(crop, samples)
+    start = (samples - keep) // 2
+    window = slice(start, start + keep)
+    return KernelPreview(
+        target=wanted, realised=realised, correlation=correlation, efficiency=float(realised.sum()),
+        tap_pitch=design.tap_pitch, phase_pixel=phase_pixel, wavelength=wavelength, samples=samples,
+        phase=phase[0, window, window].numpy(), radius=radius[0, window, window].numpy(),
+        parameter=table.parameter.removesuffix("_m"),
+    )  # fmt: skip

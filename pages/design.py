@@ -4,15 +4,24 @@ import streamlit as st
 
 from app_widgets import sidebar_design, through_the_router
 from onn_core.design import Design
-from onn_core.design_form import diagnostic_rows
-from onn_core.plots import layout_figure, mtf_figure, psf_figure
-from onn_core.preview import lens_preview
+from onn_core.design_form import compare_rows, diagnostic_rows
+from onn_core.errors import DesignError
+from onn_core.plots import kernel_realisation_figure, layout_figure, metasurface_map_figure, mtf_figure, psf_figure
+from onn_core.preview import PREVIEW_KERNELS, kernel_preview, lens_preview, preview_kernel
 from onn_core.units import format_length
+
+PINNED = "design.pinned"  # design A of a comparison, as JSON
 
 
 @st.cache_data(show_spinner="Simulating the sub-optic…", max_entries=64)
 def cached_preview(design_json: str, wavelength: float):
     return lens_preview(Design.from_json(design_json), wavelength)
+
+
+@st.cache_data(show_spinner="Realising the kernel on the metasurface…", max_entries=32)
+def cached_kernel_preview(design_json: str, kernel: str, wavelength: float):
+    design = Design.from_json(design_json)
+    return kernel_preview(design, preview_kernel(kernel, design.kernel_taps), wavelength)
 
 
 through_the_router(__file__)
@@ -49,3 +58,48 @@ st.caption(
     f"{format_length(design.sensor_pixel_pitch)} sensor pixels. "
     "Dotted: closed forms (sinc², triangular MTF of a square pupil)."
 )
+
+st.subheader("A kernel on this metasurface")
+columns = st.columns(2)
+choice = columns[0].selectbox("Kernel", list(PREVIEW_KERNELS), index=None, placeholder="Choose a kernel to realise…",
+                              key="design.kernel")  # fmt: skip
+kernel_wavelength = columns[1].selectbox("Wavelength", design.wavelengths, format_func=format_length,
+                                         key="design.kernel_wavelength")  # fmt: skip
+if choice is None:
+    st.caption("Pick a kernel to see one sub-optic realise it: the target and realised PSF on the tap grid, and "
+               "the phase and meta-atom maps that do it.")  # fmt: skip
+else:
+    try:
+        realised = cached_kernel_preview(design.to_json(), PREVIEW_KERNELS[choice], kernel_wavelength)
+    except DesignError as error:
+        st.error(str(error))
+    else:
+        st.plotly_chart(kernel_realisation_figure(realised), width="stretch")
+        phase_column, radius_column = st.columns(2)
+        phase_column.plotly_chart(metasurface_map_figure(realised, "phase"), width="stretch")
+        radius_column.plotly_chart(metasurface_map_figure(realised, "radius"), width="stretch")
+        st.caption("Inverse design's starting point: a multi-focus hologram (a lens per tap, weighted by √target) "
+                   "turned into meta-atoms through the SiN table and simulated (band-limited ASM, taps integrated). "
+                   "Inverse design on a trained run (Fabricate page) optimises from here.")  # fmt: skip
+
+st.subheader("Compare with another design")
+left, right = st.columns(2)
+if left.button("Pin this design as A", help="Then edit the sidebar: the table compares A with what you edit (B)."):
+    st.session_state[PINNED] = design.to_json()
+other = right.file_uploader("…or load A from a design JSON", type=["json"], key="design.compare_upload")
+# A file loads once (when it changes), so pinning afterwards still works while it stays in the uploader.
+if other is not None and st.session_state.get("design.compare_file") != other.file_id:
+    st.session_state["design.compare_file"] = other.file_id
+    try:
+        if other.size > 64 * 1024:
+            raise DesignError("file", other.name, f"is {other.size // 1024} KiB; a design file is at most 64 KiB.")
+        st.session_state[PINNED] = Design.from_json(other.getvalue().decode("utf-8")).to_json()
+    except (UnicodeDecodeError, DesignError) as error:
+        st.error(f"{other.name} was not loaded as design A: {error}")
+if PINNED in st.session_state:
+    pinned = Design.from_json(st.session_state[PINNED])
+    a_column, b_column = st.columns(2)
+    a_column.plotly_chart(layout_figure(pinned), width="stretch", key="design.layout_a")
+    b_column.plotly_chart(layout_figure(design), width="stretch", key="design.layout_b")
+    st.table(compare_rows(pinned, design), hide_index=True, border="horizontal")
+    st.caption("A: pinned or loaded; B: the sidebar's design. ● marks what differs.")

@@ -46,6 +46,27 @@ def test_design_page_shows_layout_diagnostics_and_preview(app):
     assert "Nyquist factor Q @ 532 nm" in list(table["quantity"])
 
 
+def test_design_page_realises_a_chosen_kernel_and_compares_two_designs(app):
+    assert len(app.get("plotly_chart")) == 3  # nothing is simulated until a kernel is chosen
+    app.selectbox(key="design.kernel").set_value("Gaussian blur (σ = 1 tap)").run()
+    assert not app.exception, app.exception
+    charts = [figure(c) for c in app.get("plotly_chart")]
+    titles = [c["layout"]["title"]["text"] for c in charts[3:6]]
+    assert titles[0].startswith("target vs realised at 532 nm: correlation 0.9")
+    assert titles[1] == "phase map (central 160² of 802² pixels of 1172 nm)"
+    assert titles[2].startswith("diameter map") and charts[5]["layout"]["xaxis"]["title"]["text"] == "x (µm)"
+    # Pin A, edit the sidebar (B): the table marks what changed, the two layouts sit side by side.
+    next(b for b in app.button if b.label == "Pin this design as A").click().run()
+    app.number_input(key="form.metasurface_width").set_value(8.0).run()
+    rows = {row["quantity"]: row for row in app.table[-1].value.to_dict("records")}
+    assert rows["Sub-optic grid"]["A"].startswith("4 × 4") and rows["Sub-optic grid"]["B"].startswith("4 × 8")
+    assert rows["Sub-optic grid"]["differs"] == "●" and rows["Meta-atoms per sub-optic"]["differs"] == ""
+    assert sum(1 for c in app.get("plotly_chart") if "sub-optics of" in figure(c)["layout"]["title"]["text"]) == 3
+    app.file_uploader(key="design.compare_upload").set_value(("other.json", b'{"kernel_size": -1}', "application/json"))
+    app.run()
+    assert any("other.json was not loaded as design A" in e.value for e in app.error)
+
+
 def test_sidebar_units_reach_the_design_in_metres(app):
     app.number_input(key="form.sensor_distance").set_value(4.8).run()
     app.number_input(key="form.meta_atom_pitch").set_value(250.0).run()
