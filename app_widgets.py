@@ -114,7 +114,8 @@ def accepted_upload(upload, check: Callable[[Path], Checked], limit: int) -> tup
     data = upload.getvalue()
     target = studio_home() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:24]}{Path(upload.name).suffix.lower()}"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
+    if not target.exists():  # content-addressed: the same bytes are already there
+        target.write_bytes(data)
     try:
         return target, check(target)
     except (DataFormatError, OpticsInputError) as error:

@@ -21,6 +21,7 @@ them (stratified) picks the epoch, and before/after are scored on captured maps 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -180,20 +181,46 @@ def compensate(
     """
     settings = settings or CompensationSettings()
     errors = errors or ErrorModel()
-    started = time.perf_counter()
-    folder = Path(out_dir) if out_dir is not None else None
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        log = _logger(folder)
-    else:
-        log = logging.getLogger("onn_core.compensate")
+    with _compensation_log(out_dir) as (folder, log):
+        return _compensate(run, settings, errors, metasurface, measured, folder, log, progress, time.perf_counter())
+
+
+@contextlib.contextmanager
+def _compensation_log(out_dir: str | Path | None):
+    """(folder or None, logger): the log goes to ``out_dir``/compensate.log while compensation runs."""
+    if out_dir is None:
+        yield None, logging.getLogger("onn_core.compensate")
+        return
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    log = _logger(folder)
     try:
-        return _compensate(run, settings, errors, metasurface, measured, folder, log, progress, started)
+        yield folder, log
     finally:
-        if folder is not None:
-            for handler in list(log.handlers):
-                log.removeHandler(handler)
-                handler.close()
+        for handler in list(log.handlers):
+            log.removeHandler(handler)
+            handler.close()
+
+
+def _teacher_and_sketch(config, data, captured, log, progress):
+    """The frozen teacher (kd, ntkd) and its NTK sketch over the captured training images (ntkd)."""
+    if not needs_teacher(config.method):
+        return None, None
+    teacher, teacher_folder, _ = load_teacher(config, data)
+    if not uses_ntk(config.method):
+        return teacher, None
+    return teacher, teacher_sketch(teacher, teacher_folder, captured, config, log, progress)
+
+
+def _finish(result: CompensationResult, model: nn.Module, run: FinishedRun, folder: Path | None,
+            log: logging.Logger) -> CompensationResult:  # fmt: skip
+    """Log the outcome; with a folder, save the compensated model and compensation.json there."""
+    log.info("%s: %.4f → %.4f after %s compensation (best epoch %d; %s)", result.metric, result.before, result.after,
+             result.method, result.best_epoch, result.source)  # fmt: skip
+    if folder is not None:
+        _atomic_save(model.state_dict(), folder / "model.pt")
+        _atomic_write_text(folder / RESULT_FILE, json.dumps({"run": str(run.folder), **result.to_dict()}, indent=2))
+    return result
 
 
 def _compensate(run, settings, errors, metasurface, measured, folder, log, progress, started) -> CompensationResult:
@@ -213,12 +240,7 @@ def _compensate(run, settings, errors, metasurface, measured, folder, log, progr
     log.info("compensating %s (%s) with %s on %d captured training images (%.0f %%): %s %.4f → fabricated %.4f",
              run.folder, ", ".join(errors.describe()) or "measured/ideal optics", settings.method, len(train_index),
              100 * settings.fraction, run.score_name, trained, before)  # fmt: skip
-    teacher, sketch = None, None
-    if needs_teacher(config.method):
-        teacher, teacher_folder, _ = load_teacher(config, data)
-        if uses_ntk(config.method):
-            sketch = teacher_sketch(teacher, teacher_folder, captured, config, log, progress)
-    loss_fn = TransferLoss(config, task, teacher, sketch)
+    loss_fn = TransferLoss(config, task, *_teacher_and_sketch(config, data, captured, log, progress))
     frontend_ids = {id(p) for m in model.modules() if isinstance(m, OpticalFrontend) for p in m.parameters()}
     for parameter in model.parameters():
         parameter.requires_grad_(id(parameter) not in frontend_ids)
@@ -236,12 +258,7 @@ def _compensate(run, settings, errors, metasurface, measured, folder, log, progr
         source="measured PSFs" if measured is not None else ("metasurface" if metasurface is not None else "kernels"),
         history=history, settings=dataclasses.asdict(settings),
     )  # fmt: skip
-    log.info("%s: %.4f → %.4f after %s compensation (best epoch %d)", run.score_name, before, after, settings.method,
-             best_epoch)  # fmt: skip
-    if folder is not None:
-        _atomic_save(model.state_dict(), folder / "model.pt")
-        _atomic_write_text(folder / RESULT_FILE, json.dumps({"run": str(run.folder), **result.to_dict()}, indent=2))
-    return result
+    return _finish(result, model, run, folder, log)
 
 
 SELECTION_SHARE = 0.2  # of the captured training maps, held out to pick the epoch
@@ -272,17 +289,8 @@ def compensate_captured(
         raise MeasuredDataError(f"split {test_maps.split}", "before/after are scored on maps of test (or "
                                 "validation) images, not of the images compensation trains on.")  # fmt: skip
     started = time.perf_counter()
-    folder = Path(out_dir) if out_dir is not None else None
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-    log = _logger(folder) if folder is not None else logging.getLogger("onn_core.compensate")
-    try:
+    with _compensation_log(out_dir) as (folder, log):
         return _compensate_captured(run, train_maps, test_maps, settings, folder, log, progress, started)
-    finally:
-        if folder is not None:
-            for handler in list(log.handlers):
-                log.removeHandler(handler)
-                handler.close()
 
 
 def _compensate_captured(run, train_maps, test_maps, settings, folder, log, progress, started) -> CompensationResult:
@@ -314,12 +322,7 @@ def _compensate_captured(run, train_maps, test_maps, settings, folder, log, prog
     log.info("compensating %s with %s on %d captured training maps (%d pick the epoch): accuracy on %d captured "
              "%s maps %.4f, simulated %.4f", run.folder, settings.method, len(kept), len(held), len(test_targets),
              test_maps.split, before, trained)  # fmt: skip
-    teacher, sketch = None, None
-    if needs_teacher(config.method):
-        teacher, teacher_folder, _ = load_teacher(config, data)
-        if uses_ntk(config.method):
-            sketch = teacher_sketch(teacher, teacher_folder, captured, config, log, progress)
-    loss_fn = TransferLoss(config, "classification", teacher, sketch)
+    loss_fn = TransferLoss(config, "classification", *_teacher_and_sketch(config, data, captured, log, progress))
     features = train_maps.features
     history, best_epoch = _fine_tune(
         student, loss_fn, features[kept], targets[kept], images[kept],
@@ -334,12 +337,7 @@ def _compensate_captured(run, train_maps, test_maps, settings, folder, log, prog
         source=f"captured maps ({len(test_targets)} {test_maps.split} images scored)", history=history,
         settings=dataclasses.asdict(settings),
     )  # fmt: skip
-    log.info("accuracy on captured %s maps: %.4f → %.4f after %s compensation (best epoch %d)", test_maps.split,
-             before, after, settings.method, best_epoch)  # fmt: skip
-    if folder is not None:
-        _atomic_save(model.state_dict(), folder / "model.pt")
-        _atomic_write_text(folder / RESULT_FILE, json.dumps({"run": str(run.folder), **result.to_dict()}, indent=2))
-    return result
+    return _finish(result, model, run, folder, log)
 
 
 def _fine_tune(model: nn.Module, loss_fn: TransferLoss, inputs: torch.Tensor, targets: torch.Tensor,
