@@ -114,11 +114,13 @@ def accepted_upload(upload, check: Callable[[Path], Checked], limit: int) -> tup
     data = upload.getvalue()
     target = studio_home() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:24]}{Path(upload.name).suffix.lower()}"
     target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():  # content-addressed: the same bytes are already there
+    stored_before = target.exists()  # content-addressed: the same bytes, maybe accepted for another run's job
+    if not stored_before:
         target.write_bytes(data)
     try:
         return target, check(target)
     except (DataFormatError, OpticsInputError) as error:
         st.error(str(error).replace(str(target), upload.name))
-        target.unlink(missing_ok=True)
+        if not stored_before:
+            target.unlink(missing_ok=True)
         return None
