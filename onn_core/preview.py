@@ -123,6 +123,9 @@ def preview_kernel(name: str, taps: int) -> np.ndarray:
     return kernel / kernel.sum()
 
 
+MAX_PREVIEW_SAMPLES = 1600  # phase pixels per side of one sub-optic; the default design has 802
+
+
 @dataclass(frozen=True)
 class KernelPreview:
     """A kernel realised by one sub-optic (SI units).
@@ -166,6 +169,13 @@ def kernel_preview(design: Design, kernel: np.ndarray, wavelength: float, *, cro
     table = default_meta_atom_table()
     phase_pixel = default_phase_pixel(design)
     samples = max(1, round(design.kernel_size / phase_pixel))
+    if samples > MAX_PREVIEW_SAMPLES:  # the hologram sums one lens field per tap over samples²: seconds grow fast
+        raise DesignError(
+            "kernel_size", design.kernel_size,
+            f"one sub-optic is {samples} × {samples} phase pixels of {phase_pixel * 1e9:.0f} nm; the interactive "
+            f"preview stops at {MAX_PREVIEW_SAMPLES}² (about two seconds).",
+            "preview a smaller kernel aperture, or train a run and inverse-design it as a background job (Fabricate).",
+        )  # fmt: skip
     target = torch.as_tensor(kernel / kernel.sum(), dtype=torch.float64)[None]
     phase = multifocus_phase(target, samples=samples, phase_pixel=phase_pixel, tap_pitch=design.tap_pitch,
                              wavelength=wavelength, distance=design.sensor_distance,

@@ -36,7 +36,8 @@ columns[3].metric("NA", f"{design.numerical_aperture:.3f}")
 columns[4].metric("F-number", f"{design.f_number:.2f}")
 
 left, right = st.columns([3, 2])
-left.plotly_chart(layout_figure(design), width="stretch")
+layout = layout_figure(design)
+left.plotly_chart(layout, width="stretch")
 with right:
     st.subheader("Diagnostics")
     for warning in design.warnings:
@@ -100,6 +101,6 @@ if PINNED in st.session_state:
     pinned = Design.from_json(st.session_state[PINNED])
     a_column, b_column = st.columns(2)
     a_column.plotly_chart(layout_figure(pinned), width="stretch", key="design.layout_a")
-    b_column.plotly_chart(layout_figure(design), width="stretch", key="design.layout_b")
+    b_column.plotly_chart(layout, width="stretch", key="design.layout_b")
     st.table(compare_rows(pinned, design), hide_index=True, border="horizontal")
     st.caption("A: pinned or loaded; B: the sidebar's design. ● marks what differs.")

@@ -59,6 +59,9 @@ def test_kernel_previews_refuse_what_one_capture_cannot_be():
         kernel_preview(design, -preview_kernel("lens", design.kernel_taps), design.wavelengths[0])
     with pytest.raises(DesignError, match="7 × 7"):
         kernel_preview(design, np.ones((5, 5)), design.wavelengths[0])
+    huge = Design(kernel_size=3e-3, metasurface_width=7e-3, metasurface_height=7e-3, sensor_distance=8e-3)
+    with pytest.raises(DesignError, match="interactive preview stops at 1600"):
+        kernel_preview(huge, preview_kernel("lens", huge.kernel_taps), huge.wavelengths[0])
 
 
 def test_two_designs_compare_row_by_row():
