@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_widgets import follow_deep_link
+from app_widgets import ROUTER_STATE, follow_deep_link
 from onn_core.design import Design
 from onn_core.design_form import FORM_FIELDS, design_from_form, form_values
 from onn_core.errors import DesignError
@@ -29,7 +29,7 @@ st.set_page_config(page_title="ONN Design Studio", page_icon=":material/blur_on:
 # of widget keys, so the new values appear as the new widgets' defaults. Seeding widgets through
 # session state instead loses them in a real browser: an edit made while a session's first run
 # is still going came back with every field at its minimum.
-FORM_VALUES = "form_values"
+FORM_VALUES = ROUTER_STATE  # app_widgets.through_the_router reads it to tell a page ran inside this router
 FORM_GENERATION = "form_generation"
 
 

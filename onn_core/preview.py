@@ -22,6 +22,7 @@ from .design import Design
 from .errors import DesignError
 from .optics import analytic, intensity_psf, lens_fourier, mtf, pixel_integrate, rectangular_aperture
 from .optics.grids import coordinates
+from .units import format_length
 
 # Samples across the aperture and padding factor: output pitch = λz/(PAD·k) = λF#/PAD.
 _APERTURE_SAMPLES = 128
@@ -158,7 +159,7 @@ def kernel_preview(design: Design, kernel: np.ndarray, wavelength: float, *, cro
     The multi-focus hologram start of inverse design (no optimisation: about a second for the
     default design); the Fabricate page's inverse design refines it.
     """
-    from .fabrication.inverse_design import multifocus_phase
+    from .fabrication.inverse_design import kernel_correlation, multifocus_phase
     from .models.frontends import default_phase_pixel
     from .optics.metasurface import default_meta_atom_table
     from .optics.suboptic import suboptic_kernel_taps
@@ -172,7 +173,7 @@ def kernel_preview(design: Design, kernel: np.ndarray, wavelength: float, *, cro
     if samples > MAX_PREVIEW_SAMPLES:  # the hologram sums one lens field per tap over samples²: seconds grow fast
         raise DesignError(
             "kernel_size", design.kernel_size,
-            f"one sub-optic is {samples} × {samples} phase pixels of {phase_pixel * 1e9:.0f} nm; the interactive "
+            f"one sub-optic is {samples} × {samples} phase pixels of {format_length(phase_pixel)}; the interactive "
             f"preview stops at {MAX_PREVIEW_SAMPLES}² (about two seconds).",
             "preview a smaller kernel aperture, or train a run and inverse-design it as a background job (Fabricate).",
         )  # fmt: skip
@@ -185,7 +186,7 @@ def kernel_preview(design: Design, kernel: np.ndarray, wavelength: float, *, cro
                                     distance=design.sensor_distance, tap_pitch=design.tap_pitch, taps=taps)  # fmt: skip
     realised = realised[0, 0].numpy()
     wanted = target[0].numpy()
-    correlation = float((realised * wanted).sum() / (np.linalg.norm(realised) * np.linalg.norm(wanted) or 1.0))
+    correlation = kernel_correlation(realised, wanted)
     keep = min(crop, samples)
     start = (samples - keep) // 2
     window = slice(start, start + keep)

@@ -48,7 +48,7 @@ def test_design_page_shows_layout_diagnostics_and_preview(app):
 
 def test_design_page_realises_a_chosen_kernel_and_compares_two_designs(app):
     assert len(app.get("plotly_chart")) == 3  # nothing is simulated until a kernel is chosen
-    app.selectbox(key="design.kernel").set_value("Gaussian blur (σ = 1 tap)").run()
+    app.selectbox(key="design.kernel").set_value("diagonal line").run()
     assert not app.exception, app.exception
     charts = [figure(c) for c in app.get("plotly_chart")]
     titles = [c["layout"]["title"]["text"] for c in charts[3:6]]

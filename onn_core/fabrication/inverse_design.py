@@ -119,7 +119,7 @@ class GroupMetasurface:
             target, realised = self.target_kernels[k].ravel(), self.realised_kernels[k].ravel()
             row = {
                 "kernel": k,
-                "correlation": _correlation(realised, target),
+                "correlation": kernel_correlation(realised, target),
                 "normalised_error": float(np.linalg.norm(realised - target) / max(np.linalg.norm(target), 1e-30)),
                 "attainable_correlation": float(self.attainable_correlation[k]),
                 "efficiency": float(captures[k]),
@@ -275,7 +275,8 @@ def _atomic_write(path: Path, write: Callable) -> None:
         raise
 
 
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+def kernel_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two kernels (what every "correlation" in the studio means)."""
     a, b = a - a.mean(), b - b.mean()
     denominator = np.linalg.norm(a) * np.linalg.norm(b)
     return float((a * b).sum() / denominator) if denominator > 0 else 0.0
@@ -422,7 +423,7 @@ def _attainable_correlation(kernels: torch.Tensor, band: torch.Tensor | None) ->
     if band is None:
         return np.ones(kernels.shape[0])
     projected = torch.einsum("cij,kcj->kci", band.double(), kernels.flatten(2)).view_as(kernels)
-    return np.array([_correlation(p.numpy().ravel(), k.numpy().ravel()) for p, k in zip(projected, kernels,
+    return np.array([kernel_correlation(p.numpy().ravel(), k.numpy().ravel()) for p, k in zip(projected, kernels,
                                                                                       strict=True)])
 
 
