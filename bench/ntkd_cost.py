@@ -45,6 +45,7 @@ POOL = 512  # images the batches are drawn from (and the teacher sketch covers: 
 METHODS = {
     "e2e": {"method": "e2e"},
     "kd": {"method": "kd"},
+    "ntkd-structured": {"method": "ntkd", "ntk_engine": "structured", "teacher_ntk": "sketch"},
     "ntkd-estimator": {"method": "ntkd", "ntk_engine": "estimator", "teacher_ntk": "sketch"},
     "ntkd-estimator-teacher-estimator": {"method": "ntkd", "ntk_engine": "estimator", "teacher_ntk": "estimator"},
     "ntkd-exact": {"method": "ntkd", "ntk_engine": "exact", "teacher_ntk": "sketch"},

@@ -252,13 +252,13 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
         "--ntk-engine",
         choices=STUDENT_NTK_ENGINES,
         default=d["ntk_engine"],
-        help="student NTK: finite-difference estimator or exact (torch.func)",
+        help="student NTK: structured (exact, cheap), the paper's estimator (finite differences) or exact (slow)",
     )
     parser.add_argument(
         "--teacher-ntk",
         choices=TEACHER_NTK_ENGINES,
         default=d["teacher_ntk"],
-        help="teacher NTK: sketch (cached once), estimator or exact (per batch)",
+        help="teacher NTK: sketch (cached once), structured, estimator or exact (per batch)",
     )
     parser.add_argument("--ntk-draws", type=int, default=d["ntk_draws"], help="estimator draws R")
     parser.add_argument("--ntk-epsilon", type=float, default=d["ntk_epsilon"], help="estimator step ε")
@@ -276,8 +276,24 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
         default=d["ntk_parameters"],
         help="the student's NTK over all parameters, the optical frontend or the backend",
     )
+    parser.add_argument(
+        "--ntk-batch",
+        type=_whole_or_all,
+        default=d["ntk_batch"],
+        metavar="N|all",
+        help="the kernels compare the first N images of each minibatch ('all': the whole of it)",
+    )
     parser.add_argument("--ntk-unbiased", action="store_true",
                         help="estimator: two independent half-estimates (no variance term in the loss)")  # fmt: skip
+
+
+def _whole_or_all(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of images or 'all', got {text!r}") from None
 
 
 def _load_spec(path: str) -> dict:

@@ -266,3 +266,196 @@ def test_the_cli_passes_every_transfer_option_to_the_config():
     before["design_id"] = None
     assert plain.run_id() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
     assert plain.run_id() != plain.replace(beta=2.0).run_id()
+
+
+# ---------------------------------------------------------------------------- the structured engine
+def _every_student() -> dict[str, tuple[nn.Module, torch.Tensor, int]]:
+    """(model, images, output pool) for every student the zoo builds, and the compensation backend."""
+    from onn_core.models import FrontendOptions
+    from onn_core.models.zoo import BackendOnFeatures
+
+    torch.manual_seed(0)
+    small = Design(input_height=16, input_width=16)
+    rgb = small.replace(input_channels=3, wavelengths=(635e-9, 532e-9, 450e-9), metasurface_height=8e-3,
+                        metasurface_width=8e-3)  # fmt: skip
+    segmentation = Design(metasurface_height=11e-3, metasurface_width=11e-3, kernel_taps=3, input_height=16,
+                          input_width=16)  # fmt: skip
+    compressed = build_student("compressed-meta", small, 10)
+    return {
+        "compressed-meta": (compressed, torch.rand(5, 1, 16, 16), 8),
+        "compressed-meta non-negative": (
+            build_student("compressed-meta", small.replace(signed_kernels=False), 10), torch.rand(5, 1, 16, 16), 8),
+        "compressed-meta band-limited": (
+            build_student("compressed-meta", small, 10, FrontendOptions(band_limit=True, normalise_intensity=True)),
+            torch.rand(5, 1, 16, 16), 8),
+        "polychromatic-meta": (build_student("polychromatic-meta", rgb, 10), torch.rand(4, 3, 16, 16), 8),
+        "segmentation-meta": (build_student("segmentation-meta", segmentation, 1), torch.rand(3, 1, 16, 16), 4),
+        "random-readout": (build_student("random-readout", small, 10), torch.rand(5, 1, 16, 16), 8),
+        "backend on feature maps": (BackendOnFeatures(compressed), torch.randn(5, 8, 16, 16), 8),
+    }  # fmt: skip
+
+
+STUDENTS = _every_student()
+
+
+@pytest.mark.parametrize("student", sorted(STUDENTS))
+@pytest.mark.parametrize("which", ["all", "frontend", "backend"])
+def test_the_structured_ntk_is_the_exact_ntk_on_every_student(student, which):
+    import copy
+
+    from onn_core.training.losses import student_parameters
+    from onn_core.training.ntk import ntk_structured
+
+    model, images, pool = STUDENTS[student]
+    include = student_parameters(model, which)
+    if not any(include is None or include(name) for name, p in model.named_parameters() if p.requires_grad):
+        pytest.skip(f"{student} has no trainable {which} parameters")
+    wide = copy.deepcopy(model).double()
+    reference = ntk_exact(wide, images.double(), include=include, output_pool=pool).detach()
+    scale = reference.abs().max()
+    assert scale > 0
+    in_float64 = ntk_structured(wide, images.double(), include=include, output_pool=pool).detach()
+    assert (in_float64 - reference).abs().max() <= 1e-9 * scale
+    in_float32 = ntk_structured(model, images, include=include, output_pool=pool).detach()
+    assert in_float32.dtype == torch.float32 and (in_float32.double() - reference).abs().max() <= 1e-4 * scale
+    chunked = ntk_structured(wide, images.double(), include=include, output_pool=pool, output_chunk=3).detach()
+    assert torch.allclose(chunked, in_float64, rtol=1e-12, atol=1e-12 * float(scale))
+
+
+@pytest.mark.parametrize("student", ["compressed-meta", "compressed-meta non-negative", "segmentation-meta"])
+def test_the_kernel_distance_gradient_through_the_structured_ntk_is_exact(student):
+    import copy
+
+    from onn_core.training.ntk import ntk_structured
+
+    model, images, pool = STUDENTS[student]
+    model, images = copy.deepcopy(model).double(), images.double()
+    features = torch.randn(len(images), 7, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    teacher = features @ features.T
+    gradients = []
+    for engine in (ntk_exact, ntk_structured):
+        model.zero_grad()
+        kernel_distance(teacher, engine(model, images, output_pool=pool), "cka").backward()
+        gradients.append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+                                    for p in model.parameters() if p.requires_grad]))  # fmt: skip
+    reference, structured = gradients
+    assert reference.norm() > 0
+    assert (structured - reference).norm() <= 1e-8 * reference.norm()
+
+
+def test_a_frozen_teachers_structured_ntk_is_its_exact_ntk_without_a_graph():
+    from onn_core.training.ntk import ntk_structured
+
+    teacher = build_teacher("lenet-wide", 1, (28, 28), 10).double().eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    images = torch.rand(4, 1, 28, 28, dtype=torch.float64)
+    reference = ntk_exact(teacher, images)
+    with torch.no_grad():
+        kernel = ntk_structured(teacher, images)
+    assert not kernel.requires_grad
+    assert (kernel - reference).abs().max() <= 1e-9 * reference.abs().max()
+
+
+def test_the_frontends_kernel_jacobian_is_autograds():
+    from onn_core.models import FrontendOptions
+
+    for options in (FrontendOptions(), FrontendOptions(normalise_intensity=True)):
+        frontend = build_student("compressed-meta", Design(input_height=12, input_width=12), 10, options).frontend
+        frontend = frontend.double()
+        images = torch.rand(3, 1, 12, 12, dtype=torch.float64)
+        signals = torch.randn(2, 3, frontend.kernels, 12, 12, dtype=torch.float64)
+        kernels = frontend.signed_kernels().detach()
+        expected = []
+        for signal in signals:
+            rows = []
+            for image, per_image in zip(images, signal, strict=True):
+                copy = kernels.clone().requires_grad_(True)
+                (frontend.noiseless_readout(image.unsqueeze(0), copy)[0] * per_image).sum().backward()
+                rows.append(copy.grad)
+            expected.append(torch.stack(rows))
+        assert torch.allclose(frontend.kernel_jacobian(images, signals), torch.stack(expected), rtol=1e-12, atol=1e-12)
+
+
+def test_the_structured_engine_refuses_what_it_cannot_take_naming_the_layer():
+    from onn_core.models import FrontendOptions
+    from onn_core.training.losses import student_parameters
+    from onn_core.training.ntk import ntk_structured
+
+    small = Design(metasurface_height=130e-6, metasurface_width=130e-6, kernel_size=60e-6, kernel_spacing=10e-6,
+                   sensor_distance=150e-6, sensor_pixel_pitch=2e-6, sensor_pixels_per_tap=2, kernel_taps=5,
+                   input_height=12, input_width=12)  # fmt: skip
+    physical = build_student("compressed-meta", small, 10, FrontendOptions(kind="physical"))
+    images = torch.rand(2, 1, 12, 12)
+    with pytest.raises(TrainingError, match=r"'frontend' \(PhysicalFrontend\).*--ntk-parameters backend"):
+        ntk_structured(physical, images)
+    backend_only = student_parameters(physical, "backend")
+    assert torch.allclose(ntk_structured(physical, images, include=backend_only),
+                          ntk_exact(physical, images, include=backend_only), rtol=1e-4)  # fmt: skip
+
+    class Scaled(nn.Module):  # a parameter of its own beside a child layer's: still exact
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer, self.gain = nn.Linear(4, 3), nn.Parameter(torch.tensor(1.5))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.gain * torch.tanh(self.layer(x))
+
+    scaled, inputs = Scaled().double(), torch.rand(3, 4, dtype=torch.float64)
+    assert torch.allclose(ntk_structured(scaled, inputs), ntk_exact(scaled, inputs), rtol=1e-10)
+
+    class Mixer(nn.Module):  # two inputs: its Jacobian cannot be read from one input
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(4))
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.weight * x + y
+
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mix = Mixer()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.mix(x, x)
+
+    with pytest.raises(TrainingError, match="layer Mixer takes 2 positional"):
+        ntk_structured(TwoInputs(), torch.rand(3, 4))
+    shared = nn.Linear(4, 4)
+    with pytest.raises(TrainingError, match=r"layer '0' \(Linear\) was applied 2 times"):
+        ntk_structured(nn.Sequential(shared, nn.Tanh(), shared), torch.rand(3, 4))
+
+
+def test_kernel_batch_and_engine_settings_and_run_identity():
+    from onn_core.cli import build_parser
+
+    assert TrainConfig().ntk_engine == "structured" and TrainConfig().ntk_batch == 32
+    with pytest.raises(TrainingError, match="ntk_batch must be ≥ 2"):
+        TrainConfig(ntk_batch=1)
+    parser = build_parser()
+    args = parser.parse_args(["train", "--dataset", "mnist", "--out", "x", "--method", "ntkd", "--ntk-batch", "all"])
+    assert args.ntk_batch is None and args.ntk_engine == "structured"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--dataset", "mnist", "--out", "x", "--ntk-batch", "some"])
+    ntkd = TrainConfig(method="ntkd")
+    # A structured-engine run is not the old estimator's run; kernel settings do not touch e2e runs.
+    assert ntkd.run_id() != ntkd.replace(ntk_engine="estimator", ntk_batch=None).run_id()
+    assert TrainConfig().run_id() == TrainConfig(ntk_engine="exact", ntk_batch=8, ntk_draws=4).run_id()
+
+
+def test_the_loss_takes_the_kernels_on_the_first_ntk_batch_images():
+    student = build_student("compressed-meta", Design(input_height=16, input_width=16), 10)
+    teacher = build_teacher("lenet", 1, (16, 16), 10)
+    images, targets = torch.rand(6, 1, 16, 16), torch.randint(0, 10, (6,))
+    seen = []
+    loss = TransferLoss(TrainConfig(method="ntkd", teacher_ntk="exact", ntk_batch=4), "classification", teacher)
+    original = loss.student_kernel
+
+    def spy(model, kept, outputs):
+        seen.append(len(kept))
+        return original(model, kept, outputs)
+
+    loss.student_kernel = spy
+    outputs, parts = loss(student, images, targets, torch.arange(6))
+    assert seen == [4] and outputs.shape == (6, 10) and "ntk" in parts.components

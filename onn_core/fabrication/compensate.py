@@ -159,7 +159,7 @@ def _run_config(run: FinishedRun, settings: CompensationSettings):
     return run.config.replace(
         method=settings.method, epochs=settings.epochs, batch_size=settings.batch_size or run.config.batch_size,
         learning_rate=settings.learning_rate, weight_decay=settings.weight_decay, seed=settings.seed, augment=False,
-        early_stopping_patience=None, ntk_parameters="backend", ntk_engine="estimator", teacher_ntk="sketch",
+        early_stopping_patience=None, ntk_parameters="backend", ntk_engine="structured", teacher_ntk="sketch",
         ntk_unbiased=False, teacher=teacher, **overrides,
     )  # fmt: skip
 

@@ -117,17 +117,43 @@ class OpticalFrontend(nn.Module):
             raise DesignError(
                 "input_channels", images.shape[1], f"the frontend was built for {self.channels} channel(s)."
             )
-        images = self._downsample(images)
         if self.sensor is None:
             # No noise between optics and subtraction: the captures collapse exactly into one
             # convolution with the signed kernels (same function, half the work).
-            features = _convolve(images, self.signed_kernels())
-        else:
-            captures = self._read_sensor(_convolve(images, self.capture_kernels()))
-            gains = self.capture_gains()
-            if gains is not None:
-                captures = captures * gains.view(1, -1, 1, 1)
-            features = captures[:, : self.kernels] - captures[:, self.kernels :] if self.signed else captures
+            return self.noiseless_readout(images, self.signed_kernels())
+        images = self._downsample(images)
+        captures = self._read_sensor(_convolve(images, self.capture_kernels()))
+        gains = self.capture_gains()
+        if gains is not None:
+            captures = captures * gains.view(1, -1, 1, 1)
+        features = captures[:, : self.kernels] - captures[:, self.kernels :] if self.signed else captures
+        return self._exposure(images, features)
+
+    def noiseless_readout(self, images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+        """Feature maps of ``images`` through given signed kernels (K, C, t, t), without a sensor model."""
+        images = self._downsample(images)
+        return self._exposure(images, _convolve(images, kernels))
+
+    def kernel_jacobian(self, images: torch.Tensor, signals: torch.Tensor) -> torch.Tensor:
+        """Each image's gradient of Σ signal · (noise-free feature maps) w.r.t. the signed kernels.
+
+        ``signals``: (outputs, N, K, H, W), e.g. the gradients of each model output reaching this
+        frontend's feature maps. Returns (outputs, N, K, C, t, t). The readout is linear in the
+        kernels, so the gradient is the signal correlated with the image's patches, whatever the
+        kernels are: ∂feature[k, p]/∂K[k, c, u, v] = patch_p[c, t−1−u, t−1−v] (the PSF is flipped
+        by the convolution), divided by the auto-exposure's mean intensity when it is on.
+        """
+        images = self._downsample(images)
+        count, outputs = len(images), signals.shape[0]
+        patches = F.unfold(images, self.taps, padding=self.taps // 2)  # (N, C·t², pixels)
+        if self.normalise_intensity:
+            patches = patches / (images.mean(dim=(1, 2, 3)) + 1e-6).view(-1, 1, 1)
+        flat = signals.transpose(0, 1).reshape(count, outputs * self.kernels, -1)  # (N, outputs·K, pixels)
+        jacobian = torch.bmm(flat, patches.transpose(1, 2))
+        jacobian = jacobian.view(count, outputs, self.kernels, self.channels, self.taps, self.taps)
+        return jacobian.flip(-2, -1).transpose(0, 1)
+
+    def _exposure(self, images: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         if self.normalise_intensity:
             features = features / (images.mean(dim=(1, 2, 3), keepdim=True) + 1e-6)
         return features

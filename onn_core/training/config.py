@@ -14,17 +14,22 @@ from ..errors import TrainingError
 from .ntk import NORMALISATIONS
 
 METHODS = ("e2e", "kd", "ntkd", "kd+ntkd")
-STUDENT_NTK_ENGINES = ("estimator", "exact")
+STUDENT_NTK_ENGINES = ("structured", "estimator", "exact")
 NTK_PARAMETERS = ("all", "frontend", "backend")
-TEACHER_NTK_ENGINES = ("sketch", "estimator", "exact")
-# Knowledge-transfer settings: left out of a run's identity while at their defaults, so runs
-# that do not use them keep the identity (and the resumable checkpoints) they had before.
+TEACHER_NTK_ENGINES = ("sketch", "structured", "estimator", "exact")
+# Knowledge-transfer settings and their defaults (the CLI's too).
 TRANSFER_DEFAULTS: dict[str, Any] = {
     "teacher": None, "alpha": 1.0, "beta": 1.0, "temperature": 4.0, "kd_alpha": 0.5,
-    "ntk_engine": "estimator", "teacher_ntk": "sketch", "ntk_draws": 2, "ntk_epsilon": 1e-3,
+    "ntk_engine": "structured", "teacher_ntk": "sketch", "ntk_draws": 2, "ntk_epsilon": 1e-3,
     "ntk_sketch": 64, "ntk_normalisation": "cka", "ntk_output_pool": 8, "ntk_unbiased": False,
-    "ntk_parameters": "all",
+    "ntk_parameters": "all", "ntk_batch": 32,
 }  # fmt: skip
+# A run's identity leaves out transfer settings at these values, so runs that do not use them
+# keep the identity (and the resumable checkpoints) they had before. They are the defaults of
+# the time run identities began: a run of the present default engine is not one of the old
+# estimator's. NTK settings are left out entirely when the method uses no kernel.
+_IDENTITY_NEUTRAL: dict[str, Any] = {**TRANSFER_DEFAULTS, "ntk_engine": "estimator", "ntk_batch": None}
+_NTK_SETTINGS = frozenset(name for name in TRANSFER_DEFAULTS if "ntk" in name)
 ROLES = ("student", "teacher")
 OPTIMISERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "none")
@@ -46,9 +51,12 @@ class TrainConfig:
             for this dataset, split and data source).
         alpha, beta: NTKD weights of the task loss and of the kernel distance.
         temperature, kd_alpha: Hinton KD temperature T and weight α.
-        ntk_engine: student NTK, "estimator" (finite differences, forward passes) or "exact".
-        teacher_ntk: teacher NTK, "sketch" (jvp features cached once per dataset), "estimator"
-            or "exact" (both per batch).
+        ntk_engine: student NTK, "structured" (exact, from each layer's inputs and back-propagated
+            signals: see training.ntk.ntk_structured), "estimator" (the paper's finite differences,
+            forward passes only; its gradient is not the kernel distance's) or "exact" (torch.func
+            per-sample Jacobians; the slow reference).
+        teacher_ntk: teacher NTK, "sketch" (jvp features cached once per dataset), "structured",
+            "estimator" or "exact" (the last three per batch).
         ntk_draws, ntk_epsilon: estimator draws R and step ε (parameter units).
         ntk_sketch: random directions m of the teacher sketch.
         ntk_normalisation: "cka", "trace", "frobenius" or "none" (see training.ntk).
@@ -58,6 +66,9 @@ class TrainConfig:
             variance from the loss.
         ntk_parameters: the student's kernel over "all" its parameters, only the optical
             "frontend" or only the digital "backend" (what post-fabrication compensation trains).
+        ntk_batch: the kernels are taken on the first this-many images of each (shuffled)
+            minibatch (None: all of it); the kernel's cost grows with it, the task loss still
+            sees the whole minibatch.
         frontend: "ideal" or "physical" (students only).
         epochs, batch_size: as usual. optimiser: "adamw" or "sgd" (momentum 0.9, Nesterov).
         learning_rate, weight_decay: optimiser settings. schedule: "cosine" (to 1 % of the
@@ -103,7 +114,7 @@ class TrainConfig:
     beta: float = 1.0
     temperature: float = 4.0
     kd_alpha: float = 0.5
-    ntk_engine: str = "estimator"
+    ntk_engine: str = "structured"
     teacher_ntk: str = "sketch"
     ntk_draws: int = 2
     ntk_epsilon: float = 1e-3
@@ -112,6 +123,7 @@ class TrainConfig:
     ntk_output_pool: int = 8
     ntk_unbiased: bool = False
     ntk_parameters: str = "all"
+    ntk_batch: int | None = 32
 
     def __post_init__(self) -> None:
         choices = {"role": ROLES, "method": METHODS, "optimiser": OPTIMISERS, "schedule": SCHEDULES,
@@ -147,6 +159,8 @@ class TrainConfig:
             raise TrainingError(f"kd_alpha weighs KD against the task loss, so it lies in [0, 1]; got {self.kd_alpha}.")
         if self.method != "e2e" and self.role == "teacher":
             raise TrainingError(f"a teacher is trained on the task loss (method e2e), not {self.method!r}.")
+        if self.ntk_batch is not None and self.ntk_batch < 2:
+            raise TrainingError(f"ntk_batch must be ≥ 2 images or null; got {self.ntk_batch}.")
         if self.ntk_unbiased and (self.ntk_engine != "estimator" or self.ntk_draws < 2):
             raise TrainingError("ntk_unbiased splits the estimator's draws in two: it needs ntk_engine estimator and "
                                 f"ntk_draws ≥ 2 (got {self.ntk_engine}, {self.ntk_draws}).")  # fmt: skip
@@ -157,7 +171,7 @@ class TrainConfig:
             )
         if not 0 < self.val_fraction < 1:
             raise TrainingError(f"val_fraction must lie strictly between 0 and 1; got {self.val_fraction}.")
-        for name in ("early_stopping_patience", "threads", "train_limit"):
+        for name in ("early_stopping_patience", "threads", "train_limit", "ntk_batch"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise TrainingError(f"{name} must be a whole number ≥ 1 or null; got {value!r}.")
@@ -188,10 +202,13 @@ class TrainConfig:
 
     def run_id(self, design_id: str | None = None) -> str:
         """Hash of every setting but ``threads``, and of the design: what a checkpoint belongs to."""
+        uses_kernel = "ntkd" in self.method.split("+")
         values = {
             k: v
             for k, v in self.to_dict().items()
-            if k != "threads" and not (k in TRANSFER_DEFAULTS and v == TRANSFER_DEFAULTS[k])
+            if k != "threads"
+            and not (k in _IDENTITY_NEUTRAL and v == _IDENTITY_NEUTRAL[k])
+            and not (k in _NTK_SETTINGS and not uses_kernel)
         }
         values["design_id"] = design_id
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]

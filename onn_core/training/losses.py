@@ -24,7 +24,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .metrics import task_loss
-from .ntk import TeacherSketch, kernel_distance, kernel_distance_unbiased, ntk_estimate, ntk_exact
+from .ntk import TeacherSketch, kernel_distance, kernel_distance_unbiased, ntk_estimate, ntk_exact, ntk_structured
 
 METHOD_TERMS: dict[str, Callable[[TrainConfig], dict[str, float]]] = {
     "e2e": lambda c: {"task": 1.0},
@@ -127,8 +127,10 @@ class TransferLoss:
                 teacher_outputs = self.teacher(teacher_images)
             terms["kd"] = hinton_kd(outputs, teacher_outputs, self.config.temperature, self.task)
         if "ntk" in self.weights:
-            teacher_kernel = self.teacher_kernel(teacher_images, index)
-            student_kernel = self.student_kernel(model, images, outputs)
+            # The kernels compare the first ntk_batch images of the (shuffled) minibatch.
+            kept = slice(0, self.config.ntk_batch)
+            teacher_kernel = self.teacher_kernel(teacher_images[kept], index[kept])
+            student_kernel = self.student_kernel(model, images[kept], outputs[kept])
             how = self.config.ntk_normalisation
             if isinstance(student_kernel, tuple):
                 terms["ntk"] = kernel_distance_unbiased(teacher_kernel, *student_kernel, how)
@@ -144,6 +146,8 @@ class TransferLoss:
         with torch.no_grad():
             if config.teacher_ntk == "exact":
                 return ntk_exact(self.teacher, images, output_pool=config.ntk_output_pool)
+            if config.teacher_ntk == "structured":
+                return ntk_structured(self.teacher, images, output_pool=config.ntk_output_pool)
             return ntk_estimate(
                 self.teacher, images, draws=config.ntk_draws, epsilon=config.ntk_epsilon,
                 output_pool=config.ntk_output_pool,
@@ -157,6 +161,8 @@ class TransferLoss:
         include = student_parameters(model, config.ntk_parameters)
         if config.ntk_engine == "exact":
             return ntk_exact(model, images, include=include, output_pool=config.ntk_output_pool)
+        if config.ntk_engine == "structured":
+            return ntk_structured(model, images, include=include, output_pool=config.ntk_output_pool)
         # The task forward already evaluated f(X; θ) when training mode is the mean function.
         base = outputs if _deterministic_in_training(model) else None
         return ntk_estimate(

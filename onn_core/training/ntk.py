@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, jacrev, jvp, vmap
+from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from ..errors import TrainingError
 
@@ -150,6 +150,142 @@ def ntk_exact(
                 jacobian = jacobian.reshape(len(images), -1)
                 kernel = kernel + jacobian @ jacobian.T
     return kernel
+
+
+# ---------------------------------------------------------------------------- structured engine
+def _owning_layers(model: nn.Module, chosen: dict[str, torch.Tensor]) -> dict[nn.Module, dict[str, torch.Tensor]]:
+    """Each module that directly owns a chosen parameter, with those parameters by local name."""
+    from ..models import IdealFrontend, OpticalFrontend
+
+    modules = dict(model.named_modules())
+    owners: dict[nn.Module, dict[str, torch.Tensor]] = {}
+    for name, parameter in chosen.items():
+        module_name, _, local = name.rpartition(".")
+        module = modules[module_name]
+        if isinstance(module, OpticalFrontend) and not isinstance(module, IdealFrontend):
+            raise TrainingError(
+                f"the structured NTK engine cannot take the kernel over layer '{module_name}' "
+                f"({type(module).__name__}): its PSFs depend on the meta-atom radius maps through the wave "
+                "optics, whose Jacobian is one optics backward pass per kernel tap and image. Fix: take the "
+                "student kernel over the digital backend only (--ntk-parameters backend), or use --ntk-engine "
+                "exact (slow)."
+            )
+        owners.setdefault(module, {})[local] = parameter
+    return owners
+
+
+@contextlib.contextmanager
+def _recording(owners: dict[nn.Module, dict[str, torch.Tensor]]) -> Iterator[dict]:
+    """Record each owning layer's input and output (forward hooks) while the block runs."""
+    records: dict[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]] = {module: [] for module in owners}
+
+    def on_output(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+        if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor) or not isinstance(output, torch.Tensor):
+            raise TrainingError(
+                f"the structured NTK engine reads a layer's Jacobian from its one input and one output tensor; "
+                f"layer {type(module).__name__} takes {len(args)} positional and {len(kwargs)} keyword inputs. "
+                "Fix: use --ntk-engine exact."
+            )
+        records[module].append((args[0], output))
+
+    handles = [module.register_forward_hook(on_output, with_kwargs=True) for module in owners]
+    try:
+        yield records
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _per_sample_gradients(
+    module: nn.Module, parameters: dict[str, torch.Tensor], inputs: torch.Tensor, signals: torch.Tensor
+) -> torch.Tensor:
+    """(n, outputs, P) gradients of each sample's outputs w.r.t. a layer's parameters, from the
+    signals (outputs, n, *layer output) back-propagated to its output: one vjp per sample and output."""
+
+    def one_sample(image: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+        _, pull = vjp(lambda values: functional_call(module, values, (image.unsqueeze(0),))[0], parameters)
+        gradients = vmap(pull)(signal)[0]
+        return torch.cat([gradients[name].reshape(len(signal), -1) for name in parameters], dim=1)
+
+    return vmap(one_sample)(inputs, signals.transpose(0, 1))
+
+
+def _layer_kernel(
+    module: nn.Module, parameters: dict[str, torch.Tensor], inputs: torch.Tensor, signals: torch.Tensor
+) -> torch.Tensor:
+    """One layer's NTK block Σ_c ∇_W f_c(x_i)·∇_W f_c(x_j) (n × n) from its input and signals."""
+    from ..models import IdealFrontend
+
+    if isinstance(module, nn.Linear) and inputs.dim() == 2:
+        # ∇_W f_c(x_i) = g_ic a_iᵀ, so the block is (A Aᵀ) ⊙ Σ_c G_c G_cᵀ (+ Σ_c G_c G_cᵀ for the bias).
+        signal_gram = torch.einsum("cik,cjk->ij", signals, signals)
+        kernel = (inputs @ inputs.T) * signal_gram if "weight" in parameters else torch.zeros_like(signal_gram)
+        return kernel + signal_gram if "bias" in parameters else kernel
+    if isinstance(module, IdealFrontend):
+        # The readout is linear in the kernels: per-image kernel Jacobians from the signals and
+        # the image patches, then chained through the kernel map (band limit, squaring) to the weight.
+        kernel_jacobian = module.kernel_jacobian(inputs, signals)
+        outputs, count = kernel_jacobian.shape[:2]
+        _, pull = vjp(module.kernel_map, parameters["weight"])
+        jacobian = vmap(pull)(kernel_jacobian.flatten(0, 1))[0].reshape(outputs, count, -1)
+    else:
+        jacobian = _per_sample_gradients(module, parameters, inputs, signals).transpose(0, 1)
+    return torch.einsum("cip,cjp->ij", jacobian, jacobian)
+
+
+def ntk_structured(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    include: ParameterFilter | None = None,
+    output_pool: int = DEFAULT_OUTPUT_POOL,
+    output_chunk: int | None = None,
+) -> torch.Tensor:
+    """Exact empirical NTK (n × n) from the layers' structure: one batched backward per step.
+
+    Every parameterised layer's block is built from what it saw and what flowed back to it:
+    for a fully connected layer, ∇_W f_c(x) = g_c(x) a(x)ᵀ (back-propagated signal ⊗ input),
+    so its block is (A Aᵀ) ⊙ Σ_c G_c G_cᵀ and no per-sample Jacobian is formed; an ideal
+    optical frontend is linear in its kernels, so each image's kernel Jacobian is its signal
+    correlated with its patches (one batched matrix product, then chained through the kernel
+    map to the weight); any other layer (convolutions, transposed convolutions, normalisation) gets
+    per-sample Jacobians from one vjp per sample and output. The signals for all outputs come
+    from one batched backward (vmap over the output directions). The result is differentiable
+    with respect to the parameters when they require grad, so the kernel distance's gradient
+    is exact. A physical frontend's radius maps are refused (see :func:`_owning_layers`).
+
+    ``output_chunk``: outputs back-propagated at once (None: all); fewer bound the memory of
+    the signals, n × chunk × (largest layer output).
+    """
+    chosen, _ = _split_parameters(model, include)
+    owners = _owning_layers(model, chosen)
+    needs_graph = torch.is_grad_enabled() and any(p.requires_grad for p in chosen.values())
+    if not any(p.requires_grad for p in chosen.values()):  # a frozen teacher: the graph starts at the images
+        images = images.detach().requires_grad_(True)
+    with torch.enable_grad(), mean_function(model), _recording(owners) as records:
+        outputs = flat_outputs(model(images), output_pool)
+        for module, calls in records.items():
+            if len(calls) != 1:
+                name = next(n for n, m in model.named_modules() if m is module)
+                raise TrainingError(
+                    f"the structured NTK engine needs each layer applied once per forward pass; layer '{name}' "
+                    f"({type(module).__name__}) was applied {len(calls)} times. Fix: use --ntk-engine exact."
+                )
+        layers = list(records)
+        targets = [records[module][0][1] for module in layers]
+        count, width = outputs.shape
+        chunk = output_chunk or width
+        kernel = outputs.new_zeros(count, count)
+        for first in range(0, width, chunk):
+            directions = torch.eye(width, dtype=outputs.dtype, device=outputs.device)[first : first + chunk]
+            cotangents = directions.unsqueeze(1).expand(-1, count, -1)
+            signals = torch.autograd.grad(
+                outputs, targets, cotangents, is_grads_batched=True, create_graph=needs_graph,
+                retain_graph=True, allow_unused=True, materialize_grads=True,
+            )  # fmt: skip
+            for module, signal in zip(layers, signals, strict=True):
+                kernel = kernel + _layer_kernel(module, owners[module], records[module][0][0], signal)
+    return kernel if needs_graph else kernel.detach()
 
 
 def perturbation_directions(
