@@ -210,6 +210,49 @@ def _per_sample_gradients(
     return vmap(one_sample)(inputs, signals.transpose(0, 1))
 
 
+def _convolution_gradients(module: nn.Conv2d | nn.ConvTranspose2d, parameters: dict[str, torch.Tensor],
+                           inputs: torch.Tensor, signals: torch.Tensor) -> torch.Tensor | None:  # fmt: skip
+    """(outputs, n, P) per-sample gradients of a 2-D (transposed) convolution, or None if its
+    options are not covered (groups, non-zero padding modes, 'same' padding).
+
+    A convolution's weight gradient is the correlation of its input with the signal at its
+    output; treating each sample (and, for the transposed convolution, each output direction)
+    as a group of one grouped weight-gradient gives all of them in one call. A transposed
+    convolution is the adjoint of a convolution with the same weight, so its weight gradient is
+    that convolution's with input and signal swapped.
+    """
+    if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
+        return None
+    outputs, count = signals.shape[:2]
+    options = {"stride": module.stride, "padding": module.padding, "dilation": module.dilation}
+    blocks = []
+    if "weight" in parameters:
+        kernel_shape = tuple(module.weight.shape[1:])
+        if isinstance(module, nn.Conv2d):
+            gradient = torch.nn.grad.conv2d_weight(
+                inputs.reshape(1, -1, *inputs.shape[2:]),
+                (count * outputs * module.out_channels, *kernel_shape),
+                signals.transpose(0, 1).reshape(1, -1, *signals.shape[3:]),
+                groups=count,
+                **options,
+            )
+            gradient = gradient.view(count, outputs, -1).transpose(0, 1)
+        else:
+            repeated = inputs.unsqueeze(0).expand(outputs, *inputs.shape)
+            gradient = torch.nn.grad.conv2d_weight(
+                signals.reshape(1, -1, *signals.shape[3:]),
+                (outputs * count * module.in_channels, *kernel_shape),
+                repeated.reshape(1, -1, *inputs.shape[2:]),
+                groups=outputs * count,
+                **options,
+            )
+            gradient = gradient.view(outputs, count, -1)
+        blocks.append(gradient)
+    if "bias" in parameters:
+        blocks.append(signals.sum(dim=(-2, -1)))
+    return torch.cat(blocks, dim=2)
+
+
 def _layer_kernel(
     module: nn.Module, parameters: dict[str, torch.Tensor], inputs: torch.Tensor, signals: torch.Tensor
 ) -> torch.Tensor:
@@ -229,7 +272,11 @@ def _layer_kernel(
         _, pull = vjp(module.kernel_map, parameters["weight"])
         jacobian = vmap(pull)(kernel_jacobian.flatten(0, 1))[0].reshape(outputs, count, -1)
     else:
-        jacobian = _per_sample_gradients(module, parameters, inputs, signals).transpose(0, 1)
+        jacobian = None
+        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d) and inputs.dim() == 4:
+            jacobian = _convolution_gradients(module, parameters, inputs, signals)
+        if jacobian is None:
+            jacobian = _per_sample_gradients(module, parameters, inputs, signals).transpose(0, 1)
     return torch.einsum("cip,cjp->ij", jacobian, jacobian)
 
 
@@ -250,7 +297,7 @@ def ntk_structured(
     correlated with its patches (one batched matrix product, then chained through the kernel
     map to the weight); any other layer (convolutions, transposed convolutions, normalisation) gets
     per-sample Jacobians from one vjp per sample and output. The signals for all outputs come
-    from one batched backward (vmap over the output directions). The result is differentiable
+    from one batched backward (see :func:`_signal_pullback`). The result is differentiable
     with respect to the parameters when they require grad, so the kernel distance's gradient
     is exact. A physical frontend's radius maps are refused (see :func:`_owning_layers`).
 
@@ -260,10 +307,10 @@ def ntk_structured(
     chosen, _ = _split_parameters(model, include)
     owners = _owning_layers(model, chosen)
     needs_graph = torch.is_grad_enabled() and any(p.requires_grad for p in chosen.values())
-    if not any(p.requires_grad for p in chosen.values()):  # a frozen teacher: the graph starts at the images
-        images = images.detach().requires_grad_(True)
-    with torch.enable_grad(), mean_function(model), _recording(owners) as records:
-        outputs = flat_outputs(model(images), output_pool)
+    layers = list(owners)
+    with torch.set_grad_enabled(needs_graph), mean_function(model):
+        with _recording(owners) as records:
+            outputs = flat_outputs(model(images), output_pool)
         for module, calls in records.items():
             if len(calls) != 1:
                 name = next(n for n, m in model.named_modules() if m is module)
@@ -271,21 +318,44 @@ def ntk_structured(
                     f"the structured NTK engine needs each layer applied once per forward pass; layer '{name}' "
                     f"({type(module).__name__}) was applied {len(calls)} times. Fix: use --ntk-engine exact."
                 )
-        layers = list(records)
-        targets = [records[module][0][1] for module in layers]
+        inputs = [records[module][0][0] for module in layers]
+        probes = [torch.zeros_like(records[module][0][1]) for module in layers]
         count, width = outputs.shape
         chunk = output_chunk or width
         kernel = outputs.new_zeros(count, count)
+        pull = _signal_pullback(model, images, layers, probes, output_pool)
         for first in range(0, width, chunk):
             directions = torch.eye(width, dtype=outputs.dtype, device=outputs.device)[first : first + chunk]
-            cotangents = directions.unsqueeze(1).expand(-1, count, -1)
-            signals = torch.autograd.grad(
-                outputs, targets, cotangents, is_grads_batched=True, create_graph=needs_graph,
-                retain_graph=True, allow_unused=True, materialize_grads=True,
-            )  # fmt: skip
-            for module, signal in zip(layers, signals, strict=True):
-                kernel = kernel + _layer_kernel(module, owners[module], records[module][0][0], signal)
-    return kernel if needs_graph else kernel.detach()
+            signals = vmap(pull)(directions.unsqueeze(1).expand(-1, count, -1))[0]
+            for module, layer_input, signal in zip(layers, inputs, signals, strict=True):
+                kernel = kernel + _layer_kernel(module, owners[module], layer_input, signal)
+    return kernel
+
+
+def _signal_pullback(
+    model: nn.Module, images: torch.Tensor, layers: list[nn.Module], probes: list[torch.Tensor], output_pool: int
+) -> Callable[[torch.Tensor], tuple[list[torch.Tensor]]]:
+    """The map from output cotangents (n, outputs) to the signals reaching each layer's output.
+
+    A zero probe is added to each layer's output and the model differentiated with respect to
+    the probes (``torch.func.vjp``): the gradient with respect to a probe is the signal at that
+    output. vmap over this pullback back-propagates many output directions in one pass; unlike
+    autograd's batched gradients it has batching rules for convolution backward passes, whose
+    second derivatives (the distance's gradient) would otherwise loop over the directions.
+    """
+
+    def outputs(values: list[torch.Tensor]) -> torch.Tensor:
+        handles = [
+            layer.register_forward_hook(lambda _module, _args, output, probe=probe: output + probe)
+            for layer, probe in zip(layers, values, strict=True)
+        ]
+        try:
+            return flat_outputs(model(images), output_pool)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    return vjp(outputs, probes)[1]
 
 
 def perturbation_directions(
