@@ -130,14 +130,33 @@ def _progress_printer(args: argparse.Namespace):
     return report
 
 
+def _choose_method(args: argparse.Namespace, design: Design) -> dict:
+    """Resolve ``--method auto`` from the measured regimes; settings left at their defaults follow it."""
+    from .training.config import TRANSFER_DEFAULTS
+    from .training.evidence import choose_method, design_regime
+
+    regime = design_regime(design, frontend=args.frontend, sensor_noise=args.sensor_noise)
+    method, settings, why = choose_method(args.dataset, regime)
+    args.method = method
+    applied = {}
+    for name, value in settings.items():
+        if name in TRANSFER_DEFAULTS and getattr(args, name, None) == TRANSFER_DEFAULTS[name]:
+            setattr(args, name, value)
+            applied[name] = value
+    if not args.json:
+        print(f"--method auto chose {method}: {why}")
+    return {"method": method, "regime": regime, "settings": applied, "why": why}
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .training import train
 
     design = _read_design(args.design) if args.design else Design()
+    choice = _choose_method(args, design) if args.method == "auto" else None
     config = _training_config(args, "student")
     out = Path(args.out)
     metrics = train(config, out, design=design, progress=_progress_printer(args))
-    _report_training(metrics, args, out)
+    _report_training({**metrics, "method_choice": choice} if choice else metrics, args, out)
     return 0
 
 
@@ -234,9 +253,10 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
     d = TRANSFER_DEFAULTS
     parser.add_argument(
         "--method",
-        choices=METHODS,
+        choices=(*METHODS, "auto"),
         default="e2e",
-        help="e2e (task loss), kd (Hinton), ntkd (NTK distillation) or kd+ntkd",
+        help="e2e (task loss), kd (Hinton), ntkd (NTK distillation), kd+ntkd, or auto: the best measured for "
+        "this dataset and the design's regime (bench/ntkd_regimes.py), with its settings",
     )
     parser.add_argument(
         "--teacher",

@@ -11,11 +11,14 @@ from onn_core import jobs
 from onn_core.data import SPECS, dataset_status
 from onn_core.errors import DesignError
 from onn_core.run_plots import history_figure
-from onn_core.training.config import METHODS
+from onn_core.training.config import METHODS, TRANSFER_DEFAULTS
+from onn_core.training.evidence import METHOD_TEXT, REGIME_TEXT, design_regime, measured
 from onn_core.training.store import find_teacher
 from onn_core.training.trainer import check_design_channels
 
 TEACHER_MODEL = {"classification": "lenet-wide", "segmentation": "unet"}
+SETTING_KEYS = {"alpha": "train.alpha", "beta": "train.beta", "temperature": "train.temperature",
+                "kd_alpha": "train.kd_alpha"}  # fmt: skip
 
 
 def teachers_for(dataset: str) -> dict[str, str]:
@@ -40,6 +43,16 @@ design = sidebar_design()
 available = [name for name in SPECS if dataset_status(name)["available"]]
 columns = st.columns(3)
 dataset = columns[0].selectbox("Dataset", available, key="train.dataset")
+# What the regimes benchmark measured for this data and the design's kernels preselects the method
+# and its settings, each time the dataset or the regime changes (the designer may still change them).
+regime = design_regime(design, sensor_noise=st.session_state.get("train.noise", False))
+evidence = measured(dataset, regime)
+if evidence and st.session_state.get("train.evidence_for") != (dataset, regime):
+    st.session_state["train.evidence_for"] = (dataset, regime)
+    st.session_state["train.method"] = evidence.best
+    for name, value in evidence.settings.items():
+        if name in SETTING_KEYS:
+            st.session_state[SETTING_KEYS[name]] = float(value)
 method = columns[1].radio(
     "Method", METHODS, horizontal=True, key="train.method",
     help="e2e: task loss only; kd: Hinton distillation; ntkd: the NTK of the teacher matched.",
@@ -50,6 +63,23 @@ try:
 except DesignError as error:
     st.error(str(error))
     st.stop()
+
+if evidence:
+    st.info(f"Knowledge transfer {evidence.line()}: {METHOD_TEXT[evidence.best]} is the best measured, and is "
+            "preselected with its settings.", icon=":material/science:")  # fmt: skip
+else:
+    st.caption(f"No measurements of knowledge transfer for {dataset} with {REGIME_TEXT[regime]} yet "
+               "(bench/ntkd_regimes.py); e2e needs no teacher.")  # fmt: skip
+measured_settings = evidence.settings if evidence and evidence.best == method else {}
+
+
+def setting(column, label: str, low: float, high: float, name: str) -> float:
+    """A transfer setting's input; its first value is the default (or what preselection put in its state)."""
+    key = SETTING_KEYS[name]
+    if key in st.session_state:  # a value is already there: passing another default would be ignored anyway
+        return column.number_input(label, low, high, key=key)
+    return column.number_input(label, low, high, float(TRANSFER_DEFAULTS[name]), key=key)
+
 
 columns = st.columns(4)
 seeds = columns[0].number_input("Seeds", 1, 10, 1, key="train.seeds", help="One job per seed (mean ± std).")
@@ -76,11 +106,13 @@ if method != "e2e":
         settings["teacher"] = choices[label]
         columns = st.columns(4)
         if method in ("ntkd", "kd+ntkd"):
-            settings["alpha"] = columns[0].number_input("α (task)", 0.0, 100.0, 1.0, key="train.alpha")
-            settings["beta"] = columns[1].number_input("β (NTK)", 0.0, 100.0, 1.0, key="train.beta")
+            settings["alpha"] = setting(columns[0], "α (task)", 0.0, 100.0, "alpha")
+            settings["beta"] = setting(columns[1], "β (NTK)", 0.0, 100.0, "beta")
+            settings["ntk_normalisation"] = measured_settings.get("ntk_normalisation",
+                                                                  TRANSFER_DEFAULTS["ntk_normalisation"])  # fmt: skip
         if method in ("kd", "kd+ntkd"):
-            settings["temperature"] = columns[2].number_input("T", 0.1, 100.0, 4.0, key="train.temperature")
-            settings["kd_alpha"] = columns[3].number_input("KD weight", 0.0, 1.0, 0.5, key="train.kd_alpha")
+            settings["temperature"] = setting(columns[2], "T", 0.1, 100.0, "temperature")
+            settings["kd_alpha"] = setting(columns[3], "KD weight", 0.0, 1.0, "kd_alpha")
 
 ready = method == "e2e" or "teacher" in settings
 if st.button("Train (background job)", icon=":material/play_arrow:", disabled=not ready, type="primary"):

@@ -167,3 +167,27 @@ def test_train_page_submits_a_job_shows_it_live_and_links_the_finished_run():
     assert not at.exception and len(again.dataframe) == 1
     inspect = open_page("inspect", run=job.id)
     assert inspect.selectbox(key="run.picker").value.run_id == job.id
+
+
+def test_train_page_shows_what_was_measured_and_preselects_the_best_method(tmp_path, monkeypatch):
+    from onn_core.training import evidence
+
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"measured": {"digits": {"signed": {
+        "seeds": 5, "gain_over_e2e_points": {"kd": 1.7, "ntkd": 1.1}, "best": "ntkd",
+        "chosen": {"beta": 0.3, "ntk_normalisation": "trace"}}}}}))  # fmt: skip
+    monkeypatch.setattr(evidence, "SUMMARY", summary)
+    at = open_page("train")
+    dataset = at.selectbox(key="train.dataset").value
+    assert dataset != "digits" and at.radio(key="train.method").value == "e2e"
+    unmeasured = f"No measurements of knowledge transfer for {dataset} with signed kernels"
+    assert any(unmeasured in caption.value for caption in at.caption)
+    at.selectbox(key="train.dataset").set_value("digits").run()
+    assert not at.exception, at.exception
+    [line] = [i.value for i in at.info if "Knowledge transfer" in i.value]
+    assert "measured on digits, signed kernels, 5 seeds: KD +1.7, NTKD +1.1 over e2e" in line
+    assert "NTKD is the best" in line
+    assert at.radio(key="train.method").value == "ntkd"
+    # The designer's own choice stands until the dataset or regime changes again.
+    at.radio(key="train.method").set_value("e2e").run()
+    assert at.radio(key="train.method").value == "e2e"

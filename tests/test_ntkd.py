@@ -459,3 +459,59 @@ def test_the_loss_takes_the_kernels_on_the_first_ntk_batch_images():
     loss.student_kernel = spy
     outputs, parts = loss(student, images, targets, torch.arange(6))
     assert seen == [4] and outputs.shape == (6, 10) and "ntk" in parts.components
+
+
+# ---------------------------------------------------------------------------- following the evidence
+MEASURED = {
+    "measured": {
+        "digits": {
+            "non-negative": {"seeds": 5, "gain_over_e2e_points": {"kd": 1.7, "ntkd": 1.1, "kd+ntkd": 0.4},
+                             "best": "kd", "ntkd_verdict": "helps, below KD",
+                             "chosen": {"temperature": 2.0, "kd_alpha": 0.9}},
+            "signed": {"seeds": 5, "gain_over_e2e_points": {"kd": -0.3, "ntkd": -0.6}, "best": "e2e", "chosen": {}},
+        }
+    }
+}  # fmt: skip
+
+
+def test_the_measured_ordering_is_phrased_for_a_designer_and_picks_the_method():
+    from onn_core.training.evidence import choose_method, design_regime, measured
+
+    assert design_regime(Design()) == "signed"
+    assert design_regime(Design(signed_kernels=False)) == "non-negative"
+    assert design_regime(Design(signed_kernels=False), sensor_noise=True) == "non-negative-noisy"
+    assert design_regime(Design(), frontend="physical") == "physical"
+    evidence = measured("digits", "non-negative", MEASURED)
+    expected = "measured on digits, non-negative kernels, 5 seeds: KD +1.7, NTKD +1.1, KD+NTKD +0.4 over e2e"
+    assert evidence.line() == expected
+    method, settings, why = choose_method("digits", "non-negative", MEASURED)
+    assert (method, settings) == ("kd", {"temperature": 2.0, "kd_alpha": 0.9})
+    assert why.startswith("measured on digits") and "KD is best (with temperature 2.0, kd_alpha 0.9)" in why
+    assert choose_method("digits", "signed", MEASURED)[0] == "e2e"
+    method, settings, why = choose_method("mnist", "signed", MEASURED)
+    assert (method, settings) == ("e2e", {}) and why.startswith("no measurements for mnist with signed kernels")
+    assert "digits/non-negative" in why
+    assert choose_method("mnist", "signed", {})[2].count("measured: nothing yet") == 1
+
+
+def test_train_method_auto_follows_the_measurements_and_says_why(tmp_path, monkeypatch, capsys):
+    from onn_core import cli
+    from onn_core.training import evidence
+
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps(MEASURED))
+    monkeypatch.setattr(evidence, "SUMMARY", summary)
+    design = tmp_path / "design.json"
+    design.write_text(Design(signed_kernels=False, metasurface_height=2e-3, metasurface_width=4e-3).to_json())
+    args = cli.build_parser().parse_args(["train", "--dataset", "digits", "--design", str(design), "--out", "x",
+                                          "--method", "auto", "--kd-alpha", "0.7"])  # fmt: skip
+    choice = cli._choose_method(args, Design.from_json(design.read_text()))
+    assert args.method == "kd" and args.temperature == 2.0 and args.kd_alpha == 0.7  # what the user set stays
+    assert choice["settings"] == {"temperature": 2.0} and choice["regime"] == "non-negative"
+    assert "--method auto chose kd: measured on digits, non-negative kernels" in capsys.readouterr().out
+    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path / "home"))
+    code = cli.main(["train", "--dataset", "digits", "--out", str(tmp_path / "run"), "--method", "auto", "--epochs",
+                     "1", "--train-limit", "200", "--threads", "2", "--quiet"])  # fmt: skip
+    output = capsys.readouterr().out
+    assert code == 0 and "--method auto chose e2e: measured on digits, signed kernels, 5 seeds: KD -0.3" in output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == "e2e"
