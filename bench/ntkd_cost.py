@@ -2,8 +2,9 @@
 
 Usage: python bench/ntkd_cost.py [--steps 20] [--rounds 3] [--threads 2] [--teacher lenet-wide]
 
-Methods: e2e (task loss), kd (Hinton; one teacher forward), ntkd-estimator (student NTK by
-finite differences with R = 2, teacher NTK from its cached sketch: the project's default),
+Methods: e2e (task loss), kd (Hinton; one teacher forward), ntkd-structured (the exact structured
+student NTK on 32 of the 128 images, teacher NTK from its cached sketch: the project's default),
+ntkd-estimator (student NTK by finite differences with R = 2 over the whole batch),
 ntkd-estimator-teacher-estimator (both sides by finite differences per batch, the method's
 literal form) and ntkd-exact (student NTK exact via torch.func). A step is forward, loss,
 backward and the AdamW update of the Compressed Meta student on real Fashion-MNIST batches;
@@ -46,9 +47,14 @@ METHODS = {
     "e2e": {"method": "e2e"},
     "kd": {"method": "kd"},
     "ntkd-structured": {"method": "ntkd", "ntk_engine": "structured", "teacher_ntk": "sketch"},
-    "ntkd-estimator": {"method": "ntkd", "ntk_engine": "estimator", "teacher_ntk": "sketch"},
-    "ntkd-estimator-teacher-estimator": {"method": "ntkd", "ntk_engine": "estimator", "teacher_ntk": "estimator"},
-    "ntkd-exact": {"method": "ntkd", "ntk_engine": "exact", "teacher_ntk": "sketch"},
+    "ntkd-estimator": {"method": "ntkd", "ntk_engine": "estimator", "teacher_ntk": "sketch", "ntk_batch": None},
+    "ntkd-estimator-teacher-estimator": {
+        "method": "ntkd",
+        "ntk_engine": "estimator",
+        "teacher_ntk": "estimator",
+        "ntk_batch": None,
+    },
+    "ntkd-exact": {"method": "ntkd", "ntk_engine": "exact", "teacher_ntk": "sketch", "ntk_batch": None},
 }
 
 
