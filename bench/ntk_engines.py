@@ -1,6 +1,6 @@
 """Student NTK engines against the exact kernel: how close, how faithful their gradient, what a step costs.
 
-Usage: python bench/ntk_engines.py [--threads 2] [--steps 6]
+Usage: python bench/ntk_engines.py [--threads 2] [--steps 6] [--students random-readout ...]
 
 For every student the zoo builds (compressed-meta, polychromatic-meta, segmentation-meta,
 random-readout), at initialisation and after a short e2e training, each student engine —
@@ -15,7 +15,8 @@ float64 (``ntk_exact``):
   float64 exact kernel; for the estimator, averages over 10 independent draws of one draw's cosine
   and norm ratio (``grad_cosine_of_mean`` is the cosine of their mean gradient);
 * ``step_s``: one NTKD training step (task + kernel distance, backward, AdamW) at the training
-  batch (128; 8 for segmentation) with the teacher's kernel from its cached sketch, and
+  batch (128; 8 for segmentation, logits pooled to 8 × 8) with the teacher's kernel from its
+  cached sketch, and
   ``kd_step_s``: one Hinton KD step, in the same process, interleaved rounds, medians. The
   structured engine is timed with the default kernel batch (``ntk_batch`` = 32 images of the
   128) and on the whole minibatch (engine ``structured (all 128)``).
@@ -129,8 +130,12 @@ def frozen(model: nn.Module) -> nn.Module:
 
 
 def distance_gradient(model: nn.Module, kernel_of, teacher_kernel: torch.Tensor) -> torch.Tensor:
+    """The kernel distance's gradient (zeros where the kernel does not depend on the parameters:
+    a linear readout on fixed features has a constant NTK)."""
     model.zero_grad(set_to_none=True)
-    kernel_distance(teacher_kernel, kernel_of(model), "cka").backward()
+    distance = kernel_distance(teacher_kernel, kernel_of(model), "cka")
+    if distance.requires_grad:
+        distance.backward()
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().double()
                       for p in model.parameters() if p.requires_grad])  # fmt: skip
 
@@ -164,14 +169,18 @@ def accuracy_rows(case: Case, student: nn.Module, teacher: nn.Module, state: str
             draws = GRADIENT_DRAWS if engine.startswith("estimator") else 1
             gradients = [distance_gradient(model, lambda m, b=batch, k=kernel_of: k(m, b), teacher_kernel.to(dtype))
                          for _ in range(draws)]  # fmt: skip
+            mean_gradient = torch.stack(gradients).mean(0)
+            if reference_gradient.norm() == 0:  # a constant kernel: no gradient to compare with
+                gradients, mean_gradient = [], None
             cosines = [float(F.cosine_similarity(g, reference_gradient, dim=0)) for g in gradients]
             ratios = [float(g.norm() / reference_gradient.norm()) for g in gradients]
-            mean_gradient = torch.stack(gradients).mean(0)
             rows.append({
                 "student": case.student, "state": state, "engine": engine, "dtype": str(dtype).removeprefix("torch."),
-                "max_rel_error_vs_exact": error, "grad_cosine_vs_exact": statistics.fmean(cosines),
-                "grad_norm_ratio": statistics.fmean(ratios),
-                "grad_cosine_of_mean": float(F.cosine_similarity(mean_gradient, reference_gradient, dim=0)),
+                "max_rel_error_vs_exact": error,
+                "grad_cosine_vs_exact": statistics.fmean(cosines) if cosines else None,
+                "grad_norm_ratio": statistics.fmean(ratios) if ratios else None,
+                "grad_cosine_of_mean": None if mean_gradient is None
+                else float(F.cosine_similarity(mean_gradient, reference_gradient, dim=0)),
                 "gradient_draws": draws, "kernel_images": len(images),
             })  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
@@ -208,7 +217,8 @@ class Stepper:
         self.case, self.generator = case, torch.Generator().manual_seed(1)
 
     def step(self) -> None:
-        index = torch.randint(0, SKETCH_POOL, (TRAIN_BATCH[self.case.task],), generator=self.generator)
+        pool = SEGMENTATION_POOL if self.case.task == "segmentation" else SKETCH_POOL
+        index = torch.randint(0, pool, (TRAIN_BATCH[self.case.task],), generator=self.generator)
         _, parts = self.loss(self.student, self.case.images[index], self.case.targets[index], index)
         self.optimiser.zero_grad(set_to_none=True)
         parts.total.backward()
@@ -216,6 +226,7 @@ class Stepper:
 
 
 SKETCH_POOL = 512  # images the timed batches are drawn from (the teacher sketch covers them)
+SEGMENTATION_POOL = 64
 TIMED = {
     "kd": {"method": "kd"},
     "estimator R=2": {"method": "ntkd", "ntk_engine": "estimator", "ntk_draws": 2, "ntk_batch": None},
@@ -227,7 +238,12 @@ TIMED = {
 
 
 def step_times(case: Case, student: nn.Module, teacher: nn.Module, steps: int, rounds: int = 3) -> dict[str, float]:
-    sketch = TeacherSketch(teacher, case.images[:SKETCH_POOL], directions=64, seed=0)
+    # The teacher's side is the same for every engine and is not what is timed: for the U-Net a
+    # smaller sketch over the first SEGMENTATION_POOL images keeps the set-up short.
+    segmentation = case.task == "segmentation"
+    pool = SEGMENTATION_POOL if segmentation else SKETCH_POOL
+    sketch = TeacherSketch(teacher, case.images[:pool], directions=16 if segmentation else 64, seed=0,
+                           output_pool=8, batch_size=8 if segmentation else 256)  # fmt: skip
     steppers = {name: Stepper(case, student, teacher, sketch if name != "kd" else None, **settings)
                 for name, settings in TIMED.items()}  # fmt: skip
     if case.task == "segmentation":
@@ -237,7 +253,7 @@ def step_times(case: Case, student: nn.Module, teacher: nn.Module, steps: int, r
         stepper.step()  # warm-up: optimiser state, first allocations
     for _ in range(rounds):
         for name, stepper in steppers.items():
-            count = max(1, steps // 4) if name == "exact" else steps
+            count = max(1, steps // 4) if name == "exact" or segmentation else steps
             started = time.perf_counter()
             for _ in range(count):
                 stepper.step()
@@ -250,11 +266,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per engine and round")
+    parser.add_argument("--students", nargs="+", default=None, help="only these (their rows are replaced)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     default_engine = TrainConfig().ntk_engine
     rows: list[dict] = []
+    if args.students and RESULTS.exists():  # keep the other students' rows
+        rows = [r for r in json.loads(RESULTS.read_text())["rows"]
+                if not any(r["student"] == s or r["student"].endswith(f"for {s})") for s in args.students)]  # fmt: skip
     for case in cases():
+        if args.students and case.student not in args.students:
+            continue
         channels = case.design.input_channels
         size = (case.design.input_height, case.design.input_width)
         classes = 10 if case.task == "classification" else 1

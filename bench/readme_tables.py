@@ -268,43 +268,44 @@ def inverse_design_table(result: dict) -> str:
 
 
 def ntk_engines_table(result: dict) -> str:
-    """Per student and state: each engine's kernel error, gradient fidelity and step cost (float32)."""
+    """Per student and engine (float32): kernel error, gradient fidelity at init / trained, step cost."""
     lines = [
         f"`{result['script']}` — {result['date'][:10]}, torch {result['machine']['torch']}, "
-        f"{result['machine']['threads']} threads. Kernel error: max |Θ − Θ_exact| / max |Θ_exact| against the "
-        "exact kernel in float64 (float32 / float64 engine); gradient: of the CKA kernel distance to the teacher's "
-        "exact kernel, cosine and norm ratio to the exact gradient (estimator: mean over 10 draws of one draw's); "
-        f"step: one NTKD training step at batch {result['train_batch']['classification']} "
-        f"({result['train_batch']['segmentation']} for segmentation), teacher kernel from its sketch, against "
-        f"a Hinton KD step in the same process. The structured engine's default kernel batch is "
-        f"{result['ntk_batch_default']} images.",
+        f"{result['machine']['threads']} threads; every row is in `bench/results/ntk_engines.json`. Kernel error: "
+        "max |Θ − Θ_exact| / max |Θ_exact| against the exact kernel in float64, after e2e training. Gradient: of the "
+        "CKA kernel distance to the teacher's exact kernel, cosine and norm ratio to the exact gradient, at "
+        "initialisation / after e2e training (estimator: mean over 10 draws of one draw's). Step: one NTKD training "
+        f"step at batch {result['train_batch']['classification']} ({result['train_batch']['segmentation']} for "
+        "segmentation, logits pooled to 8 × 8), teacher kernel from its sketch, against a Hinton KD step in the same "
+        f"process; the structured engine's default kernel batch is {result['ntk_batch_default']} images.",
         "",
-        "| student | state | engine | kernel error f32 / f64 | gradient cosine | gradient norm ratio "
-        "| step (ms) | × KD step |",
-        "|---|---|---|---|---|---|---|---|",
+        "| student | engine | kernel error | gradient cosine | gradient norm ratio | step (ms) | × KD step |",
+        "|---|---|---|---|---|---|---|",
     ]
-    rows = result["rows"]
-    by_dtype = {(r["student"], r["state"], r["engine"], r["dtype"]): r for r in rows}
+
+    def number(value, pattern):
+        return "—" if value is None else format(value, pattern)
+
+    rows = [r for r in result["rows"] if r["dtype"] == "float32" and "teacher sketch" not in r["engine"]]
+    by_state = {(r["student"], r["engine"], r["state"]): r for r in rows}
     for row in rows:
-        if row["dtype"] != "float32":
+        if row["state"] != "after e2e training":
             continue
-        wide = by_dtype.get((row["student"], row["state"], row["engine"], "float64"), {})
-
-        def number(value, pattern):
-            return "—" if value is None else format(value, pattern)
-
-        error = number(row.get("max_rel_error_vs_exact"), ".1e")
-        if wide:
-            error += " / " + number(wide.get("max_rel_error_vs_exact"), ".1e")
+        start = by_state.get((row["student"], row["engine"], "initialisation"), {})
+        pair = [number(start.get("grad_cosine_vs_exact"), ".3f"), number(row.get("grad_cosine_vs_exact"), ".3f")]
+        ratios = [number(start.get("grad_norm_ratio"), ".2f"), number(row.get("grad_norm_ratio"), ".2f")]
         step, kd = row.get("step_s"), row.get("kd_step_s")
-        ratio = "—" if step is None or not kd else f"**{step / kd:.2f}×**"
         name = row["engine"] + (" (default)" if row.get("default") else "")
         lines.append(
-            f"| {row['student']} | {row['state']} | {name} | {error} "
-            f"| {number(row.get('grad_cosine_vs_exact'), '.3f')} "
-            f"| {number(row.get('grad_norm_ratio'), '.2f')} | {number(None if step is None else step * 1e3, '.0f')} "
-            f"| {ratio} |"
+            f"| {row['student']} | {name} | {number(row.get('max_rel_error_vs_exact'), '.1e')} | {' / '.join(pair)} "
+            f"| {' / '.join(ratios)} | {number(None if step is None else step * 1e3, '.0f')} "
+            f"| {'—' if step is None or not kd else f'**{step / kd:.2f}×**'} |"
         )
+    sketches = [r for r in result["rows"] if "teacher sketch" in r["engine"] and r["state"] == "after e2e training"]
+    errors = {f"{r['student'].split(' ')[0]} m = {r['engine'].split('=')[1]}": r["max_rel_error_vs_exact"]
+              for r in sketches}  # fmt: skip
+    errors = ", ".join(f"{name}: {error:.2f}" for name, error in errors.items())
+    lines += ["", f"The teacher sketch's kernel error, same measure: {errors}."]
     return "\n".join(lines)
 
 
