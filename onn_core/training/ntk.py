@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from collections.abc import Callable, Iterator
 
 import torch
@@ -309,21 +310,12 @@ def ntk_structured(
     needs_graph = torch.is_grad_enabled() and any(p.requires_grad for p in chosen.values())
     layers = list(owners)
     with torch.set_grad_enabled(needs_graph), mean_function(model):
-        with _recording(owners) as records:
-            outputs = flat_outputs(model(images), output_pool)
-        for module, calls in records.items():
-            if len(calls) != 1:
-                name = next(n for n, m in model.named_modules() if m is module)
-                raise TrainingError(
-                    f"the structured NTK engine needs each layer applied once per forward pass; layer '{name}' "
-                    f"({type(module).__name__}) was applied {len(calls)} times. Fix: use --ntk-engine exact."
-                )
-        inputs = [records[module][0][0] for module in layers]
-        probes = [torch.zeros_like(records[module][0][1]) for module in layers]
+        probes = [torch.zeros(shape, dtype=dtype, device=images.device)
+                  for shape, dtype in _output_shapes(model, images, owners, output_pool)]  # fmt: skip
+        outputs, pull, inputs = _signal_pullback(model, images, owners, probes, output_pool)
         count, width = outputs.shape
         chunk = output_chunk or width
         kernel = outputs.new_zeros(count, count)
-        pull = _signal_pullback(model, images, layers, probes, output_pool)
         for first in range(0, width, chunk):
             directions = torch.eye(width, dtype=outputs.dtype, device=outputs.device)[first : first + chunk]
             signals = vmap(pull)(directions.unsqueeze(1).expand(-1, count, -1))[0]
@@ -332,30 +324,62 @@ def ntk_structured(
     return kernel
 
 
+# Each model's layer output shapes per input shape: the probes are sized before the forward pass
+# that differentiates them, so this saves a second forward on every later batch of that shape.
+_OUTPUT_SHAPES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, list]] = weakref.WeakKeyDictionary()
+
+
+def _output_shapes(model: nn.Module, images: torch.Tensor, owners: dict, output_pool: int) -> list:
+    key = (tuple(images.shape), images.dtype, tuple(id(layer) for layer in owners), output_pool)
+    known = _OUTPUT_SHAPES.setdefault(model, {})
+    if key not in known:
+        with torch.no_grad(), _recording(owners) as records:
+            model(images)
+        _applied_once(model, records)
+        known[key] = [(records[layer][0][1].shape, records[layer][0][1].dtype) for layer in owners]
+    return known[key]
+
+
+def _applied_once(model: nn.Module, records: dict[nn.Module, list]) -> None:
+    for module, calls in records.items():
+        if len(calls) != 1:
+            name = next(n for n, m in model.named_modules() if m is module)
+            raise TrainingError(
+                f"the structured NTK engine needs each layer applied once per forward pass; layer '{name}' "
+                f"({type(module).__name__}) was applied {len(calls)} times. Fix: use --ntk-engine exact."
+            )
+
+
 def _signal_pullback(
-    model: nn.Module, images: torch.Tensor, layers: list[nn.Module], probes: list[torch.Tensor], output_pool: int
-) -> Callable[[torch.Tensor], tuple[list[torch.Tensor]]]:
-    """The map from output cotangents (n, outputs) to the signals reaching each layer's output.
+    model: nn.Module, images: torch.Tensor, owners: dict, probes: list[torch.Tensor], output_pool: int
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], tuple[list[torch.Tensor]]], list[torch.Tensor]]:
+    """(outputs, the map from output cotangents to the signals at each layer's output, each layer's input).
 
     A zero probe is added to each layer's output and the model differentiated with respect to
     the probes (``torch.func.vjp``): the gradient with respect to a probe is the signal at that
     output. vmap over this pullback back-propagates many output directions in one pass; unlike
     autograd's batched gradients it has batching rules for convolution backward passes, whose
-    second derivatives (the distance's gradient) would otherwise loop over the directions.
+    second derivatives (the distance's gradient) would otherwise loop over the directions. The
+    layers' inputs come out of the same forward pass, still differentiable in the parameters.
     """
+    layers = list(owners)
 
-    def outputs(values: list[torch.Tensor]) -> torch.Tensor:
-        handles = [
-            layer.register_forward_hook(lambda _module, _args, output, probe=probe: output + probe)
-            for layer, probe in zip(layers, values, strict=True)
-        ]
-        try:
-            return flat_outputs(model(images), output_pool)
-        finally:
-            for handle in handles:
-                handle.remove()
+    def outputs(values: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        with _recording(owners) as records:
+            handles = [
+                layer.register_forward_hook(lambda _module, _args, output, probe=probe: output + probe)
+                for layer, probe in zip(layers, values, strict=True)
+            ]
+            try:
+                result = flat_outputs(model(images), output_pool)
+            finally:
+                for handle in handles:
+                    handle.remove()
+        _applied_once(model, records)
+        return result, [records[layer][0][0] for layer in layers]
 
-    return vjp(outputs, probes)[1]
+    result, pull, inputs = vjp(outputs, probes, has_aux=True)
+    return result, pull, inputs
 
 
 def perturbation_directions(
