@@ -352,6 +352,7 @@ def ntkd_regimes_table(result: dict) -> str:
 TABLES = {
     "app_latency": app_latency_table,
     "reproduce_table4": reproduce_table4_table,
+    "reproduce_table4_non_negative": reproduce_table4_table,
     "inverse_design": inverse_design_table,
     "estimator_validation": estimator_validation_table,
     "estimator_cost": estimator_cost_table,

@@ -2,6 +2,13 @@
 
 Usage:
     python bench/reproduce_table4.py [--tasks fashion-mnist shapes-seg] [--seeds 5] [--threads 2]
+    python bench/reproduce_table4.py --regime non-negative [--tasks ...]   # the regimes benchmark's students
+
+``--regime non-negative`` fabricates the NTKD students of ``bench/ntkd_regimes.py`` in its
+``non-negative`` regime (var/regimes/<task>/non-negative/ntkd/seedN: exact structured kernels,
+settings chosen on validation) instead of Table 3's signed ones, and writes
+bench/results/reproduce_table4_non_negative.json; the signed results stay in
+reproduce_table4.json. Compensation uses the default (structured) student kernel either way.
 
 Students: the NTKD-trained students of ``bench/reproduce_table3.py`` (var/table3/<task>/ntkd/seedN,
 5 seeds; run that first), as the method fabricates its NTKD-trained model. Each seed's student is
@@ -51,6 +58,7 @@ from onn_core.training.run import load_run  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "reproduce_table4.json"
 RUNS = ROOT / "var" / "table3"
+REGIME_RUNS = ROOT / "var" / "regimes"
 PAPER = {  # the method's Table 4 (fabricated; no spread published)
     "MNIST": {"none": 89.2, "e2e": 93.2, "ntkd": 95.1},
     "CIFAR-10": {"none": 47.3, "e2e": 70.4, "ntkd": 74.9},
@@ -123,10 +131,14 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scale", action="append", default=[], metavar="TASK=FACTOR",
                         help="reuse a calibrated scale of the base error model (skips the calibration)")  # fmt: skip
+    parser.add_argument("--regime", choices=("signed", "non-negative"), default="signed",
+                        help="signed: Table 3's students; non-negative: the regimes benchmark's")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results = RESULTS if args.regime == "signed" else RESULTS.with_name("reproduce_table4_non_negative.json")
+    table4_runs = "table4" if args.regime == "signed" else f"table4-{args.regime}"
+    existing = json.loads(results.read_text()) if results.exists() else {}
     report = {"generated": datetime.now(UTC).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
               "paper": PAPER, "compensation": COMPENSATION, "tasks": existing.get("tasks", {}),
               "rows": [row for row in existing.get("rows", []) if row["dataset"] not in args.tasks]}  # fmt: skip
@@ -135,11 +147,13 @@ def main() -> int:
         print(text, flush=True)
 
     for task in args.tasks:
-        folders = [RUNS / task / "ntkd" / f"seed{seed}" for seed in range(args.seeds)]
+        students = RUNS / task / "ntkd" if args.regime == "signed" else REGIME_RUNS / task / args.regime / "ntkd"
+        folders = [students / f"seed{seed}" for seed in range(args.seeds)]
         missing = [str(f) for f in folders if not (f / "metrics.json").exists()]
         if missing:
-            raise SystemExit(f"missing trained students {missing}: run "
-                             f"`python bench/reproduce_table3.py --tasks {task}` first")  # fmt: skip
+            producer = (f"python bench/reproduce_table3.py --tasks {task}" if args.regime == "signed"
+                        else f"python bench/ntkd_regimes.py --datasets {task} --regimes {args.regime}")  # fmt: skip
+            raise SystemExit(f"missing trained students {missing}: run `{producer}` first")
         runs = [load_run(folder) for folder in folders]
         first = runs[0]
         log(f"{task}: calibrating the error model on validation (target drop {100 * TARGET_DROP[task]:.0f} points)")
@@ -159,8 +173,8 @@ def main() -> int:
             record = {"seed": seed, "run": str(folder), "trained": float(run.metrics[run.score_name])}
             for method in ("e2e", "ntkd"):
                 settings = CompensationSettings(method=method, seed=seed, **COMPENSATION)
-                result = compensate(run, settings, errors=draw, out_dir=ROOT / "var" / "table4" / task / method /
-                                    f"seed{seed}")  # fmt: skip
+                result = compensate(run, settings, errors=draw, out_dir=ROOT / "var" / table4_runs / task /
+                                    method / f"seed{seed}")  # fmt: skip
                 record["none"] = result.before
                 record[method] = result.after
                 record[f"{method}_seconds"] = result.seconds
@@ -174,7 +188,7 @@ def main() -> int:
             report["rows"] = [r for r in report["rows"] if r["dataset"] != task] + summarise(
                 task, per_seed, reference, first.score_name)  # fmt: skip
             report["seconds"] = time.perf_counter() - started
-            RESULTS.write_text(json.dumps(report, indent=2))
+            results.write_text(json.dumps(report, indent=2))
     for row in report["rows"]:
         log(f"{row['dataset']:14s} {row['method']:5s} {100 * row['mean']:.1f} ± {100 * row['std']:.1f} "
             f"(simulated {100 * row['simulated_reference']:.1f}, {row['n_seeds']} seeds)")  # fmt: skip
