@@ -319,9 +319,10 @@ def ntkd_regimes_table(result: dict) -> str:
         "seeds 0–4; settings chosen on validation (seed 100); gains are paired per seed, ± one paired standard error.",
         "",
         "| dataset | regime | e2e | KD | NTKD | KD+NTKD | NTKD, random teacher | NTKD − e2e (seeds > 0) "
-        "| NTKD verdict | KD+NTKD verdict | control |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| NTKD verdict | KD+NTKD verdict | control | e2e validation, last 5 − previous 5 epochs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    convergence = result.get("convergence", {})
     verdicts = {(v["dataset"], v["regime"]): v for v in result.get("verdicts", [])}
     keys = sorted({(r["dataset"], r["regime"]) for r in result["rows"]})
     for dataset, regime in keys:
@@ -338,12 +339,14 @@ def ntkd_regimes_table(result: dict) -> str:
         gain = verdict.get("ntkd_minus_e2e")
         gain_text = "—" if not gain else (f"{gain['mean']:+.2f} ± {gain['paired_se']:.2f} "
                                           f"({gain['positive_seeds']}/{gain['seeds']})")  # fmt: skip
+        curve = convergence.get(dataset, {}).get(regime)
+        flat = "—" if not curve else f"{curve['last5_minus_previous5_points']:+.2f} points"
         lines.append(
             f"| {dataset} | {regime} | {' | '.join(cells)} | {gain_text} | {verdict.get('ntkd_verdict', '—')} "
-            f"| {verdict.get('kd+ntkd_verdict', '—')} | {verdict.get('control', '—')} |"
+            f"| {verdict.get('kd+ntkd_verdict', '—')} | {verdict.get('control', '—')} | {flat} |"
         )
     if not keys:
-        lines.append("| (running: no final runs yet) | | | | | | | | | | |")
+        lines.append("| (running: no final runs yet) | | | | | | | | | | | |")
     selected = len(result.get("selection", []))
     lines += ["", f"Selection runs so far: {selected}; final runs: {len(result['rows'])}."]
     return "\n".join(lines)
