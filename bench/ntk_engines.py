@@ -307,7 +307,16 @@ def main() -> None:
 
 
 def write(rows: list[dict], args: argparse.Namespace) -> None:
+    reruns = json.loads(RESULTS.read_text()).get("reruns", []) if args.students and RESULTS.exists() else []
+    if args.students:
+        command = f"python bench/ntk_engines.py --threads {args.threads} --steps {args.steps} --students " + " ".join(
+            args.students
+        )
+        reruns = [r for r in reruns if r["command"] != command] + [
+            {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds")}
+        ]
     results = {
+        "reruns": reruns,
         "script": f"python bench/ntk_engines.py --threads {args.threads} --steps {args.steps}",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads},
