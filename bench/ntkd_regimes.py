@@ -353,8 +353,9 @@ def verdicts(results: dict) -> list[dict]:
         rows = list(group)
         means = {m: 100 * statistics.fmean(r["test"] for r in rows if r["method"] == m)
                  for m in METHODS if any(r["method"] == m for r in rows)}  # fmt: skip
-        entry = {"dataset": dataset, "regime": regime, "seeds": len({r["seed"] for r in rows}),
-                 "mean_test_points": means}  # fmt: skip
+        # Complete only when every method of the regime has every seed.
+        seeds = min(sum(r["method"] == m for r in rows) for m in methods_of(regime))
+        entry = {"dataset": dataset, "regime": regime, "seeds": seeds, "mean_test_points": means}
         for method in ("kd", "ntkd", "kd+ntkd", "ntkd-random-teacher"):
             differences = _paired(rows, method)
             if not differences:
@@ -362,7 +363,7 @@ def verdicts(results: dict) -> list[dict]:
             entry[f"{method}_minus_e2e"] = {
                 "mean": statistics.fmean(differences),
                 "paired_se": statistics.stdev(differences) / math.sqrt(len(differences)) if len(differences) > 1
-                else math.nan,
+                else None,
                 "positive_seeds": sum(d > 0 for d in differences), "seeds": len(differences),
             }  # fmt: skip
             if method in ("ntkd", "kd+ntkd"):

@@ -337,8 +337,8 @@ def ntkd_regimes_table(result: dict) -> str:
             cells.append(f"{statistics.fmean(values):.1f}{spread}" + (f" ({len(values)})" if len(values) < 5 else ""))
         verdict = verdicts.get((dataset, regime), {})
         gain = verdict.get("ntkd_minus_e2e")
-        gain_text = "—" if not gain else (f"{gain['mean']:+.2f} ± {gain['paired_se']:.2f} "
-                                          f"({gain['positive_seeds']}/{gain['seeds']})")  # fmt: skip
+        spread = "" if not gain or gain["paired_se"] is None else f" ± {gain['paired_se']:.2f}"
+        gain_text = "—" if not gain else f"{gain['mean']:+.2f}{spread} ({gain['positive_seeds']}/{gain['seeds']})"
         curve = convergence.get(dataset, {}).get(regime)
         flat = "—" if not curve else f"{curve['last5_minus_previous5_points']:+.2f} points"
         lines.append(
