@@ -526,3 +526,43 @@ def test_train_method_auto_follows_the_measurements_and_says_why(tmp_path, monke
     output = capsys.readouterr().out
     assert code == 0 and "--method auto chose e2e: measured on digits, signed kernels, 5 seeds: KD -0.3" in output
     assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == "e2e"
+
+
+def test_a_physical_student_simulates_its_psfs_once_per_step_with_the_same_gradients():
+    from onn_core.models import FrontendOptions
+    from onn_core.models.frontends import held_kernels
+
+    small = Design(metasurface_height=130e-6, metasurface_width=130e-6, kernel_size=60e-6, kernel_spacing=10e-6,
+                   sensor_distance=150e-6, sensor_pixel_pitch=2e-6, sensor_pixels_per_tap=2, kernel_taps=5,
+                   input_height=12, input_width=12)  # fmt: skip
+    torch.manual_seed(0)
+    student = build_student("compressed-meta", small, 10, FrontendOptions(kind="physical"))
+    frontend = student.frontend
+    with held_kernels(student):
+        first = frontend.capture_kernels()
+        assert frontend.capture_kernels() is first  # reused while the radius maps are unchanged
+        with torch.no_grad():
+            assert frontend.capture_kernels() is not first  # another grad mode: its own copy
+        with torch.no_grad():
+            frontend.radius_logit.add_(0.0)  # an in-place update (as an optimiser step) invalidates
+        assert frontend.capture_kernels() is not first
+    assert frontend.capture_kernels() is not frontend.capture_kernels()  # outside the block nothing is kept
+
+    teacher = build_teacher("lenet", 1, (12, 12), 10)
+    images, targets = torch.rand(6, 1, 12, 12), torch.randint(0, 10, (6,))
+    config = TrainConfig(method="ntkd", teacher_ntk="structured", ntk_parameters="backend", beta=3.0)
+    _, parts = TransferLoss(config, "classification", teacher)(student, images, targets, torch.arange(6))
+    held = torch.autograd.grad(parts.total, [frontend.radius_logit, student.backend[0].weight])
+    # The same loss with every forward simulating its own PSFs.
+    from onn_core.training.losses import student_parameters
+    from onn_core.training.metrics import task_loss
+    from onn_core.training.ntk import ntk_structured
+
+    with torch.no_grad():
+        teacher_kernel = ntk_structured(teacher, images)
+    student_kernel = ntk_structured(student, images, include=student_parameters(student, "backend"))
+    total = task_loss("classification", student(images), targets) + 3.0 * kernel_distance(teacher_kernel,
+                                                                                            student_kernel)  # fmt: skip
+    fresh = torch.autograd.grad(total, [frontend.radius_logit, student.backend[0].weight])
+    for a, b in zip(held, fresh, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()))

@@ -18,7 +18,9 @@ images to the PSF centred on (y₀, x₀); output maps have the input's size ('s
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -237,6 +239,25 @@ class IdealFrontend(OpticalFrontend):
         return self._parts().sum(dim=(1, 2, 3)).clamp_min(1e-12)
 
 
+@contextlib.contextmanager
+def held_kernels(model: nn.Module) -> Iterator[None]:
+    """Within the block, each physical frontend of ``model`` computes its PSFs once per parameter
+    version and grad mode, and every forward pass reuses them.
+
+    Only for code that neither changes the radius maps in place without an optimiser step nor
+    back-propagates twice through one forward (a training step's loss, an evaluation); outside
+    the block nothing is kept.
+    """
+    frontends = [module for module in model.modules() if isinstance(module, PhysicalFrontend)]
+    for frontend in frontends:
+        frontend._held = (None, None)
+    try:
+        yield
+    finally:
+        for frontend in frontends:
+            frontend._held = None
+
+
 def realisable_band(design: Design, taps: int, scale: int = 1, *, amplitude: bool = False) -> torch.Tensor | None:
     """Per-channel projectors (C, t², t²) onto the kernels a sub-optic of the design can realise.
 
@@ -354,15 +375,25 @@ class PhysicalFrontend(OpticalFrontend):
         return self.radius_low + self.radius_span * torch.sigmoid(self.radius_logit)
 
     def capture_kernels(self) -> torch.Tensor:
+        # Inside held_kernels() the PSFs of unchanged radius maps are computed once and shared
+        # (with their graph) by every forward pass: a distillation step runs the model up to
+        # three times, an evaluation once per batch, and each PSF costs a wave-optics simulation.
+        key = (self.radius_logit._version, torch.is_grad_enabled())
+        held = getattr(self, "_held", None)
+        if held is not None and held[0] == key:
+            return held[1]
         design = self.design
         # A group working on a binned (downsampled) image has taps `scale` times larger. Power is
         # integrated straight onto taps (an odd count, so the window is centred on the axis); a
         # tap's power is exactly the sum over its sensor pixels.
-        return suboptic_kernel_taps(
+        kernels = suboptic_kernel_taps(
             self.radius_map(), table=self.table, wavelengths=design.wavelengths, phase_pixel=self.phase_pixel,
             distance=design.sensor_distance, tap_pitch=design.tap_pitch * self.scale, taps=design.kernel_taps,
             padding=self.padding,
         )  # fmt: skip
+        if held is not None:
+            self._held = (key, kernels)
+        return kernels
 
     def efficiency(self) -> torch.Tensor:
         """Fraction of incident power each capture's kernel collects, (captures, C)."""

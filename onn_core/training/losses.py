@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.frontends import held_kernels
 from .config import TrainConfig
 from .metrics import task_loss
 from .ntk import TeacherSketch, kernel_distance, kernel_distance_unbiased, ntk_estimate, ntk_exact, ntk_structured
@@ -119,7 +120,13 @@ class TransferLoss:
         ``teacher_images``: what the teacher sees when the student's input is not the raw image
         (captured feature maps of those images, in compensation); default ``images``.
         """
-        teacher_images = images if teacher_images is None else teacher_images
+        with held_kernels(model):  # the task, KD and kernel forwards share one PSF simulation
+            return self._loss(model, images, targets, index, images if teacher_images is None else teacher_images)
+
+    def _loss(
+        self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, index: torch.Tensor,
+        teacher_images: torch.Tensor,
+    ) -> tuple[torch.Tensor, LossParts]:  # fmt: skip
         outputs = model(images)
         terms: dict[str, torch.Tensor] = {"task": task_loss(self.task, outputs, targets)}
         if "kd" in self.weights:

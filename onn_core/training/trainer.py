@@ -43,6 +43,7 @@ from ..models import (
     build_teacher,
     count_cost,
 )
+from ..models.frontends import held_kernels
 from ..paths import studio_home
 from .config import TrainConfig
 from .losses import TransferLoss, needs_teacher, uses_ntk
@@ -130,7 +131,7 @@ def evaluate(model: nn.Module, split: Split, task: str, classes: int, batch_size
     model.eval()
     # Sensor noise during evaluation is drawn from a fixed stream, so metrics are repeatable
     # and the training RNG is left untouched.
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(), held_kernels(model):
         torch.manual_seed(EVALUATION_SEED)
         metrics = _evaluate(model, split, task, classes, batch_size)
     model.train(was_training)
