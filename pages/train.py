@@ -47,12 +47,16 @@ dataset = columns[0].selectbox("Dataset", available, key="train.dataset")
 # and its settings, each time the dataset or the regime changes (the designer may still change them).
 regime = design_regime(design, sensor_noise=st.session_state.get("train.noise", False))
 evidence = measured(dataset, regime)
-if evidence and st.session_state.get("train.evidence_for") != (dataset, regime):
+preselected_for = st.session_state.get("train.evidence_for")
+if evidence and preselected_for != (dataset, regime):
     st.session_state["train.evidence_for"] = (dataset, regime)
     st.session_state["train.method"] = evidence.best
     for name, value in evidence.settings.items():
         if name in SETTING_KEYS:
             st.session_state[SETTING_KEYS[name]] = float(value)
+elif not evidence and preselected_for is not None:  # what was measured on other data does not carry over
+    st.session_state["train.evidence_for"] = None
+    st.session_state["train.method"] = "e2e"
 method = columns[1].radio(
     "Method", METHODS, horizontal=True, key="train.method",
     help="e2e: task loss only; kd: Hinton distillation; ntkd: the NTK of the teacher matched.",

@@ -189,5 +189,8 @@ def test_train_page_shows_what_was_measured_and_preselects_the_best_method(tmp_p
     assert "NTKD is the best" in line
     assert at.radio(key="train.method").value == "ntkd"
     # The designer's own choice stands until the dataset or regime changes again.
-    at.radio(key="train.method").set_value("e2e").run()
+    at.radio(key="train.method").set_value("kd").run()
+    assert at.radio(key="train.method").value == "kd"
+    # Back on unmeasured data the preselection does not carry over.
+    at.selectbox(key="train.dataset").set_value(dataset).run()
     assert at.radio(key="train.method").value == "e2e"
