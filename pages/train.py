@@ -12,7 +12,7 @@ from onn_core.data import SPECS, dataset_status
 from onn_core.errors import DesignError
 from onn_core.run_plots import history_figure
 from onn_core.training.config import METHODS, TRANSFER_DEFAULTS
-from onn_core.training.evidence import METHOD_TEXT, REGIME_TEXT, design_regime, measured
+from onn_core.training.evidence import FALLBACK_METHOD, METHOD_TEXT, REGIME_TEXT, design_regime, measured
 from onn_core.training.store import find_teacher
 from onn_core.training.trainer import check_design_channels
 
@@ -56,7 +56,7 @@ if evidence and preselected_for != (dataset, regime):
             st.session_state[SETTING_KEYS[name]] = float(value)
 elif not evidence and preselected_for is not None:  # what was measured on other data does not carry over
     st.session_state["train.evidence_for"] = None
-    st.session_state["train.method"] = "e2e"
+    st.session_state["train.method"] = FALLBACK_METHOD
 method = columns[1].radio(
     "Method", METHODS, horizontal=True, key="train.method",
     help="e2e: task loss only; kd: Hinton distillation; ntkd: the NTK of the teacher matched.",

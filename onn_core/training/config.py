@@ -159,8 +159,6 @@ class TrainConfig:
             raise TrainingError(f"kd_alpha weighs KD against the task loss, so it lies in [0, 1]; got {self.kd_alpha}.")
         if self.method != "e2e" and self.role == "teacher":
             raise TrainingError(f"a teacher is trained on the task loss (method e2e), not {self.method!r}.")
-        if self.ntk_batch is not None and self.ntk_batch < 2:
-            raise TrainingError(f"ntk_batch must be ≥ 2 images or null; got {self.ntk_batch}.")
         if self.ntk_unbiased and (self.ntk_engine != "estimator" or self.ntk_draws < 2):
             raise TrainingError("ntk_unbiased splits the estimator's draws in two: it needs ntk_engine estimator and "
                                 f"ntk_draws ≥ 2 (got {self.ntk_engine}, {self.ntk_draws}).")  # fmt: skip
@@ -175,6 +173,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise TrainingError(f"{name} must be a whole number ≥ 1 or null; got {value!r}.")
+        if self.ntk_batch is not None and self.ntk_batch < 2:
+            raise TrainingError(f"ntk_batch must be ≥ 2 images (a kernel compares pairs); got {self.ntk_batch}.")
         for name in ("seed", "split_seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

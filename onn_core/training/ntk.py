@@ -296,8 +296,9 @@ def ntk_structured(
     so its block is (A Aᵀ) ⊙ Σ_c G_c G_cᵀ and no per-sample Jacobian is formed; an ideal
     optical frontend is linear in its kernels, so each image's kernel Jacobian is its signal
     correlated with its patches (one batched matrix product, then chained through the kernel
-    map to the weight); any other layer (convolutions, transposed convolutions, normalisation) gets
-    per-sample Jacobians from one vjp per sample and output. The signals for all outputs come
+    map to the weight); a (transposed) convolution's per-sample Jacobians are one grouped weight
+    gradient; any other layer (normalisation, custom modules) gets them from one vjp per sample
+    and output. The signals for all outputs come
     from one batched backward (see :func:`_signal_pullback`). The result is differentiable
     with respect to the parameters when they require grad, so the kernel distance's gradient
     is exact. A physical frontend's radius maps are refused (see :func:`_owning_layers`).
@@ -311,7 +312,7 @@ def ntk_structured(
     layers = list(owners)
     with torch.set_grad_enabled(needs_graph), mean_function(model):
         probes = [torch.zeros(shape, dtype=dtype, device=images.device)
-                  for shape, dtype in _output_shapes(model, images, owners, output_pool)]  # fmt: skip
+                  for shape, dtype in _output_shapes(model, images, owners)]  # fmt: skip
         outputs, pull, inputs = _signal_pullback(model, images, owners, probes, output_pool)
         count, width = outputs.shape
         chunk = output_chunk or width
@@ -329,8 +330,8 @@ def ntk_structured(
 _OUTPUT_SHAPES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, list]] = weakref.WeakKeyDictionary()
 
 
-def _output_shapes(model: nn.Module, images: torch.Tensor, owners: dict, output_pool: int) -> list:
-    key = (tuple(images.shape), images.dtype, tuple(id(layer) for layer in owners), output_pool)
+def _output_shapes(model: nn.Module, images: torch.Tensor, owners: dict) -> list:
+    key = (tuple(images.shape), images.dtype, tuple(id(layer) for layer in owners))
     known = _OUTPUT_SHAPES.setdefault(model, {})
     if key not in known:
         with torch.no_grad(), _recording(owners) as records:
