@@ -566,3 +566,30 @@ def test_a_physical_student_simulates_its_psfs_once_per_step_with_the_same_gradi
     fresh = torch.autograd.grad(total, [frontend.radius_logit, student.backend[0].weight])
     for a, b in zip(held, fresh, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()))
+
+
+def test_kd_reads_teacher_outputs_computed_once_and_only_for_the_raw_training_images(monkeypatch):
+    from onn_core.training import trainer
+
+    torch.manual_seed(0)
+    student = build_student("compressed-meta", Design(), 10)
+    teacher = build_teacher("lenet", 1, (28, 28), 10).eval()
+    train_images, targets = torch.rand(20, 1, 28, 28), torch.randint(0, 10, (20,))
+    known = trainer.teacher_outputs_once(teacher, train_images, batch_size=7)  # batches that do not divide 20
+    with torch.no_grad():
+        assert torch.allclose(known, teacher(train_images), atol=1e-5)
+    config = TrainConfig(method="kd", temperature=4.0)
+    index = torch.tensor([3, 17, 0, 9])
+    live = TransferLoss(config, "classification", teacher)(student, train_images[index], targets[index], index)[1]
+    cached = TransferLoss(config, "classification", teacher, teacher_outputs=known)
+    read = cached(student, train_images[index], targets[index], index)[1]
+    assert read.components["kd"] == pytest.approx(live.components["kd"], rel=1e-5)
+    # Other teacher inputs (compensation's captured maps) are never answered from the cache.
+    other = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        expected = hinton_kd(student(train_images[index]), teacher(other), 4.0, "classification")
+    passed = cached(student, train_images[index], targets[index], index, teacher_images=other)[1]
+    assert passed.components["kd"] == pytest.approx(float(expected), rel=1e-5)
+    # Too large to keep: the teacher runs per minibatch instead.
+    monkeypatch.setattr(trainer, "TEACHER_OUTPUTS_MAX_BYTES", 100)
+    assert trainer.teacher_outputs_once(teacher, train_images) is None

@@ -99,12 +99,17 @@ class TransferLoss:
         task: "classification" or "segmentation".
         teacher: the frozen teacher (None for e2e).
         sketch: the teacher's cached NTK sketch over the training images (teacher_ntk "sketch").
+        teacher_outputs: the teacher's outputs on the training split, in its order, when they are
+            computed once (inputs not augmented); the KD term then reads them by ``index``
+            instead of running the teacher on every minibatch.
     """
 
     def __init__(
-        self, config: TrainConfig, task: str, teacher: nn.Module | None = None, sketch: TeacherSketch | None = None
-    ) -> None:
+        self, config: TrainConfig, task: str, teacher: nn.Module | None = None, sketch: TeacherSketch | None = None,
+        teacher_outputs: torch.Tensor | None = None,
+    ) -> None:  # fmt: skip
         self.config, self.task, self.teacher, self.sketch = config, task, teacher, sketch
+        self.teacher_outputs = teacher_outputs
         self.weights = METHOD_TERMS[config.method](config)
         if teacher is not None:
             teacher.eval()
@@ -120,18 +125,22 @@ class TransferLoss:
         ``teacher_images``: what the teacher sees when the student's input is not the raw image
         (captured feature maps of those images, in compensation); default ``images``.
         """
+        # Precomputed teacher outputs stand only for the raw training images they were computed on.
+        known = self.teacher_outputs[index] if self.teacher_outputs is not None and teacher_images is None else None
         with held_kernels(model):  # the task, KD and kernel forwards share one PSF simulation
-            return self._loss(model, images, targets, index, images if teacher_images is None else teacher_images)
+            return self._loss(model, images, targets, index, images if teacher_images is None else teacher_images,
+                              known)  # fmt: skip
 
     def _loss(
         self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, index: torch.Tensor,
-        teacher_images: torch.Tensor,
+        teacher_images: torch.Tensor, teacher_outputs: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, LossParts]:  # fmt: skip
         outputs = model(images)
         terms: dict[str, torch.Tensor] = {"task": task_loss(self.task, outputs, targets)}
         if "kd" in self.weights:
-            with torch.no_grad():
-                teacher_outputs = self.teacher(teacher_images)
+            if teacher_outputs is None:
+                with torch.no_grad():
+                    teacher_outputs = self.teacher(teacher_images)
             terms["kd"] = hinton_kd(outputs, teacher_outputs, self.config.temperature, self.task)
         if "ntk" in self.weights:
             # The kernels compare the first ntk_batch images of the (shuffled) minibatch.

@@ -46,7 +46,7 @@ from ..models import (
 from ..models.frontends import held_kernels
 from ..paths import studio_home
 from .config import TrainConfig
-from .losses import TransferLoss, needs_teacher, uses_ntk
+from .losses import METHOD_TERMS, TransferLoss, needs_teacher, uses_ntk
 from .metrics import classification_metrics, segmentation_counts, segmentation_metrics, task_loss
 from .ntk import TeacherSketch
 from .store import find_teacher
@@ -230,6 +230,26 @@ def load_teacher(config: TrainConfig, data: DatasetSplits) -> tuple[nn.Module, P
     return teacher, folder, teacher_metrics
 
 
+# Above this size the teacher runs on every minibatch instead (large segmentation sets).
+TEACHER_OUTPUTS_MAX_BYTES = 256 * 2**20
+
+
+def teacher_outputs_once(teacher: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor | None:
+    """The frozen teacher's outputs on every training image, in order, or None when they would
+    not fit in ``TEACHER_OUTPUTS_MAX_BYTES``.
+
+    Without augmentation the KD target of an image is the same in every epoch, so one pass
+    replaces a teacher forward per minibatch (the teacher costs more than the optical student).
+    """
+    if len(images) == 0:
+        return None
+    with torch.no_grad():
+        first = teacher(images[:1])
+        if first.element_size() * first.numel() * len(images) > TEACHER_OUTPUTS_MAX_BYTES:
+            return None
+        return torch.cat([teacher(images[start : start + batch_size]) for start in range(0, len(images), batch_size)])
+
+
 def teacher_sketch(
     teacher: nn.Module,
     folder: Path,
@@ -383,7 +403,10 @@ def _train(
         }
         log.info("teacher %s from %s (test %s %.4f)", teacher_info["model"], teacher_folder, score_name,
                  teacher_info[score_name] or float("nan"))  # fmt: skip
-    loss_fn = TransferLoss(config, task, teacher, sketch)
+    known_outputs = None
+    if teacher is not None and "kd" in METHOD_TERMS[config.method](config) and not config.augment:
+        known_outputs = teacher_outputs_once(teacher, data.train.images)
+    loss_fn = TransferLoss(config, task, teacher, sketch, known_outputs)
 
     _atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
     if design is not None and config.role == "student":
