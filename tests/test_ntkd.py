@@ -593,3 +593,50 @@ def test_kd_reads_teacher_outputs_computed_once_and_only_for_the_raw_training_im
     # Too large to keep: the teacher runs per minibatch instead.
     monkeypatch.setattr(trainer, "TEACHER_OUTPUTS_MAX_BYTES", 100)
     assert trainer.teacher_outputs_once(teacher, train_images) is None
+
+
+def test_the_teacher_kernel_table_is_the_exact_kernel_of_every_pair_built_in_blocks():
+    from onn_core.training.ntk import TeacherKernelTable
+
+    model = tiny_model()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    images = torch.rand(11, 1, 8, 8, dtype=torch.float64)
+    row_elements = 4 * sum(p.numel() for p in model.parameters())
+    reports = []
+    # Blocks of 3 images and groups of 2: neither divides 11.
+    table = TeacherKernelTable(model, images, max_elements=3 * row_elements, group=2,
+                               progress=lambda done, total: reports.append((done, total)))  # fmt: skip
+    assert TeacherKernelTable.block_size(11, row_elements, 3 * row_elements) == 3
+    assert reports[-1] == (TeacherKernelTable.cost(11, 3), TeacherKernelTable.cost(11, 3)) == (11 + 8 + 5 + 2,) * 2
+    with torch.no_grad():
+        exact = ntk_exact(model, images)
+    assert torch.allclose(table.table, exact, rtol=1e-10, atol=1e-12)
+    index = torch.tensor([7, 2, 10, 2])
+    assert torch.allclose(table.kernel(index), exact[index][:, index], rtol=1e-10)
+
+
+def test_an_exact_teacher_kernel_is_tabulated_once_when_that_is_cheaper(tmp_path, quick_teacher, monkeypatch):
+    from onn_core.training import trainer
+
+    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path / "home"))
+    config = TrainConfig(dataset="mnist", method="ntkd", teacher=str(quick_teacher), teacher_ntk="exact", epochs=2,
+                         train_limit=120, threads=2, batch_size=32, ntk_batch=32, beta=1.0)  # fmt: skip
+    updates = []
+    train(config, tmp_path / "table", design=Design(), progress=updates.append)
+    assert "teacher's exact kernel table (120 images)" in (tmp_path / "table" / "train.log").read_text()
+    assert any(u.phase == "prepare" and u.metrics.get("task") == "teacher kernel table" for u in updates)
+    assert len(list((tmp_path / "home" / "cache" / "teacher-kernel").glob("*.pt"))) == 1
+    # The same run computing the teacher's kernel per minibatch trains the same way.
+    monkeypatch.setattr(trainer, "TEACHER_TABLE_MAX_IMAGES", 0)
+    train(config, tmp_path / "per-batch", design=Design())
+    tabulated, per_batch = (json.loads((tmp_path / run / "history.json").read_text()) for run in ("table", "per-batch"))
+    for a, b in zip(tabulated, per_batch, strict=True):
+        assert a["train_ntk"] == pytest.approx(b["train_ntk"], rel=1e-3)
+    monkeypatch.undo()
+    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path / "home"))
+    train(config.replace(seed=1), tmp_path / "again", design=Design())
+    assert "teacher's exact kernel table from" in (tmp_path / "again" / "train.log").read_text()
+    # A short run whose minibatch kernels cost less than the table computes them per batch.
+    train(config.replace(epochs=1, ntk_batch=4), tmp_path / "short", design=Design())
+    assert "kernel table" not in (tmp_path / "short" / "train.log").read_text()

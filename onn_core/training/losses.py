@@ -25,7 +25,15 @@ from torch import nn
 from ..models.frontends import held_kernels
 from .config import TrainConfig
 from .metrics import task_loss
-from .ntk import TeacherSketch, kernel_distance, kernel_distance_unbiased, ntk_estimate, ntk_exact, ntk_structured
+from .ntk import (
+    TeacherKernelTable,
+    TeacherSketch,
+    kernel_distance,
+    kernel_distance_unbiased,
+    ntk_estimate,
+    ntk_exact,
+    ntk_structured,
+)
 
 METHOD_TERMS: dict[str, Callable[[TrainConfig], dict[str, float]]] = {
     "e2e": lambda c: {"task": 1.0},
@@ -102,14 +110,16 @@ class TransferLoss:
         teacher_outputs: the teacher's outputs on the training split, in its order, when they are
             computed once (inputs not augmented); the KD term then reads them by ``index``
             instead of running the teacher on every minibatch.
+        teacher_table: the teacher's exact kernel between every pair of training images
+            (teacher_ntk "exact" or "structured", computed once); read by ``index``.
     """
 
     def __init__(
         self, config: TrainConfig, task: str, teacher: nn.Module | None = None, sketch: TeacherSketch | None = None,
-        teacher_outputs: torch.Tensor | None = None,
+        teacher_outputs: torch.Tensor | None = None, teacher_table: TeacherKernelTable | None = None,
     ) -> None:  # fmt: skip
         self.config, self.task, self.teacher, self.sketch = config, task, teacher, sketch
-        self.teacher_outputs = teacher_outputs
+        self.teacher_outputs, self.teacher_table = teacher_outputs, teacher_table
         self.weights = METHOD_TERMS[config.method](config)
         if teacher is not None:
             teacher.eval()
@@ -159,6 +169,8 @@ class TransferLoss:
         config = self.config
         if config.teacher_ntk == "sketch":
             return self.sketch.kernel(index)
+        if self.teacher_table is not None:
+            return self.teacher_table.kernel(index)
         with torch.no_grad():
             if config.teacher_ntk == "exact":
                 return ntk_exact(self.teacher, images, output_pool=config.ntk_output_pool)

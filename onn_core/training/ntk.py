@@ -15,6 +15,8 @@ engines compute it, all as pure functions of (model, images):
 * :class:`TeacherSketch` — for a frozen teacher: exact directional derivatives J(x)s_r along m
   fixed random directions (forward-mode ``jvp``) are computed once per dataset, so the teacher's
   kernel of any batch is a Gram matrix of cached features, Θ̂ = Φ Φᵀ with E[Θ̂] = Θ.
+* :class:`TeacherKernelTable` — for a frozen teacher on a small, fixed training set: its exact
+  kernel between every pair of images, computed once, so a batch's kernel is a lookup.
 
 Segmentation outputs (one logit per pixel) are average-pooled to ``output_pool`` × ``output_pool``
 before contraction: the kernel then compares coarse maps (8 × 8 = 64 outputs by default), which
@@ -495,6 +497,87 @@ class TeacherSketch:
         """Θ̂ of the images at ``index`` (positions in the image set the sketch was built on)."""
         features = self.features[index].flatten(1)
         return features @ features.T
+
+
+class TeacherKernelTable:
+    """A frozen model's exact NTK between every pair of a fixed image set (n × n, the images' dtype).
+
+    Built blockwise from per-image Jacobians (``torch.func``, as :func:`ntk_exact`): the rows of
+    one block of images (block × outputs × parameters, at most ``max_elements``) are held while
+    the images from that block on stream past in small groups, so memory stays near one block
+    and a kernel entry is one dot product of exact Jacobians. Cost: about n·(1 + (blocks − 1)/2)
+    per-image Jacobians (:meth:`cost`); it pays when training would otherwise evaluate the
+    teacher's exact kernel on every minibatch of many epochs.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        *,
+        output_pool: int = DEFAULT_OUTPUT_POOL,
+        max_elements: int = 2**28,
+        group: int = 8,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        chosen, fixed = _split_parameters(model, None)
+        primals = {k: v.detach() for k, v in chosen.items()}
+        count = len(images)
+        with torch.no_grad(), mean_function(model):
+            outputs = flat_outputs(model(images[:1]), output_pool).shape[1]
+
+            def all_outputs(values: dict[str, torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+                return flat_outputs(functional_call(model, {**fixed, **values}, (image.unsqueeze(0),)), output_pool)[0]
+
+            per_image = vmap(jacrev(all_outputs), in_dims=(None, 0))
+
+            def rows(start: int, stop: int) -> torch.Tensor:
+                parts = []
+                for first in range(start, stop, group):
+                    jacobians = per_image(primals, images[first : min(stop, first + group)])
+                    parts.append(torch.cat([j.flatten(2) for j in jacobians.values()], dim=2).flatten(1))
+                return torch.cat(parts)
+
+            block = self.block_size(count, outputs * sum(p.numel() for p in primals.values()), max_elements)
+            table = images.new_zeros(count, count)
+            total, done = self.cost(count, block), 0
+            for start in range(0, count, block):
+                stop = min(count, start + block)
+                held = rows(start, stop)
+                done += stop - start
+                table[start:stop, start:stop] = held @ held.T
+                for first in range(stop, count, group):
+                    last = min(count, first + group)
+                    cross = held @ rows(first, last).T
+                    table[start:stop, first:last], table[first:last, start:stop] = cross, cross.T
+                    done += last - first
+                    if progress:
+                        progress(done, total)
+                if progress:
+                    progress(done, total)
+        self.table = table
+
+    @staticmethod
+    def block_size(count: int, row_elements: int, max_elements: int = 2**28) -> int:
+        """Images per held block: as many Jacobian rows (outputs × parameters each) as fit."""
+        return max(1, min(count, max_elements // max(1, row_elements)))
+
+    @staticmethod
+    def cost(count: int, block: int) -> int:
+        """Per-image Jacobians the table evaluates (each block once, then every later image once per block)."""
+        blocks = math.ceil(count / block)
+        return sum(count - start for start in range(0, blocks * block, block))
+
+    @classmethod
+    def from_table(cls, table: torch.Tensor) -> TeacherKernelTable:
+        """A table from a stored n × n kernel, e.g. a cache file."""
+        kernels = cls.__new__(cls)
+        kernels.table = table
+        return kernels
+
+    def kernel(self, index: torch.Tensor) -> torch.Tensor:
+        """Θ of the images at ``index`` (positions in the image set the table was built on)."""
+        return self.table[index][:, index]
 
 
 def _centre(kernel: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,7 @@ from ..paths import studio_home
 from .config import TrainConfig
 from .losses import METHOD_TERMS, TransferLoss, needs_teacher, uses_ntk
 from .metrics import classification_metrics, segmentation_counts, segmentation_metrics, task_loss
-from .ntk import TeacherSketch
+from .ntk import TeacherKernelTable, TeacherSketch, flat_outputs
 from .store import find_teacher
 
 CHECKPOINT = "checkpoint.pt"
@@ -250,6 +250,65 @@ def teacher_outputs_once(teacher: nn.Module, images: torch.Tensor, batch_size: i
         return torch.cat([teacher(images[start : start + batch_size]) for start in range(0, len(images), batch_size)])
 
 
+# The n × n table of the teacher's kernel is kept only for training sets up to this many images
+# (256 MiB of float32).
+TEACHER_TABLE_MAX_IMAGES = 8192
+
+
+def teacher_kernel_table(
+    teacher: nn.Module,
+    folder: Path,
+    data: DatasetSplits,
+    config: TrainConfig,
+    log: logging.Logger,
+    progress: ProgressCallback | None = None,
+) -> TeacherKernelTable | None:
+    """The teacher's exact kernel between every pair of training images, when it is cheaper than
+    the per-minibatch kernels this run would otherwise evaluate; None otherwise (then each step
+    computes the teacher's kernel of its batch, the same numbers).
+
+    Only for un-augmented images (the table holds the raw training images' kernel). Cached in the
+    studio's home under the teacher's weights, the exact training images and the output pooling,
+    so every seed and method of a study shares one table.
+    """
+    count = len(data.train)
+    if config.augment or not 2 <= count <= TEACHER_TABLE_MAX_IMAGES:
+        return None
+    with torch.no_grad():
+        outputs = flat_outputs(teacher(data.train.images[:1]), config.ntk_output_pool).shape[1]
+    row_elements = outputs * sum(p.numel() for p in teacher.parameters())
+    block = TeacherKernelTable.block_size(count, row_elements)
+    per_minibatch = config.epochs * math.ceil(count / config.batch_size) * min(config.ntk_batch, config.batch_size)
+    if TeacherKernelTable.cost(count, block) > per_minibatch:
+        return None
+    digest = hashlib.sha256()
+    digest.update((folder / "model.pt").read_bytes())
+    digest.update(data.train.images.numpy().tobytes())
+    digest.update(f"{config.ntk_output_pool}:v1".encode())
+    cache = studio_home() / "cache" / "teacher-kernel" / f"{digest.hexdigest()[:20]}.pt"
+    if cache.exists():
+        try:
+            table = torch.load(cache, weights_only=True)
+            if table.shape == (count, count):
+                log.info("teacher's exact kernel table from %s", cache)
+                return TeacherKernelTable.from_table(table)
+        except Exception:  # a torn cache file is rebuilt, never trusted
+            log.warning("unreadable teacher kernel table %s; rebuilding it", cache)
+    started = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        if progress:
+            elapsed = time.perf_counter() - started
+            progress(Progress("prepare", 0, config.epochs, done, total, math.nan, elapsed,
+                              elapsed / done * (total - done), {"task": "teacher kernel table"}))  # fmt: skip
+
+    table = TeacherKernelTable(teacher, data.train.images, output_pool=config.ntk_output_pool, progress=report)
+    log.info("teacher's exact kernel table (%d images) in %.1f s", count, time.perf_counter() - started)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save(table.table, cache)
+    return table
+
+
 def teacher_sketch(
     teacher: nn.Module,
     folder: Path,
@@ -406,7 +465,10 @@ def _train(
     known_outputs = None
     if teacher is not None and "kd" in METHOD_TERMS[config.method](config) and not config.augment:
         known_outputs = teacher_outputs_once(teacher, data.train.images)
-    loss_fn = TransferLoss(config, task, teacher, sketch, known_outputs)
+    table = None
+    if teacher is not None and uses_ntk(config.method) and config.teacher_ntk in ("exact", "structured"):
+        table = teacher_kernel_table(teacher, teacher_folder, data, config, log, progress)
+    loss_fn = TransferLoss(config, task, teacher, sketch, known_outputs, table)
 
     _atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
     if design is not None and config.role == "student":
