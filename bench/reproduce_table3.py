@@ -39,6 +39,7 @@ from reproduce_training import SEGMENTATION_DESIGN  # noqa: E402
 
 from onn_core.design import Design  # noqa: E402
 from onn_core.training import TrainConfig, train  # noqa: E402
+from onn_core.training.metrics import headline  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 RUNS = ROOT / "var" / "table3"
@@ -205,7 +206,7 @@ def reproduce(tasks: list[str], seeds: int, threads: int) -> None:
             config = student_config(task, method, seed, teacher, threads)
             started = time.perf_counter()
             metrics = train(config, RUNS / task / method / f"seed{seed}", design=TASKS[task]["design"])
-            metric = "accuracy" if metrics["task"] == "classification" else "miou"
+            metric = headline(metrics["task"])
             mine.append({
                 "task": task, "dataset": metrics["dataset"], "method": method, "seed": seed, "metric": metric,
                 "value": metrics[metric], "best_val": metrics["best_val"], "epochs": config.epochs,

@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from onn_core.design import Design  # noqa: E402
 from onn_core.training import TrainConfig, train  # noqa: E402
+from onn_core.training.metrics import headline  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "training_accuracy.json"
 RUNS = ROOT / "var" / "reproduce"
@@ -65,7 +66,7 @@ EXPERIMENTS = {
 
 
 def summarise(metrics: list[dict]) -> dict:
-    key = "accuracy" if metrics[0]["task"] == "classification" else "miou"
+    key = headline(metrics[0]["task"])
     values = [m[key] for m in metrics]
     summary = {
         "metric": key,

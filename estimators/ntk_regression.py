@@ -45,9 +45,9 @@ from torch.func import jacrev, vmap
 from onn_core.data.registry import SPECS, DatasetSplits, load_dataset
 from onn_core.design import Design
 from onn_core.errors import DataFormatError, DesignError
-from onn_core.models import FrontendOptions, SensorSettings, build_student
+from onn_core.models import FrontendOptions, SensorSettings, build_student, default_student
 from onn_core.models.zoo import HybridClassifier, segmentation_groups
-from onn_core.training.metrics import segmentation_counts, segmentation_metrics
+from onn_core.training.metrics import headline, segmentation_counts, segmentation_metrics
 from onn_core.training.ntk import ntk_exact
 from onn_core.training.trainer import check_design_channels
 
@@ -312,12 +312,6 @@ def _check_design_fits(design: Design, data: DatasetSplits) -> None:
         )  # fmt: skip
 
 
-def _student_name(design: Design, task: str) -> str:
-    if task == "segmentation":
-        return "segmentation-meta"
-    return "polychromatic-meta" if design.input_channels > 1 else "compressed-meta"
-
-
 def estimate(
     design: Design,
     dataset: str,
@@ -359,8 +353,8 @@ def estimate(
             options = FrontendOptions(kind="ideal", band_limit=settings.band_limit, seed=seed)
             with _INIT_LOCK, torch.random.fork_rng():
                 torch.manual_seed(seed)
-                model = build_student(_student_name(design, task), design, len(data.spec.classes), options,
-                                      kernels=kernels)  # fmt: skip
+                student = default_student(task, design.input_channels)
+                model = build_student(student, design, len(data.spec.classes), options, kernels=kernels)
             band_limited = any(getattr(m, "band_limit", None) is not None for m in model.modules())
             with torch.no_grad():
                 if task == "classification":
@@ -397,7 +391,7 @@ def estimate(
         accuracy=full_data,
         low=max(0.0, mean - spread(scores)),
         high=min(1.0, full_data + spread(extrapolated)),
-        metric="accuracy" if task == "classification" else "miou",
+        metric=headline(task),
         subset_accuracy=mean,
         per_init=[float(s) for s in scores],
         ridge=[float(r) for r in ridges],

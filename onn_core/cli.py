@@ -113,7 +113,9 @@ def _report_training(metrics: dict, args: argparse.Namespace, out: Path) -> None
     if args.json:
         print(json.dumps({**metrics, "run_dir": str(out)}, indent=2))
         return
-    score = "accuracy" if metrics["task"] == "classification" else "miou"
+    from .training.metrics import headline
+
+    score = headline(metrics["task"])
     print(f"{metrics['model']} on {metrics['dataset']}: test {score} {metrics[score]:.4f} → {out}")
 
 
@@ -162,13 +164,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_train_teacher(args: argparse.Namespace) -> int:
     from .data import SPECS
+    from .models import default_teacher
     from .training import teacher_dir, train
-    from .training.trainer import DEFAULT_TEACHER
 
     config = _training_config(args, "teacher")
     if args.dataset not in SPECS:
         raise DataFormatError(args.dataset, f"unknown dataset; choose one of {', '.join(SPECS)}.")
-    model = config.model or DEFAULT_TEACHER[SPECS[args.dataset].task]
+    model = config.model or default_teacher(SPECS[args.dataset].task)
     out = (
         Path(args.out)
         if args.out
@@ -349,6 +351,9 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
     from estimators.surrogate import check_design_for, load_surrogate
 
+    from .data import SPECS
+    from .training.metrics import headline
+
     design = _read_design(args.design) if args.design else Design()
     check_design_for(design, args.dataset)
     if args.exact:
@@ -368,7 +373,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     else:
         surrogate = load_surrogate(args.dataset, args.results or [])
         answer = surrogate.predict(design).to_dict()
-        answer.update(metric="accuracy" if surrogate.dataset != "shapes-seg" else "miou",
+        answer.update(metric=headline(SPECS[args.dataset].task),
                       kernels=design.kernel_count, surrogate=surrogate.describe())  # fmt: skip
     if args.json:
         print(json.dumps(answer, indent=2))

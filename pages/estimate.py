@@ -8,6 +8,7 @@ from onn_core import jobs
 from onn_core.data.registry import SPECS
 from onn_core.errors import DesignError, SurrogateUnavailable, SweepError
 from onn_core.plots import estimate_curve_figure
+from onn_core.training.metrics import headline_label
 
 SWEPT = ("mnist", "fashion-mnist", "shapes-seg")
 
@@ -25,7 +26,7 @@ st.title("Accuracy before training")
 design = sidebar_design()
 
 dataset = st.selectbox("Dataset", SWEPT + tuple(d for d in SPECS if d not in SWEPT), key="estimate.dataset")
-metric = "mIoU" if SPECS[dataset].task == "segmentation" else "accuracy"
+metric = headline_label(SPECS[dataset].task)
 try:
     check_design_for(design, dataset)
 except DesignError as error:

@@ -10,13 +10,14 @@ from app_widgets import PAGES, sidebar_design, through_the_router
 from onn_core import jobs
 from onn_core.data import SPECS, dataset_status
 from onn_core.errors import DesignError
+from onn_core.models import default_teacher
 from onn_core.run_plots import history_figure
 from onn_core.training.config import METHODS, TRANSFER_DEFAULTS
 from onn_core.training.evidence import FALLBACK_METHOD, METHOD_TEXT, REGIME_TEXT, design_regime, measured
+from onn_core.training.metrics import headline
 from onn_core.training.store import find_teacher
 from onn_core.training.trainer import check_design_channels
 
-TEACHER_MODEL = {"classification": "lenet-wide", "segmentation": "unet"}
 SETTING_KEYS = {"alpha": "train.alpha", "beta": "train.beta", "temperature": "train.temperature",
                 "kd_alpha": "train.kd_alpha"}  # fmt: skip
 
@@ -98,9 +99,9 @@ if method != "e2e":
     choices = teachers_for(dataset)
     if not choices:
         st.warning(f"{method} needs a trained teacher for {dataset}, and there is none yet.")
-        if st.button(f"Train a {TEACHER_MODEL[SPECS[dataset].task]} teacher (background job)"):
+        if st.button(f"Train a {default_teacher(SPECS[dataset].task)} teacher (background job)"):
             try:
-                jobs.submit("teacher", {"dataset": dataset, "model": TEACHER_MODEL[SPECS[dataset].task],
+                jobs.submit("teacher", {"dataset": dataset, "model": default_teacher(SPECS[dataset].task),
                                         "epochs": 20, "train_limit": int(limit) or None})  # fmt: skip
                 st.rerun()
             except jobs.JobError as error:
@@ -149,7 +150,7 @@ def live_panel() -> None:
             if history_path.exists():
                 history = json.loads(history_path.read_text())
                 if history:
-                    metric = "accuracy" if SPECS[job.config["dataset"]].task == "classification" else "miou"
+                    metric = headline(SPECS[job.config["dataset"]].task)
                     components = {k: v for k, v in history[-1].items() if k.startswith("train_") and k != "train_loss"}
                     st.plotly_chart(history_figure(history, metric), width="stretch", key=f"curve-{job.id}")
                     if components:

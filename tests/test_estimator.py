@@ -164,3 +164,40 @@ def test_estimate_refuses_a_design_that_does_not_fit_the_data():
         estimate(Design(input_height=64, input_width=64), "shapes-seg", EstimateSettings(kernels=2))
     with pytest.raises(DesignError, match="train_size"):
         EstimateSettings(train_size=3)
+
+
+class _Built(Exception):
+    """Stops an estimate once its student is built: only the choice of student is under test."""
+
+
+@pytest.mark.parametrize(
+    ("dataset", "design"),
+    [("digits", DIGITS), ("cifar10", Design(wavelengths=(450e-9, 532e-9, 635e-9), input_channels=3, input_height=32,
+                                            input_width=32)),
+     ("shapes-seg", Design(input_height=64, input_width=64))],
+)  # fmt: skip
+def test_a_design_is_estimated_as_the_student_it_is_trained_as(dataset, design, tmp_path, monkeypatch):
+    import estimators.ntk_regression as regression
+    from onn_core.data import load_dataset
+    from onn_core.training import TrainConfig
+    from onn_core.training.trainer import build_model
+    from tests.test_data import write_cifar
+
+    root = None
+    if dataset == "cifar10":
+        write_cifar(tmp_path / "cifar-10-batches-py", per_batch=24)
+        root = str(tmp_path)
+    data = load_dataset(dataset, root=root, image_size=(design.input_height, design.input_width))
+    estimated = []
+
+    def spy(name, *args, **kwargs):
+        estimated.append(name)
+        raise _Built
+
+    monkeypatch.setattr(regression, "build_student", spy)
+    with pytest.raises(_Built):
+        estimate(design, dataset, EstimateSettings(train_size=20, val_size=10, test_size=10, inits=1), data=data)
+    _, trained = build_model(design, TrainConfig(dataset=dataset, data_root=root), data)
+    assert estimated == [trained]
+    assert trained == {"digits": "compressed-meta", "cifar10": "polychromatic-meta",
+                       "shapes-seg": "segmentation-meta"}[dataset]  # fmt: skip

@@ -443,7 +443,8 @@ def test_captured_subsets_are_stratified_and_seeded(small_run):
 def test_ntkd_compensation_runs_with_a_teacher_and_logs_the_kernel_term(small_run, tmp_path, monkeypatch):
     monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path / "home"))
     teacher = tmp_path / "teacher"
-    train(TrainConfig(dataset="mnist", role="teacher", epochs=1, train_limit=600, threads=2, batch_size=64), teacher)
+    train(TrainConfig(dataset="mnist", role="teacher", model="lenet", epochs=1, train_limit=600, threads=2,
+                      batch_size=64), teacher)  # fmt: skip
     run = load_run(small_run)
     settings = CompensationSettings(method="ntkd", fraction=0.3, epochs=2, teacher=str(teacher))
     updates = []

@@ -197,7 +197,8 @@ def test_hinton_kd_is_zero_for_identical_logits_and_positive_otherwise():
 @pytest.fixture(scope="module")
 def quick_teacher(tmp_path_factory):
     folder = tmp_path_factory.mktemp("teacher")
-    config = TrainConfig(dataset="mnist", role="teacher", epochs=2, train_limit=600, threads=2, batch_size=64)
+    config = TrainConfig(dataset="mnist", role="teacher", model="lenet", epochs=2, train_limit=600, threads=2,
+                         batch_size=64)  # fmt: skip
     train(config, folder)
     return folder
 

@@ -129,10 +129,10 @@ def test_train_teacher_lands_in_the_store_and_is_found(tmp_path, monkeypatch):
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=240, env=environment)
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
-    assert metrics["model"] == "lenet" and metrics["role"] == "teacher"
-    assert Path(metrics["run_dir"]) == tmp_path / "teachers" / "digits" / "lenet-split0-seed0"
+    assert metrics["model"] == "lenet-wide" and metrics["role"] == "teacher"  # the default teacher (zoo)
+    assert Path(metrics["run_dir"]) == tmp_path / "teachers" / "digits" / "lenet-wide-split0-seed0"
     monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path))
-    found = find_teacher("digits", "lenet")
+    found = find_teacher("digits", "lenet-wide")
     assert found is not None and found[1]["accuracy"] == metrics["accuracy"]
 
 

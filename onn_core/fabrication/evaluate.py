@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..data import Split
+from ..training.metrics import headline
 from ..training.run import FinishedRun
 from ..training.trainer import evaluate
 from .error_model import ErrorModel
@@ -38,7 +39,7 @@ def split_head(split: Split, images: int | None) -> Split:
 def score(model: nn.Module, split: Split, task: str, classes: int) -> float:
     """The headline metric of ``model`` on ``split`` (sensor noise from the evaluation stream)."""
     metrics = evaluate(model, split, task, classes)
-    return float(metrics["accuracy" if task == "classification" else "miou"])
+    return float(metrics[headline(task)])
 
 
 @dataclass

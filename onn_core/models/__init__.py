@@ -3,18 +3,16 @@
 from .cost import count_cost
 from .frontends import IdealFrontend, OpticalFrontend, PhysicalFrontend, SensorSettings, default_phase_pixel
 from .zoo import (
-    DEFAULT_STUDENT,
-    DEFAULT_TEACHER,
     STUDENTS,
     TEACHERS,
     FrontendOptions,
     build_student,
     build_teacher,
+    default_student,
+    default_teacher,
 )
 
 __all__ = [
-    "DEFAULT_STUDENT",
-    "DEFAULT_TEACHER",
     "STUDENTS",
     "TEACHERS",
     "FrontendOptions",
@@ -26,4 +24,6 @@ __all__ = [
     "build_teacher",
     "count_cost",
     "default_phase_pixel",
+    "default_student",
+    "default_teacher",
 ]

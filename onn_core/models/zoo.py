@@ -366,8 +366,25 @@ TEACHERS: dict[str, ModelEntry] = {
     )
 }  # fmt: skip
 
-DEFAULT_STUDENT = {"classification": "compressed-meta", "segmentation": "segmentation-meta"}
-DEFAULT_TEACHER = {"classification": "lenet", "segmentation": "unet"}
+def default_student(task: str, channels: int = 1) -> str:
+    """The student a design is estimated and trained as unless another is named.
+
+    Segmentation: ``segmentation-meta``; classification: ``polychromatic-meta`` on colour images
+    (``channels`` > 1), ``compressed-meta`` on monochrome ones.
+    """
+    if task == "segmentation":
+        return "segmentation-meta"
+    if task != "classification":
+        raise ValueError(f"unknown task {task!r}; expected classification or segmentation")
+    return "polychromatic-meta" if channels > 1 else "compressed-meta"
+
+
+def default_teacher(task: str) -> str:
+    """The teacher trained for a task unless another is named: ``lenet-wide`` or ``unet``."""
+    teachers = {"classification": "lenet-wide", "segmentation": "unet"}
+    if task not in teachers:
+        raise ValueError(f"unknown task {task!r}; expected classification or segmentation")
+    return teachers[task]
 
 
 def build_student(

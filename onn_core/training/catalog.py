@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .metrics import HEADLINES
 from .run import REQUIRED_FILES
 
 EXAMPLE_RUN = Path(__file__).resolve().parents[2] / "assets" / "example_run"
@@ -47,7 +48,7 @@ def _entry(run_id: str, folder: Path, source: str) -> RunEntry | None:
         return None
     if config.get("role", "student") != "student":
         return None
-    metric = "accuracy" if metrics.get("task") == "classification" else "miou"
+    metric = HEADLINES.get(metrics.get("task"), "miou")
     kernels = None
     try:
         design = json.loads((folder / "design.json").read_text(encoding="utf-8"))

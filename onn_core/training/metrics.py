@@ -7,6 +7,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+# The metric that ranks runs of a task, its key in metrics.json, and how a person reads it.
+HEADLINES = {"classification": "accuracy", "segmentation": "miou"}
+HEADLINE_LABELS = {"accuracy": "accuracy", "miou": "mIoU"}
+
+
+def headline(task: str) -> str:
+    """The metric that ranks runs: ``accuracy`` (classification) or ``miou`` (segmentation)."""
+    if task not in HEADLINES:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(HEADLINES)}")
+    return HEADLINES[task]
+
+
+def headline_label(task: str) -> str:
+    """The headline metric as the studio prints it ("accuracy" or "mIoU")."""
+    return HEADLINE_LABELS[headline(task)]
+
 
 def classification_metrics(confusion: torch.Tensor) -> dict[str, Any]:
     """Accuracy (fraction 0–1), per-class accuracy and the confusion matrix (rows: true class)."""

@@ -19,8 +19,9 @@ from ..data import SPECS, DatasetSplits, load_dataset
 from ..design import Design
 from ..errors import DesignError, TrainingError
 from ..models import OpticalFrontend
-from ..models.zoo import DEFAULT_STUDENT, FrontendOptions, SensorSettings, build_student
+from ..models.zoo import STUDENTS, FrontendOptions, SensorSettings, build_student, default_student
 from .config import TrainConfig
+from .metrics import headline
 
 REQUIRED_FILES = ("config.json", "design.json", "metrics.json", "model.pt")
 
@@ -47,7 +48,7 @@ class FinishedRun:
 
     @property
     def score_name(self) -> str:
-        return "accuracy" if self.task == "classification" else "miou"
+        return headline(self.task)
 
     @property
     def classes(self) -> int:
@@ -77,7 +78,8 @@ def build_run_model(config: TrainConfig, design: Design) -> nn.Module:
         kind=config.frontend, sensor=sensor, normalise_intensity=config.normalise_intensity,
         phase_pixel=config.phase_pixel, seed=config.seed,
     )  # fmt: skip
-    return build_student(config.model or DEFAULT_STUDENT[spec.task], design, len(spec.classes), options)
+    name = config.model or default_student(spec.task, design.input_channels)
+    return build_student(name, design, len(spec.classes), options)
 
 
 def load_run(folder: str | Path, *, data: DatasetSplits | None = None) -> FinishedRun:
@@ -102,7 +104,9 @@ def load_run(folder: str | Path, *, data: DatasetSplits | None = None) -> Finish
     if config.role != "student":
         raise TrainingError(f"{folder} is a teacher run; fabrication and export apply to optical students.")
     try:
-        model = build_run_model(config, design)
+        # A run names the student it trained (older runs may predate a change of default).
+        recorded = metrics.get("model") if not config.model and metrics.get("model") in STUDENTS else None
+        model = build_run_model(config.replace(model=recorded) if recorded else config, design)
         model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
     except (RuntimeError, DesignError) as exc:
         raise TrainingError(f"{folder}/model.pt does not match the run's config and design: {exc}") from None

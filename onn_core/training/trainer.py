@@ -33,8 +33,6 @@ from ..data import DatasetSplits, Split, load_dataset
 from ..design import Design
 from ..errors import DesignError, TrainingError
 from ..models import (
-    DEFAULT_STUDENT,
-    DEFAULT_TEACHER,
     FrontendOptions,
     OpticalFrontend,
     PhysicalFrontend,
@@ -42,12 +40,14 @@ from ..models import (
     build_student,
     build_teacher,
     count_cost,
+    default_student,
+    default_teacher,
 )
 from ..models.frontends import held_kernels
 from ..paths import studio_home
 from .config import TrainConfig
 from .losses import METHOD_TERMS, TransferLoss, needs_teacher, uses_ntk
-from .metrics import classification_metrics, segmentation_counts, segmentation_metrics, task_loss
+from .metrics import classification_metrics, headline, segmentation_counts, segmentation_metrics, task_loss
 from .ntk import TeacherKernelTable, TeacherSketch, flat_outputs
 from .store import find_teacher
 
@@ -158,22 +158,17 @@ def _evaluate(model: nn.Module, split: Split, task: str, classes: int, batch_siz
     return metrics
 
 
-def headline(task: str) -> str:
-    """The metric that ranks runs: accuracy (classification) or mIoU (segmentation)."""
-    return "accuracy" if task == "classification" else "miou"
-
-
 def build_model(design: Design | None, config: TrainConfig, data: DatasetSplits) -> tuple[nn.Module, str]:
     """The model a config asks for, sized for the data; returns (model, resolved model name)."""
     task, classes = data.spec.task, len(data.spec.classes)
     channels, height, width = data.image_shape
     if config.role == "teacher":
-        name = config.model or DEFAULT_TEACHER[task]
+        name = config.model or default_teacher(task)
         return build_teacher(name, channels, (height, width), classes), name
     if design is None:
         raise TrainingError("a student needs a design (the optical frontend it realises).")
     check_design_channels(design, data.spec.name, data.image_shape[0])
-    name = config.model or DEFAULT_STUDENT[task]
+    name = config.model or default_student(task, channels)
     sensor = SensorSettings(bit_depth=design.sensor_bit_depth) if config.sensor_noise else None
     options = FrontendOptions(
         kind=config.frontend,
