@@ -8,10 +8,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import streamlit as st
 
+from onn_core import jobs
 from onn_core.errors import DataFormatError, OpticsInputError, TrainingError
 from onn_core.paths import studio_home
 from onn_core.training.catalog import RunEntry, finished_runs
@@ -124,3 +125,35 @@ def accepted_upload(upload, check: Callable[[Path], Checked], limit: int) -> tup
         if not stored_before:
             target.unlink(missing_ok=True)
         return None
+
+
+# The files a job leaves in its folder that say what happened, most telling first.
+JOB_LOGS = ("error.txt", "train.log", "compensate.log")
+LOG_TAIL_LINES = 30
+
+
+def job_panel(job: jobs.Job, title: str, details: Callable[[jobs.Job], Any] | None = None) -> str:
+    """One background job, drawn the same on every page; returns its state.
+
+    Queued or running: the progress bar with the job's status line (phase, step, ETA), then
+    ``details(job)`` (e.g. a live training curve) and a Cancel button. Failed or cancelled: the
+    reason, where its log and last checkpoint are kept, and the log's last lines. Succeeded:
+    nothing; the page shows the job's results itself.
+    """
+    if job.state in ("queued", "running"):
+        st.progress(job.progress, text=f"{title}: {job.message or job.state}")
+        if details is not None:
+            details(job)
+        if st.button("Cancel", key=f"cancel-{job.id}"):
+            jobs.cancel(job.id)
+    elif job.state in ("failed", "cancelled"):
+        st.error(f"{title} (job {job.id}) {job.state}: {job.error or job.message}")
+        folder = Path(job.artifact_dir)
+        log = next((folder / name for name in JOB_LOGS if (folder / name).is_file()), None)
+        st.caption(f"Its log and last checkpoint are kept in {folder}; `python -m onn_core jobs resume {job.id}` "
+                   "continues from there.")  # fmt: skip
+        if log is not None:
+            with st.expander(f"Last lines of {log.name}"):
+                lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+                st.code("\n".join(lines[-LOG_TAIL_LINES:]), language=None)
+    return job.state

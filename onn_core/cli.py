@@ -40,7 +40,8 @@ def _print_report_text(design: Design) -> None:
         print(f"  [{warning.severity}] {warning.code}: {warning.message}")
 
 
-def _read_design(path: str) -> Design:
+def read_design(path: str) -> Design:
+    """The design in a JSON file; a DesignError names the file when it cannot be read."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -50,7 +51,7 @@ def _read_design(path: str) -> Design:
 
 
 def _cmd_design(args: argparse.Namespace) -> int:
-    design = Design() if args.action == "default" else _read_design(args.design)
+    design = Design() if args.action == "default" else read_design(args.design)
     if args.action == "default":
         print(design.to_json())
         return 0
@@ -153,7 +154,7 @@ def _choose_method(args: argparse.Namespace, design: Design) -> dict:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .training import train
 
-    design = _read_design(args.design) if args.design else Design()
+    design = read_design(args.design) if args.design else Design()
     choice = _choose_method(args, design) if args.method == "auto" else None
     config = _training_config(args, "student")
     out = Path(args.out)
@@ -318,74 +319,9 @@ def _whole_or_all(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected a whole number of images or 'all', got {text!r}") from None
 
 
-def _load_spec(path: str) -> dict:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SweepError(f"cannot read the sweep spec {path}: {exc.strerror or exc}.") from None
-    except json.JSONDecodeError as exc:
-        raise SweepError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
-
-
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    from estimators.sweep import run_sweep
-
-    def progress(row: dict) -> None:
-        if args.json:
-            return
-        result = row.get("result")
-        text = f"{result['metric']} {result['accuracy']:.4f}" if result else f"error: {row['error']}"
-        print(f"{row['dataset']} {row.get('design_id', 'invalid design')} seed {row['seed']}: {text} "
-              f"({row['seconds']:.1f} s)", flush=True)  # fmt: skip
-
-    summary = run_sweep(_load_spec(args.spec), args.out, backend=args.backend, jobs=args.jobs,
-                        scheduler=args.scheduler, on_row=progress)  # fmt: skip
-    print(json.dumps(summary, indent=2) if args.json else
-          f"{summary['ran']} point(s) run, {summary['already_done']} already done, in {summary['seconds']} s "
-          f"→ {summary['out']}")  # fmt: skip
-    return 0
-
-
-def _cmd_estimate(args: argparse.Namespace) -> int:
-    import time
-
-    from estimators.surrogate import check_design_for, load_surrogate
-
-    from .data import SPECS
-    from .training.metrics import headline
-
-    design = _read_design(args.design) if args.design else Design()
-    check_design_for(design, args.dataset)
-    if args.exact:
-        from estimators.ntk_regression import EstimateSettings, estimate
-        from onn_core.data.registry import load_dataset
-
-        settings = EstimateSettings(data_root=args.data_root)
-        data = load_dataset(args.dataset, root=args.data_root, image_size=(design.input_height, design.input_width))
-        started = time.perf_counter()  # the query itself: the data are loaded once, before
-        result = estimate(design, args.dataset, settings, data=data)
-        answer = {
-            "accuracy": result.accuracy, "low": result.low, "high": result.high, "method": "ntk",
-            "extrapolation": False, "seconds": time.perf_counter() - started, "metric": result.metric,
-            "kernels": result.kernels, "subset_accuracy": result.subset_accuracy,
-            "learning_curve": result.learning_curve, "band_limited": result.band_limited,
-        }  # fmt: skip
-    else:
-        surrogate = load_surrogate(args.dataset, args.results or [])
-        answer = surrogate.predict(design).to_dict()
-        answer.update(metric=headline(SPECS[args.dataset].task),
-                      kernels=design.kernel_count, surrogate=surrogate.describe())  # fmt: skip
-    if args.json:
-        print(json.dumps(answer, indent=2))
-    else:
-        flag = " (EXTRAPOLATION: outside the swept designs)" if answer["extrapolation"] else ""
-        print(f"{args.dataset}: estimated {answer['metric']} {100 * answer['accuracy']:.1f} % "
-              f"[{100 * answer['low']:.1f}–{100 * answer['high']:.1f}] by {answer['method']}{flag}, "
-              f"{answer['seconds'] * 1e3:.1f} ms")  # fmt: skip
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from .jobs.kinds import job_kinds, providers
+
     parser = argparse.ArgumentParser(
         prog="python -m onn_core",
         description="Design studio for hybrid optical neural networks (lengths in metres).",
@@ -427,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = commands.add_parser("jobs", help="background jobs that survive the app: submit, watch, cancel, resume")
     job_actions = jobs.add_subparsers(dest="action", required=True)
     submit = job_actions.add_parser("submit", help="queue a job and start a worker; prints its id")
-    submit.add_argument("--kind", required=True, help="train | teacher")
+    submit.add_argument("--kind", required=True, help="the job kind: " + " | ".join(job_kinds()))
     submit.add_argument("--config", required=True, metavar="FILE.json",
                         help="training settings (TrainConfig keys) plus an optional 'design' object")  # fmt: skip
     submit.add_argument("--on-worker-death", choices=("fail", "requeue"), default="fail")
@@ -446,29 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--json", action="store_true")
     jobs.set_defaults(handler=_cmd_jobs)
 
-    sweep = commands.add_parser("sweep", help="run the estimator over a grid or random sample of designs")
-    sweep.add_argument("--spec", required=True, metavar="FILE.json", help="sweep spec (see estimators/sweep.py)")
-    sweep.add_argument("--out", required=True, metavar="RESULTS", help="JSON-lines results (appended; resumes)")
-    sweep.add_argument("--backend", choices=("loky", "dask"), default="loky")
-    sweep.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                       help="Dask scheduler address (default with dask: a local cluster)")  # fmt: skip
-    sweep.add_argument("--jobs", type=int, default=None, help="parallel points (default: cores − 1)")
-    sweep.add_argument("--json", action="store_true")
-    sweep.set_defaults(handler=_cmd_sweep)
 
-    estimate = commands.add_parser("estimate", help="accuracy a design can reach, before training")
-    estimate.add_argument("--design", default=None, metavar="FILE", help="design JSON (default: the default design)")
-    estimate.add_argument("--dataset", required=True)
-    estimate.add_argument("--exact", action="store_true", help="run the NTK regression (seconds) not the surrogate")
-    estimate.add_argument("--results", action="append", metavar="RESULTS",
-                          help="extra sweep results to fit the surrogate on (repeatable)")  # fmt: skip
-    estimate.add_argument("--data-root", default=None, help="your copy of the dataset (with --exact)")
-    estimate.add_argument("--json", action="store_true")
-    estimate.set_defaults(handler=_cmd_estimate)
-
-    from .fabrication.cli import register
-
-    register(commands)
+    # Stage 3's commands and each extension's (the estimator's sweep and estimate).
+    for module in providers():
+        register = getattr(module, "register_commands", None)
+        if register is not None:
+            register(commands)
     return parser
 
 

@@ -20,22 +20,20 @@ pixels of 5.86 µm). The input image is shown at one tap per input pixel.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from .design_warnings import DesignWarning, design_warnings
 from .errors import DesignError
 from .optics.analytic import fresnel_number
 from .optics.psf import airy_radius, max_deflection_angle, nyquist_factor
 from .units import format_length, format_value
 
 SCHEMA = "onn-design/1"
-Severity = Literal["info", "warning"]
 
 # Plausible ranges (metres unless noted). They catch unit slips — 532 typed where 532e-9 was
 # meant — with a message that says which unit the field expects.
@@ -59,30 +57,6 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
 }
 # A sub-optic narrower than this many meta-atoms cannot shape a PSF.
 MIN_META_ATOMS_PER_SIDE = 8
-# Above this many samples per side, simulating one sub-optic (2× padded, complex64) is heavy.
-LARGE_GRID_SAMPLES = 8192
-
-
-@dataclass(frozen=True)
-class DesignWarning:
-    """A questionable but buildable aspect of a design, structured for the UI.
-
-    Attributes:
-        code: stable identifier (e.g. ``"psf_undersampled"``).
-        severity: "warning" (likely to hurt results) or "info" (worth knowing).
-        parameters: design fields involved.
-        message: what is questionable, in the designer's units.
-        hint: what to change if it matters.
-    """
-
-    code: str
-    severity: Severity
-    parameters: tuple[str, ...]
-    message: str
-    hint: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "parameters": list(self.parameters)}
 
 
 @dataclass(frozen=True)
@@ -151,7 +125,7 @@ class Design:
         if not isinstance(self.signed_kernels, bool):
             raise DesignError("signed_kernels", self.signed_kernels, "must be true or false.")
         self._check_buildable()
-        object.__setattr__(self, "_warnings", tuple(self._collect_warnings()))
+        object.__setattr__(self, "_warnings", tuple(design_warnings(self)))
 
     def _coerce_length(self, name: str, low: float, high: float) -> None:
         value = getattr(self, name)
@@ -368,97 +342,6 @@ class Design:
     def warnings(self) -> tuple[DesignWarning, ...]:
         return self._warnings
 
-    def _collect_warnings(self):
-        pitch = self.meta_atom_pitch
-        for row in self.per_wavelength():
-            wavelength = row["wavelength_m"]
-            lam = format_length(wavelength)
-            if row["nyquist_q"] < 2:
-                resolved = self.tap_pitch >= 2 * row["airy_radius_m"]
-                yield DesignWarning(
-                    "psf_undersampled",
-                    "info" if resolved else "warning",
-                    ("sensor_pixel_pitch", "sensor_distance", "kernel_size"),
-                    f"At {lam} the sensor samples a diffraction-limited spot at Q = λ·F#/p = "
-                    f"{row['nyquist_q']:.2f} < 2: pixels of {format_length(self.sensor_pixel_pitch)} are coarser "
-                    f"than the {format_length(row['airy_radius_m'])} Airy radius, so PSF detail finer than a pixel is "
-                    "integrated away."
-                    + (
-                        " Kernels are defined on taps of "
-                        f"{format_length(self.tap_pitch)}, well above the spot, so this is expected."
-                        if resolved
-                        else ""
-                    ),
-                    "Q ≥ 2 needs a smaller pixel pitch, a longer distance or a smaller kernel aperture.",
-                )
-            if self.tap_pitch < row["diffraction_fwhm_m"]:
-                yield DesignWarning(
-                    "kernel_below_diffraction_limit",
-                    "warning",
-                    ("sensor_pixels_per_tap", "kernel_size", "sensor_distance"),
-                    f"At {lam} one kernel tap ({format_length(self.tap_pitch)}) is smaller than the diffraction-"
-                    f"limited spot (FWHM {format_length(row['diffraction_fwhm_m'])}): neighbouring taps cannot be "
-                    "set independently.",
-                    "use more sensor pixels per tap, a larger kernel aperture or a shorter distance.",
-                )
-            if self.required_deflection_deg > row["max_deflection_deg"]:
-                yield DesignWarning(
-                    "phase_aliasing",
-                    "warning",
-                    ("meta_atom_pitch", "sensor_distance", "kernel_taps"),
-                    f"At {lam} a {format_length(pitch)} lattice can steer light by at most "
-                    f"{row['max_deflection_deg']:.1f}°, but reaching the kernel's edge from the aperture's edge "
-                    f"needs {self.required_deflection_deg:.1f}°: the phase profile would alias.",
-                    "reduce the meta-atom pitch, increase the sensor distance, or use fewer/smaller taps.",
-                )
-            if pitch < wavelength / 2:
-                yield DesignWarning(
-                    "evanescent_sampling",
-                    "info",
-                    ("meta_atom_pitch",),
-                    f"At {lam} the pitch {format_length(pitch)} is below λ/2: the highest spatial frequencies "
-                    "of the simulation grid are evanescent and do not reach the sensor (handled correctly, "
-                    "but those samples cost time without adding detail).",
-                    f"a pitch up to {format_length(wavelength / 2)} simulates the same propagating light.",
-                )
-            if pitch >= wavelength:
-                yield DesignWarning(
-                    "diffraction_orders",
-                    "warning",
-                    ("meta_atom_pitch",),
-                    f"At {lam} the lattice pitch {format_length(pitch)} is not sub-wavelength: the metasurface "
-                    "diffracts into higher orders, which the local-periodic meta-atom model ignores.",
-                    f"use a pitch below {format_length(wavelength)}.",
-                )
-        if self.feature_map_extent > self.sub_optic_pitch:
-            yield DesignWarning(
-                "feature_map_crosstalk",
-                "warning",
-                ("kernel_size", "kernel_spacing", "input_height", "input_width"),
-                f"One feature map spans {format_length(self.feature_map_extent)} on the sensor but sub-optics are "
-                f"only {format_length(self.sub_optic_pitch)} apart: neighbouring captures overlap.",
-                "increase the kernel size or spacing, or use fewer sensor pixels per tap / a smaller input.",
-            )
-        unused = self.sub_optic_count - self.kernel_count * self.sub_optics_per_kernel
-        if unused:
-            yield DesignWarning(
-                "unused_sub_optic",
-                "info",
-                ("metasurface_height", "metasurface_width"),
-                f"{unused} sub-optic is left unused: signed kernels take sub-optics in pairs.",
-                "adjust the metasurface size or kernel size for an even count, if the area matters.",
-            )
-        if self.meta_atoms_per_sub_optic > LARGE_GRID_SAMPLES:
-            n = 2 * self.meta_atoms_per_sub_optic
-            yield DesignWarning(
-                "large_simulation_grid",
-                "warning",
-                ("kernel_size", "meta_atom_pitch"),
-                f"Simulating one sub-optic at one sample per meta-atom needs a {n} × {n} padded grid "
-                f"(≈{n * n * 8 / 2**30:.1f} GiB per complex64 field).",
-                "reduce the kernel size or simulate on a coarser grid.",
-            )
-
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         """Field values (SI units), JSON-ready, with a schema tag."""
@@ -503,29 +386,17 @@ class Design:
         return hashlib.sha256(self.to_json(indent=None).encode()).hexdigest()[:12]
 
     def to_link(self) -> str:
-        """A short, URL-safe code of the fields that differ from the default design (SI values).
+        """A short, URL-safe code of this design (:func:`onn_core.design_link.to_link`)."""
+        from .design_link import to_link
 
-        ``Design.from_link(design.to_link()) == design``; the default design's code is "".
-        """
-        default = Design().to_dict()
-        changed = {k: v for k, v in self.to_dict().items() if k not in ("schema", "units") and default.get(k) != v}
-        if not changed:
-            return ""
-        text = json.dumps(changed, separators=(",", ":"), sort_keys=True).encode()
-        return base64.urlsafe_b64encode(text).decode().rstrip("=")
+        return to_link(self)
 
     @classmethod
     def from_link(cls, code: str) -> Design:
-        """The design a :meth:`to_link` code describes; DesignError if the code is not one."""
-        if not code:
-            return cls()
-        if len(code) > 4096:
-            raise DesignError("link", f"{len(code)} characters", "is too long to be a design link.")
-        try:
-            data = json.loads(base64.urlsafe_b64decode(code + "=" * (-len(code) % 4)))
-        except (ValueError, binascii.Error):
-            raise DesignError("link", code[:40], "is not a design link (damaged or cut short).") from None
-        return cls.from_dict(data)
+        """The design a :meth:`to_link` code describes (:func:`onn_core.design_link.from_link`)."""
+        from .design_link import from_link
+
+        return from_link(code)
 
     def replace(self, **changes: Any) -> Design:
         """A copy with some fields changed, validated again."""

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app_widgets import sidebar_design, through_the_router
+from app_widgets import job_panel, sidebar_design, through_the_router
 from estimators.surrogate import CURVES, check_design_for, load_surrogate, surrogate_curve
 from onn_core import jobs
 from onn_core.data.registry import SPECS
@@ -97,11 +97,7 @@ def exact_panel() -> None:
     if job is None:
         st.caption("No exact estimate of this design on this dataset yet.")
         return
-    if job.state in ("queued", "running"):
-        st.progress(job.progress, text=job.message or job.state)
-        if st.button("Cancel", key=f"cancel-{job.id}"):
-            jobs.cancel(job.id)
-    elif job.state == "succeeded":
+    if job_panel(job, "Exact estimate") == "succeeded":
         result = job.metrics
         columns = st.columns(3)
         columns[0].metric(f"Exact estimate ({metric})", f"{100 * result['accuracy']:.1f} %")
@@ -109,8 +105,6 @@ def exact_panel() -> None:
         columns[2].metric("Time", f"{result['seconds']:.0f} s")
         st.caption(f"Subset score {100 * result['subset_accuracy']:.1f} % on {result['sizes']['train']} training "
                    f"images, extrapolated to {result['full_train_size']}. Job {job.id}.")  # fmt: skip
-    else:
-        st.error(f"The exact estimate {job.state}: {job.error or job.message}")
 
 
 exact_panel()

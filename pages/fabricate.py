@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_widgets import accepted_upload, cached_run, chosen_run, through_the_router
+from app_widgets import accepted_upload, cached_run, chosen_run, job_panel, through_the_router
 from onn_core import jobs
 from onn_core.errors import DesignError
 from onn_core.fabrication.error_form import ERROR_FIELDS, error_model_from_form, form_from_error_model
@@ -47,7 +47,7 @@ if metasurface is None:
             "work now; pillar radius and phase errors need the radius maps of an inverse design.")  # fmt: skip
     design_job = latest_job("inverse-design", run.folder)
     if design_job is not None and design_job.state in ("queued", "running"):
-        st.progress(design_job.progress, text=f"Inverse design: {design_job.message or design_job.state}")
+        job_panel(design_job, "Inverse design")
     elif st.button("Run inverse design (background job)", icon=":material/auto_fix_high:"):
         try:
             jobs.submit("inverse-design", {"run": str(run.folder)})
@@ -187,17 +187,15 @@ def results_panel() -> None:
         if design_job.state == "succeeded":
             st.rerun(scope="app")  # the radius maps exist now: redraw the whole page with them
         elif design_job.state in ("failed", "cancelled"):
-            st.error(f"Inverse design job {design_job.id} {design_job.state}: {design_job.error or design_job.message}")
+            job_panel(design_job, "Inverse design")
     for kind in ("fabricate", "compensate"):
         job = latest_job(kind, run.folder)
         if job is None:
             continue
         title = "Yield" if kind == "fabricate" else "Compensation"
-        if job.state in ("queued", "running"):
-            st.progress(job.progress, text=f"{title}: {job.message or job.state}")
-            if st.button("Cancel", key=f"cancel-{job.id}"):
-                jobs.cancel(job.id)
-        elif job.state == "succeeded" and kind == "fabricate":
+        if job_panel(job, title) != "succeeded":
+            continue
+        if kind == "fabricate":
             result = json.loads((Path(job.artifact_dir) / "fabricate.json").read_text())
             spread = result["yield"]
             st.markdown(f"**Yield** (job {job.id}): {100 * spread['mean']:.1f} ± {100 * spread['std']:.1f} % over "
@@ -207,7 +205,7 @@ def results_panel() -> None:
                               width="stretch")  # fmt: skip
             if result.get("curve"):
                 right.plotly_chart(error_curve_figure(result["curve"], metric), width="stretch")
-        elif job.state == "succeeded":
+        else:
             result = job.metrics
             columns = st.columns(4)
             columns[0].metric("Trained", f"{100 * result['trained']:.1f} %")
@@ -216,8 +214,6 @@ def results_panel() -> None:
                               delta=f"{100 * (result['after'] - result['before']):+.1f} points")  # fmt: skip
             recovered = result.get("recovered")
             columns[3].metric("Drop recovered", "–" if recovered is None else f"{100 * recovered:.0f} %")
-        else:
-            st.error(f"{title} job {job.id} {job.state}: {job.error or job.message}")
 
 
 results_panel()

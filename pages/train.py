@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_widgets import PAGES, sidebar_design, through_the_router
+from app_widgets import PAGES, job_panel, sidebar_design, through_the_router
 from onn_core import jobs
 from onn_core.data import SPECS, dataset_status
 from onn_core.errors import DesignError
@@ -137,27 +137,27 @@ def job_row(job) -> dict:
             "test score (%)": None if score is None else round(100 * score, 2), "message": job.message}  # fmt: skip
 
 
+def live_curve(job) -> None:
+    """A running training job's curve so far, and its loss terms in the last epoch."""
+    history_path = Path(job.artifact_dir) / "history.json"
+    history = json.loads(history_path.read_text()) if history_path.exists() else []
+    if history:
+        metric = headline(SPECS[job.config["dataset"]].task)
+        components = {k: v for k, v in history[-1].items() if k.startswith("train_") and k != "train_loss"}
+        st.plotly_chart(history_figure(history, metric), width="stretch", key=f"curve-{job.id}")
+        if components:
+            terms = ", ".join(f"{name[6:]} {value:.4f}" for name, value in components.items())
+            st.caption(f"Loss components (last epoch): {terms}")
+
+
 @st.fragment(run_every=1)
 def live_panel() -> None:
     training = [job for job in jobs.list_jobs() if job.kind in ("train", "teacher")]
     active = [job for job in training if job.state in ("queued", "running")]
     for job in active:
         with st.container(border=True):
-            st.progress(job.progress, text=f"{job.kind} {job.id} ({job.config.get('dataset')}, "
-                        f"{job.config.get('method', 'e2e')}, seed {job.config.get('seed', 0)}): "
-                        f"{job.message or job.state}")  # fmt: skip
-            history_path = Path(job.artifact_dir) / "history.json"
-            if history_path.exists():
-                history = json.loads(history_path.read_text())
-                if history:
-                    metric = headline(SPECS[job.config["dataset"]].task)
-                    components = {k: v for k, v in history[-1].items() if k.startswith("train_") and k != "train_loss"}
-                    st.plotly_chart(history_figure(history, metric), width="stretch", key=f"curve-{job.id}")
-                    if components:
-                        terms = ", ".join(f"{name[6:]} {value:.4f}" for name, value in components.items())
-                        st.caption(f"Loss components (last epoch): {terms}")
-            if st.button("Cancel", key=f"cancel-{job.id}"):
-                jobs.cancel(job.id)
+            job_panel(job, f"{job.kind} {job.id} ({job.config.get('dataset')}, {job.config.get('method', 'e2e')}, "
+                      f"seed {job.config.get('seed', 0)})", details=live_curve)  # fmt: skip
     if training:
         st.subheader("Jobs")
         st.dataframe(pd.DataFrame([job_row(job) for job in training]), hide_index=True, width="stretch")
@@ -167,7 +167,7 @@ def live_panel() -> None:
                          query_params={"run": job.id})  # fmt: skip
         for job in training:
             if job.state == "failed":
-                st.error(f"{job.kind} {job.id} failed: {job.error}")
+                job_panel(job, f"{job.kind} {job.id}")
     else:
         st.caption("No training jobs yet.")
 

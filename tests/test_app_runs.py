@@ -194,3 +194,19 @@ def test_train_page_shows_what_was_measured_and_preselects_the_best_method(tmp_p
     # Back on unmeasured data the preselection does not carry over.
     at.selectbox(key="train.dataset").set_value(dataset).run()
     assert at.radio(key="train.method").value == "e2e"
+
+
+def test_a_failed_job_shows_its_reason_where_its_log_is_and_the_logs_last_lines():
+    from onn_core import jobs
+
+    # Valid to queue, fails when run: KD with no teacher anywhere in the store.
+    job_id = jobs.submit("train", {"dataset": "digits", "method": "kd", "epochs": 1, "design": None},
+                         start_worker=False)  # fmt: skip
+    jobs.work(idle_exit=None, once=True)
+    failed = jobs.status(job_id)
+    assert failed.state == "failed" and "needs a trained teacher" in failed.error
+    at = open_page("train")
+    assert any(f"(job {job_id}) failed" in e.value and "needs a trained teacher" in e.value for e in at.error)
+    assert any(failed.artifact_dir in c.value and f"jobs resume {job_id}" in c.value for c in at.caption)
+    [log] = [e for e in at.expander if "Last lines of error.txt" in e.label]
+    assert "TrainingError" in log.code[0].value

@@ -258,3 +258,42 @@ def test_bad_estimate_jobs_are_refused_before_queueing(config, message):
     with pytest.raises(JobError, match=message):
         jobs.submit("estimate", config, start_worker=False)
     assert jobs.list_jobs() == []
+
+
+def test_onn_core_never_imports_the_estimator_which_registers_its_own_kind_and_commands():
+    import ast
+
+    for path in (ROOT / "onn_core").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            assert not any(name.split(".")[0] == "estimators" for name in names), path
+    assert {"train", "teacher", "inverse-design", "fabricate", "compensate", "export", "estimate"} == set(
+        jobs.job_kinds()
+    )  # fmt: skip
+    # Without the extension the core still runs its own kinds and commands, and loads no estimator code.
+    script = (
+        "import sys; from onn_core import cli; from onn_core.jobs import job_kinds; "
+        "parser = cli.build_parser(); commands = parser._subparsers._group_actions[0].choices; "
+        "print(sorted(job_kinds()), 'estimate' in commands, 'fabricate' in commands, "
+        "any(m.startswith('estimators') for m in sys.modules))"
+    )
+    environment = {**os.environ, "ONN_STUDIO_EXTENSIONS": ""}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=240,
+                            env=environment, check=True)  # fmt: skip
+    assert result.stdout.split("]")[1].split() == ["False", "True", "False"]
+    assert "'estimate'" not in result.stdout and "'train'" in result.stdout
+
+
+def test_an_extension_that_is_present_but_broken_is_reported_not_skipped(monkeypatch, tmp_path):
+    from onn_core.jobs import kinds
+
+    (tmp_path / "broken_extension.py").write_text("import a_module_that_does_not_exist\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("ONN_STUDIO_EXTENSIONS", "missing_extension, broken_extension")
+    with pytest.raises(ModuleNotFoundError, match="a_module_that_does_not_exist"):
+        list(kinds.providers())
+    monkeypatch.setenv("ONN_STUDIO_EXTENSIONS", "missing_extension")
+    assert [m.__name__ for m in kinds.providers()] == list(kinds.BUILT_IN)

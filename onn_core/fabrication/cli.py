@@ -30,14 +30,9 @@ def _progress(args: argparse.Namespace, label: str):
 
 def _optics(args: argparse.Namespace, run):
     """(metasurface, measured PSFs) the command's fabricated optics start from."""
-    from .export import run_metasurface
-    from .measured import read_measured_psfs
+    from .export import fabricated_optics
 
-    measured = None
-    if getattr(args, "measured_psfs", None):
-        measured = read_measured_psfs(args.measured_psfs, run.frontends(), run.design)
-    metasurface = None if args.no_metasurface else run_metasurface(run, required=False)
-    return metasurface, measured
+    return fabricated_optics(run, getattr(args, "measured_psfs", None), use_metasurface=not args.no_metasurface)
 
 
 def _errors(args: argparse.Namespace):

@@ -42,10 +42,13 @@ from ..data.registry import stratified_split
 from ..errors import MeasuredDataError, TrainingError
 from ..models import OpticalFrontend
 from ..models.zoo import BackendOnFeatures
+from ..run_files import atomic_save, atomic_write_text, run_log
 from ..training.config import METHODS
+from ..training.loop import train_epoch
 from ..training.losses import TransferLoss, needs_teacher, uses_ntk
+from ..training.progress import Progress, Stopwatch
 from ..training.run import FinishedRun
-from ..training.trainer import Progress, _atomic_save, _atomic_write_text, _logger, load_teacher, teacher_sketch
+from ..training.trainer import load_teacher, teacher_sketch
 from .error_model import ErrorModel
 from .evaluate import score
 from .fabricated import fabricate
@@ -193,13 +196,8 @@ def _compensation_log(out_dir: str | Path | None):
         return
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    log = _logger(folder)
-    try:
+    with run_log(folder, "compensate.log") as log:
         yield folder, log
-    finally:
-        for handler in list(log.handlers):
-            log.removeHandler(handler)
-            handler.close()
 
 
 def _teacher_and_sketch(config, data, captured, log, progress):
@@ -218,8 +216,8 @@ def _finish(result: CompensationResult, model: nn.Module, run: FinishedRun, fold
     log.info("%s: %.4f → %.4f after %s compensation (best epoch %d; %s)", result.metric, result.before, result.after,
              result.method, result.best_epoch, result.source)  # fmt: skip
     if folder is not None:
-        _atomic_save(model.state_dict(), folder / "model.pt")
-        _atomic_write_text(folder / RESULT_FILE, json.dumps({"run": str(run.folder), **result.to_dict()}, indent=2))
+        atomic_save(model.state_dict(), folder / "model.pt")
+        atomic_write_text(folder / RESULT_FILE, json.dumps({"run": str(run.folder), **result.to_dict()}, indent=2))
     return result
 
 
@@ -357,32 +355,22 @@ def _fine_tune(model: nn.Module, loss_fn: TransferLoss, inputs: torch.Tensor, ta
     best_score = select()
     best_state, best_epoch, history = copy.deepcopy(model.state_dict()), 0, []
     steps = math.ceil(len(inputs) / batch)
+    clock = Stopwatch(settings.epochs * steps, elapsed_before=time.perf_counter() - started)
     for epoch in range(settings.epochs):
-        model.train()
-        generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
-        order = torch.randperm(len(inputs), generator=generator)
-        running, seen = 0.0, 0
-        for step in range(steps):
-            index = order[step * batch : (step + 1) * batch]
-            _, parts = loss_fn(model, inputs[index], targets[index], index, teacher_images=teacher_inputs[index])
-            if not torch.isfinite(parts.total):
-                raise TrainingError(f"compensation diverged at epoch {epoch + 1} (loss {float(parts.total)}); "
-                                    "lower the learning rate.")  # fmt: skip
-            optimiser.zero_grad(set_to_none=True)
-            parts.total.backward()
-            optimiser.step()
-            running += float(parts.total.detach()) * len(index)
-            seen += len(index)
+
+        def on_step(step: int, steps: int, loss: float, terms: dict[str, float], epoch: int = epoch) -> None:
             if progress:
-                elapsed = time.perf_counter() - started
-                done = epoch * steps + step + 1
-                eta = elapsed / done * (settings.epochs * steps - done)
-                progress(Progress("compensate", epoch + 1, settings.epochs, step + 1, steps, running / seen, elapsed,
-                                  eta, {f"loss_{k}": v for k, v in parts.components.items()}))  # fmt: skip
+                terms = {f"loss_{name}": value for name, value in terms.items()}
+                progress(Progress("compensate", epoch + 1, settings.epochs, step, steps, loss, clock.elapsed(),
+                                  clock.eta(epoch * steps + step), terms))  # fmt: skip
+
+        totals = train_epoch(model, loss_fn, inputs, targets, optimiser, epoch=epoch, seed=settings.seed,
+                             batch_size=batch, teacher_inputs=teacher_inputs, on_step=on_step,
+                             divergence_hint="Compensation diverged: lower its learning rate.", log=log)  # fmt: skip
         schedule.step()
         model.eval()
         validation = select()
-        history.append({"epoch": epoch + 1, "train_loss": running / max(seen, 1), f"val_{metric}": validation})
+        history.append({"epoch": epoch + 1, "train_loss": totals.loss, f"val_{metric}": validation})
         log.info("epoch %d/%d %s", epoch + 1, settings.epochs, json.dumps(history[-1]))
         if validation > best_score:
             best_score, best_state, best_epoch = validation, copy.deepcopy(model.state_dict()), epoch + 1

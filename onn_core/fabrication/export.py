@@ -55,6 +55,19 @@ def run_metasurface(run: FinishedRun, *, required: bool = True) -> Metasurface |
     return physical
 
 
+def fabricated_optics(run: FinishedRun, measured_psfs: str | None = None, *, use_metasurface: bool = True):
+    """(metasurface, measured PSFs) that fabricated optics start from, for the CLI and jobs alike.
+
+    ``measured_psfs``: a file of PSFs measured on the bench (None: simulate them);
+    ``use_metasurface``: start from the run's metasurface (inverse design or radius maps) when it has one.
+    """
+    from .measured import read_measured_psfs
+
+    measured = read_measured_psfs(measured_psfs, run.frontends(), run.design) if measured_psfs else None
+    metasurface = run_metasurface(run, required=False) if use_metasurface else None
+    return metasurface, measured
+
+
 def sub_optic_names(metasurface: Metasurface) -> list[str]:
     """Cell/file name per used sub-optic in layout order, e.g. SUBOPTIC_K003_PLUS."""
     names = []

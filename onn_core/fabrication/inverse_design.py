@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -45,6 +43,7 @@ from ..models.frontends import IdealFrontend, OpticalFrontend, PhysicalFrontend,
 from ..optics.grids import coordinates
 from ..optics.metasurface import MetaAtomTable, default_meta_atom_table
 from ..optics.suboptic import suboptic_kernel_taps, suboptic_padding
+from ..run_files import atomic_write
 
 METASURFACE_NPZ = "metasurface.npz"
 METASURFACE_JSON = "metasurface.json"
@@ -229,8 +228,8 @@ class Metasurface:
             "fidelity": self.fidelity(),
         }
         npz_path, json_path = folder / METASURFACE_NPZ, folder / METASURFACE_JSON
-        _atomic_write(npz_path, lambda handle: np.savez_compressed(handle, **arrays))
-        _atomic_write(json_path, lambda handle: handle.write(json.dumps(meta, indent=2).encode()))
+        atomic_write(npz_path, lambda handle: np.savez_compressed(handle, **arrays))
+        atomic_write(json_path, lambda handle: handle.write(json.dumps(meta, indent=2).encode()))
         return npz_path, json_path
 
     @classmethod
@@ -259,20 +258,6 @@ class Metasurface:
         return cls(design, meta["phase_pixel_m"], groups, meta.get("settings", {}), meta.get("history", []),
                    meta.get("seconds", 0.0), meta.get("table_source", ""),
                    meta.get("table_parameter", "radius"))  # fmt: skip
-
-
-def _atomic_write(path: Path, write: Callable) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would follow the file: results are shared
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def kernel_correlation(a: np.ndarray, b: np.ndarray) -> float:

@@ -8,15 +8,18 @@ the job store like training does, and writes its results into the job's artifact
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import DesignError, TrainingError
+from ..jobs.kinds import JobKind
+from ..run_files import atomic_write_text
+from ..training.progress import counting
 from ..training.run import REQUIRED_FILES, load_run
-from ..training.trainer import Progress
+from .cli import register as register_commands  # noqa: F401 (the CLI reads it from here)
 from .error_model import ErrorModel
+from .export import fabricated_optics
 
 _KEYS = {
     "inverse-design": {"run", "settings"},
@@ -27,14 +30,6 @@ _KEYS = {
 }
 
 
-def _timer(progress: Callable, phase: str) -> Callable[[int, int], None]:
-    started = time.monotonic()
-
-    def report(done: int, total: int, *_rest) -> None:
-        elapsed = time.monotonic() - started
-        progress(Progress(phase, 1, 1, done, total, 0.0, elapsed, elapsed / done * (total - done) if done else None))
-
-    return report
 
 
 def validate(kind: str, config: dict[str, Any]) -> None:
@@ -69,14 +64,7 @@ def validate(kind: str, config: dict[str, Any]) -> None:
 
 
 def _optics(config: dict[str, Any], run):
-    from .export import run_metasurface
-    from .measured import read_measured_psfs
-
-    measured = None
-    if config.get("measured_psfs"):
-        measured = read_measured_psfs(config["measured_psfs"], run.frontends(), run.design)
-    metasurface = run_metasurface(run, required=False) if config.get("use_metasurface", True) else None
-    return metasurface, measured
+    return fabricated_optics(run, config.get("measured_psfs"), use_metasurface=config.get("use_metasurface", True))
 
 
 def run_inverse_design(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
@@ -84,10 +72,10 @@ def run_inverse_design(config: dict[str, Any], folder: Path, progress: Callable)
 
     run = load_run(config["run"])
     settings = InverseDesignSettings(**(config.get("settings") or {}))
-    metasurface = inverse_design(run.model, run.design, settings, progress=_timer(progress, "inverse-design"))
+    metasurface = inverse_design(run.model, run.design, settings, progress=counting(progress, "inverse-design"))
     metasurface.save(run.folder)
     summary = {**metasurface.summary(), "fidelity": metasurface.fidelity(), "run": str(run.folder)}
-    (folder / "inverse_design.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    atomic_write_text(folder / "inverse_design.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -99,13 +87,13 @@ def run_fabricate(config: dict[str, Any], folder: Path, progress: Callable) -> d
     metasurface, measured = _optics(config, run)
     draws, images = int(config.get("draws", 20)), config.get("images")
     result = monte_carlo(run, errors, draws, metasurface=metasurface, measured=measured, images=images,
-                         progress=_timer(progress, "fabricate"))  # fmt: skip
+                         progress=counting(progress, "fabricate"))  # fmt: skip
     answer: dict[str, Any] = {"yield": result.to_dict()}
     if config.get("factors"):
         points = error_curve(run, errors, config["factors"], max(1, draws // 4), metasurface=metasurface,
-                             images=images, progress=_timer(progress, "error curve"))  # fmt: skip
+                             images=images, progress=counting(progress, "error curve"))  # fmt: skip
         answer["curve"] = [vars(point) for point in points]
-    (folder / "fabricate.json").write_text(json.dumps(answer, indent=2), encoding="utf-8")
+    atomic_write_text(folder / "fabricate.json", json.dumps(answer, indent=2))
     return {"metric": result.metric, "mean": result.mean, "std": result.std, "trained": result.trained}
 
 
@@ -132,12 +120,24 @@ def run_export(config: dict[str, Any], folder: Path, progress: Callable) -> dict
 
     run = load_run(config["run"])
     out = Path(config.get("out") or folder)
-    report = _timer(progress, "export")
+    report = counting(progress, "export")
     report(0, 1)
     written = export(run, list(config["formats"]), out)
     report(1, 1)
     return {"files": written}
 
 
-KINDS = {"inverse-design": run_inverse_design, "fabricate": run_fabricate, "compensate": run_compensate,
-         "export": run_export}  # fmt: skip
+def _validator(kind: str) -> Callable[[dict[str, Any]], None]:
+    return lambda config: validate(kind, config)
+
+
+JOB_KINDS = (
+    JobKind("inverse-design", run_inverse_design, _validator("inverse-design"),
+            "design the metasurface that realises a run's kernels", ", ".join(sorted(_KEYS["inverse-design"]))),
+    JobKind("fabricate", run_fabricate, _validator("fabricate"), "the yield of a run under fabrication errors",
+            ", ".join(sorted(_KEYS["fabricate"]))),
+    JobKind("compensate", run_compensate, _validator("compensate"),
+            "fine-tune a run's digital backend to fabricated optics", ", ".join(sorted(_KEYS["compensate"]))),
+    JobKind("export", run_export, _validator("export"), "write a run's fab and collaborator files",
+            ", ".join(sorted(_KEYS["export"]))),
+)  # fmt: skip

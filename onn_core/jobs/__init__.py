@@ -8,8 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .kinds import JobKind, job_kind, job_kinds, validate_job
 from .store import FINAL_STATES, STATES, Job, JobError, JobStore
-from .worker import KINDS, ensure_workers, validate_job, work
+from .worker import ensure_workers, work
 
 
 def submit(
@@ -80,16 +81,19 @@ def resume(job_id: str, *, database: str | Path | None = None, start_worker: boo
 
 __all__ = [
     "FINAL_STATES",
-    "KINDS",
     "STATES",
     "Job",
     "JobError",
+    "JobKind",
     "JobStore",
     "cancel",
     "history",
+    "job_kind",
+    "job_kinds",
     "list_jobs",
     "resume",
     "status",
     "submit",
+    "validate_job",
     "work",
 ]

@@ -13,9 +13,8 @@ cleanly: its job is re-queued (if it asked for that) or failed with the reason.
 The store is one SQLite file in WAL mode: every worker and client must run on the host that
 holds it (WAL needs shared memory; network filesystems are not supported).
 
-Job kinds map a config dict to a function of (config, artifact folder, progress) → metrics.
-``train``, ``teacher``, ``estimate``, and stage 3's ``inverse-design``, ``fabricate`` and
-``compensate``, ``export`` (:mod:`onn_core.fabrication.jobs`).
+What a job runs is its kind's (:mod:`onn_core.jobs.kinds`): the worker looks the kind up and
+knows none of them.
 """
 
 from __future__ import annotations
@@ -30,13 +29,12 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..design import Design
-from ..errors import DesignError, TrainingError
-from .store import Job, JobError, JobStore, LostJob
+from ..run_files import atomic_write_text
+from .kinds import job_kind
+from .store import Job, JobStore, LostJob
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POLL_S = 0.5
@@ -74,132 +72,6 @@ class WorkerStopped(BaseException):
     """The worker process received SIGTERM."""
 
 
-# ---------------------------------------------------------------------------- job kinds
-def _training_inputs(config: dict[str, Any], role: str):
-    from ..training import TrainConfig
-
-    settings = {key: value for key, value in config.items() if key != "design"}
-    settings["role"] = role
-    train_config = TrainConfig.from_dict(settings)
-    if train_config.threads is None:
-        train_config = train_config.replace(threads=job_threads())
-    design = Design.from_dict(config["design"]) if config.get("design") is not None else None
-    if role == "student" and design is None:
-        design = Design()
-    return train_config, design
-
-
-def _run_training(role: str):
-    def run(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
-        from ..training import train
-
-        train_config, design = _training_inputs(config, role)
-        return train(train_config, folder, design=design, progress=progress)
-
-    return run
-
-
-def _estimate_inputs(config: dict[str, Any]):
-    from estimators.ntk_regression import EstimateSettings
-
-    unknown = sorted(set(config) - {"design", "dataset", "settings"})
-    if unknown:
-        raise JobError(f"an estimate job takes design, dataset and settings; not {', '.join(unknown)}.")
-    design = Design.from_dict(config["design"]) if config.get("design") is not None else Design()
-    settings = dict(config.get("settings") or {})
-    if "ridge_grid" in settings:
-        settings["ridge_grid"] = tuple(settings["ridge_grid"])
-    return design, config.get("dataset"), EstimateSettings(**settings)
-
-
-def _run_estimate(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
-    """The exact NTK-regression estimate of a design (seconds to a minute), as a job."""
-    import json
-
-    from estimators.ntk_regression import estimate
-
-    from ..training.trainer import Progress
-
-    design, dataset, settings = _estimate_inputs(config)
-    started = time.monotonic()
-
-    def report(done: int, total: int) -> None:
-        elapsed = time.monotonic() - started
-        eta = elapsed / done * (total - done) if done else None
-        progress(Progress("estimate", 1, 1, done, total, 0.0, elapsed, eta))
-
-    result = estimate(design, dataset, settings, threads=job_threads(), progress=report)
-    (folder / "estimate.json").write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
-    return result.to_dict()
-
-
-def _fabrication_kind(kind: str) -> Callable[[dict[str, Any], Path, Callable], dict[str, Any]]:
-    def run(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
-        from ..fabrication.jobs import KINDS as FABRICATION_KINDS
-
-        return FABRICATION_KINDS[kind](config, folder, progress)
-
-    return run
-
-
-KINDS: dict[str, Callable[[dict[str, Any], Path, Callable], dict[str, Any]]] = {
-    "train": _run_training("student"),
-    "teacher": _run_training("teacher"),
-    "estimate": _run_estimate,
-    **{kind: _fabrication_kind(kind) for kind in ("inverse-design", "fabricate", "compensate", "export")},
-}
-
-
-def validate_job(kind: str, config: dict[str, Any]) -> None:
-    """Refuse, before queueing, a job whose kind or config cannot work (clear message)."""
-    if kind not in KINDS:
-        raise JobError(f"unknown job kind {kind!r}; this version runs: {', '.join(KINDS)}.")
-    if not isinstance(config, dict):
-        raise JobError(f"a {kind} job's config must be a JSON object, got {type(config).__name__}.")
-    if kind in ("train", "teacher"):
-        from ..data import SPECS
-        from ..models import STUDENTS, TEACHERS
-
-        try:
-            train_config, _ = _training_inputs(config, "student" if kind == "train" else "teacher")
-        except (TrainingError, DesignError, TypeError) as exc:
-            raise JobError(f"the {kind} config is not valid: {exc}") from None
-        if train_config.dataset not in SPECS:
-            raise JobError(f"unknown dataset {train_config.dataset!r}; choose one of {', '.join(SPECS)}.")
-        models = STUDENTS if kind == "train" else TEACHERS
-        if train_config.model and train_config.model not in models:
-            raise JobError(f"unknown {kind} model {train_config.model!r}; choose one of {', '.join(models)}.")
-    if kind == "estimate":
-        from ..data import SPECS
-
-        try:
-            design, dataset, settings = _estimate_inputs(config)
-        except (DesignError, TypeError) as exc:
-            raise JobError(f"the estimate config is not valid: {exc}") from None
-        if dataset not in SPECS:
-            raise JobError(f"unknown dataset {dataset!r}; choose one of {', '.join(SPECS)}.")
-        if SPECS[dataset].task == "segmentation":
-            from ..models.zoo import segmentation_groups
-
-            try:
-                segmentation_groups(settings.kernels or design.kernel_count)
-            except DesignError as exc:
-                raise JobError(f"the estimate config is not valid: {exc}") from None
-        from ..training.trainer import check_design_channels
-
-        try:
-            check_design_channels(design, dataset, SPECS[dataset].channels)
-        except DesignError as exc:
-            raise JobError(str(exc)) from None
-    if kind in ("inverse-design", "fabricate", "compensate", "export"):
-        from ..fabrication.jobs import validate
-
-        try:
-            validate(kind, config)
-        except (DesignError, TrainingError, TypeError) as exc:
-            raise JobError(f"the {kind} config is not valid: {exc}") from None
-
-
 # ---------------------------------------------------------------------------- running one job
 def _raise_cancelled(signum, frame) -> None:
     raise JobCancelled
@@ -234,15 +106,12 @@ def run_job(store: JobStore, job: Job) -> str:
 
     last_write = 0.0
 
+    kind = job_kind(job.kind)
+
     def progress(update) -> None:
         nonlocal last_write
         now = time.monotonic()
-        eta = f", ETA {update.eta_s:.0f} s" if update.eta_s is not None else ""
-        message = f"epoch {update.epoch}/{update.epochs}, step {update.step}/{update.steps}{eta}"
-        if update.phase == "prepare":
-            message = f"{update.metrics.get('task', 'preparing')}: {update.step}/{update.steps}{eta}"
-        elif update.phase == "estimate":
-            message = f"NTK regression: initialisation {update.step}/{update.steps} done{eta}"
+        message = kind.progress_text(update)
         if update.phase in ("validate", "done"):
             event = {"epoch": update.epoch, "train_loss": update.train_loss, "elapsed_s": update.elapsed_s,
                      **update.metrics}  # fmt: skip
@@ -259,7 +128,7 @@ def run_job(store: JobStore, job: Job) -> str:
     thread.start()
     try:
         try:
-            metrics = KINDS[job.kind](job.config, folder, progress)
+            metrics = kind.run(job.config, folder, progress)
         finally:
             stop.set()
             thread.join()
@@ -283,7 +152,7 @@ def run_job(store: JobStore, job: Job) -> str:
         raise
     except Exception as exc:  # any failure ends the job as failed, with its reason kept
         trace = traceback.format_exc()
-        (folder / "error.txt").write_text(trace, encoding="utf-8")
+        atomic_write_text(folder / "error.txt", trace)
         store.finish(job, "failed", message=str(exc)[:500], error=f"{type(exc).__name__}: {exc}", traceback=trace)
         return "failed"
     finally:

@@ -12,15 +12,12 @@ Checkpoints hold only tensors, numbers and strings, so they load with ``weights_
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,64 +42,17 @@ from ..models import (
 )
 from ..models.frontends import held_kernels
 from ..paths import studio_home
+from ..run_files import atomic_save, atomic_write_text, close_logger, run_logger
 from .config import TrainConfig
+from .loop import RunState, train_epoch
 from .losses import METHOD_TERMS, TransferLoss, needs_teacher, uses_ntk
 from .metrics import classification_metrics, headline, segmentation_counts, segmentation_metrics, task_loss
 from .ntk import TeacherKernelTable, TeacherSketch, flat_outputs
+from .progress import Progress, ProgressCallback, Stopwatch, counting
 from .store import find_teacher
 
 CHECKPOINT = "checkpoint.pt"
 EVALUATION_SEED = 20_251_125
-
-
-@dataclass
-class Progress:
-    """What a running job reports (to the job store, a progress bar, a log)."""
-
-    # "prepare" (e.g. the teacher's NTK sketch; step/steps count its images) | "train" | "validate"
-    # | "done" | "estimate" (an estimate job: step/steps count initialisations)
-    phase: str
-    epoch: int  # 1-based
-    epochs: int
-    step: int  # 1-based within the epoch
-    steps: int
-    train_loss: float
-    elapsed_s: float
-    eta_s: float | None
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def fraction(self) -> float:
-        if self.phase == "prepare":
-            return 0.0
-        return min(1.0, ((self.epoch - 1) * self.steps + self.step) / max(1, self.epochs * self.steps))
-
-
-ProgressCallback = Callable[[Progress], None]
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file then rename: a crash never leaves a half-written file."""
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
-def _logger(run_dir: Path) -> logging.Logger:
-    logger = logging.getLogger(f"onn_core.training.{run_dir.resolve()}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    if not logger.handlers:
-        handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-    return logger
 
 
 def check_design_channels(design: Design, dataset: str, channels: int) -> None:
@@ -290,17 +240,11 @@ def teacher_kernel_table(
         except Exception:  # a torn cache file is rebuilt, never trusted
             log.warning("unreadable teacher kernel table %s; rebuilding it", cache)
     started = time.perf_counter()
-
-    def report(done: int, total: int) -> None:
-        if progress:
-            elapsed = time.perf_counter() - started
-            progress(Progress("prepare", 0, config.epochs, done, total, math.nan, elapsed,
-                              elapsed / done * (total - done), {"task": "teacher kernel table"}))  # fmt: skip
-
+    report = counting(progress, "prepare", {"task": "teacher kernel table"})  # a once-only phase, cancellable
     table = TeacherKernelTable(teacher, data.train.images, output_pool=config.ntk_output_pool, progress=report)
     log.info("teacher's exact kernel table (%d images) in %.1f s", count, time.perf_counter() - started)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_save(table.table, cache)
+    atomic_save(table.table, cache)
     return table
 
 
@@ -331,12 +275,7 @@ def teacher_sketch(
         except Exception:  # a torn cache file is rebuilt, never trusted
             log.warning("unreadable teacher sketch cache %s; rebuilding it", cache)
     started = time.perf_counter()
-
-    def report(done: int, total: int) -> None:  # a long, once-only phase: keep jobs informed (and cancellable)
-        if progress:
-            elapsed = time.perf_counter() - started
-            progress(Progress("prepare", 0, config.epochs, done, total, math.nan, elapsed,
-                              elapsed / done * (total - done), {"task": "teacher NTK sketch"}))  # fmt: skip
+    report = counting(progress, "prepare", {"task": "teacher NTK sketch"})  # a long, once-only phase
 
     # vmap over the directions holds directions × batch × activations at once: keep that product
     # bounded (a U-Net on 64 × 64 images at batch 256 took 23 GB and was killed).
@@ -348,7 +287,7 @@ def teacher_sketch(
     )  # fmt: skip
     log.info("teacher NTK sketch (%d directions) in %.1f s", config.ntk_sketch, time.perf_counter() - started)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_save(sketch.features, cache)
+    atomic_save(sketch.features, cache)
     return sketch
 
 
@@ -403,7 +342,7 @@ def train(
     """
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = _logger(run_dir)
+    log = run_logger(run_dir)
     previous_threads = torch.get_num_threads()
     # Deliberate: every core this process may use (affinity/cgroup aware) unless the caller —
     # e.g. the job runner, which leaves one for the web server — says otherwise.
@@ -413,9 +352,7 @@ def train(
         return _train(config, run_dir, log, threads, design, progress, data)
     finally:
         torch.set_num_threads(previous_threads)
-        for handler in list(log.handlers):
-            log.removeHandler(handler)
-            handler.close()
+        close_logger(log)
 
 
 def _train(
@@ -430,187 +367,137 @@ def _train(
     torch.manual_seed(config.seed)
     if data is None:
         size = (design.input_height, design.input_width) if design is not None and config.role == "student" else None
-        data = load_dataset(
-            config.dataset,
-            root=config.data_root,
-            seed=config.split_seed,
-            image_size=size,
-            val_fraction=config.val_fraction,
-            train_limit=config.train_limit,
-        )
-    task, classes = data.spec.task, len(data.spec.classes)
+        data = load_dataset(config.dataset, root=config.data_root, seed=config.split_seed, image_size=size,
+                            val_fraction=config.val_fraction, train_limit=config.train_limit)  # fmt: skip
     model, model_name = build_model(design, config, data)
     cost = count_cost(model, data.image_shape)
     optimiser = _optimiser(model, config)
     scheduler = _scheduler(optimiser, config)
-    score_name = headline(task)
-    teacher_info, teacher, sketch = None, None, None
-    if config.role == "student" and needs_teacher(config.method):
-        teacher, teacher_folder, teacher_metrics = load_teacher(config, data)
-        if uses_ntk(config.method) and config.teacher_ntk == "sketch":
-            sketch = teacher_sketch(teacher, teacher_folder, data, config, log, progress)
-        teacher_info = {
-            "run_dir": str(teacher_folder),
-            "model": teacher_metrics.get("model"),
-            score_name: teacher_metrics.get(score_name),
-            "best_val": teacher_metrics.get("best_val"),
-        }
-        log.info("teacher %s from %s (test %s %.4f)", teacher_info["model"], teacher_folder, score_name,
-                 teacher_info[score_name] or float("nan"))  # fmt: skip
-    known_outputs = None
-    if teacher is not None and "kd" in METHOD_TERMS[config.method](config) and not config.augment:
-        known_outputs = teacher_outputs_once(teacher, data.train.images)
-    table = None
-    if teacher is not None and uses_ntk(config.method) and config.teacher_ntk in ("exact", "structured"):
-        table = teacher_kernel_table(teacher, teacher_folder, data, config, log, progress)
-    loss_fn = TransferLoss(config, task, teacher, sketch, known_outputs, table)
-
-    _atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
-    if design is not None and config.role == "student":
-        _atomic_write_text(run_dir / "design.json", design.to_json())
-
-    history: list[dict[str, Any]] = []
-    start_epoch, best_score, best_state, stale, elapsed_before = 0, -math.inf, None, 0, 0.0
-    checkpoint_path = run_dir / CHECKPOINT
-    run_id = config.run_id(design.design_id if design is not None and config.role == "student" else None)
-    if checkpoint_path.exists():
-        try:
-            state = torch.load(checkpoint_path, weights_only=True)
-        except Exception as exc:  # a torn or foreign file: say which, and how to go on
-            raise TrainingError(
-                f"{checkpoint_path} is not a readable checkpoint ({type(exc).__name__}). "
-                "Fix: delete it to start this run afresh, or choose another --out."
-            ) from None
-        if isinstance(state, dict) and state.get("run_id") == run_id:
-            model.load_state_dict(state["model"])
-            optimiser.load_state_dict(state["optimiser"])
-            scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng_state"])
-            start_epoch, history = state["epoch"], json.loads(state["history"])
-            best_score, best_state, stale = state["best_score"], state["best_model"], state["stale"]
-            elapsed_before = state["elapsed_s"]
-            log.info("resumed at epoch %d of %d", start_epoch, config.epochs)
-        else:
-            log.warning("checkpoint.pt belongs to another configuration or design; starting afresh")
-
+    loss_fn, teacher_info = _transfer_loss(config, data, log, progress)
+    atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+    student_design = design if config.role == "student" else None
+    if student_design is not None:
+        atomic_write_text(run_dir / "design.json", student_design.to_json())
+    run_id = config.run_id(student_design.design_id if student_design is not None else None)
+    state = _resumed_state(run_dir / CHECKPOINT, run_id, model, optimiser, scheduler, config, log)
     log.info(
         "training %s (%s) on %s: %d train / %d val / %d test images, %d threads, %s",
         model_name, config.role, data.source, len(data.train), len(data.val), len(data.test), threads, cost,
     )  # fmt: skip
-    batch = config.batch_size
-    steps = math.ceil(len(data.train) / batch)
-    session_started = time.perf_counter()
-    started = session_started - elapsed_before  # elapsed times count earlier sessions of this run
-    for epochs_done_here, epoch in enumerate(range(start_epoch, config.epochs), start=1):
-        if best_state is not None and config.early_stopping_patience and stale >= config.early_stopping_patience:
-            break
-        model.train()
-        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        order = torch.randperm(len(data.train), generator=generator)
-        running, seen = 0.0, 0
-        components: dict[str, float] = {}
-        for step in range(steps):
-            index = order[step * batch : (step + 1) * batch]
-            images, targets = data.train.images[index], data.train.targets[index]
-            if config.augment:
-                images = _augment(images, generator)
-            _, parts = loss_fn(model, images, targets, index)
-            loss = parts.total
-            if not torch.isfinite(loss):
-                message = (
-                    f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} "
-                    f"(learning rate {optimiser.param_groups[0]['lr']:.3g}). Lower the learning rate or "
-                    f"turn off sensor noise; the last good checkpoint is kept in {checkpoint_path}."
-                )
-                log.error(message)
-                raise TrainingError(message)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            running += float(loss.detach()) * len(index)
-            for name, value in parts.components.items():
-                components[name] = components.get(name, 0.0) + value * len(index)
-            seen += len(index)
-            if progress:  # every step: callers throttle, and a job's cancel is checked here
-                now = time.perf_counter()
-                done = (epochs_done_here - 1) * steps + step + 1
-                remaining = (config.epochs - epoch) * steps - step - 1
-                eta = (now - session_started) / done * remaining
-                terms = {f"loss_{name}": total / seen for name, total in components.items()}
-                progress(
-                    Progress("train", epoch + 1, config.epochs, step + 1, steps, running / seen, now - started, eta,
-                             terms)
-                )  # fmt: skip
-        scheduler.step()
-        validation = evaluate(model, data.val, task, classes)
-        score = validation[score_name]
-        if score > best_score:
-            best_score, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": running / max(seen, 1),
-            **{f"train_{name}": total / max(seen, 1) for name, total in components.items()},
-            "val_loss": validation["loss"],
-            f"val_{score_name}": score,
-            "learning_rate": optimiser.param_groups[0]["lr"],
-            "elapsed_s": time.perf_counter() - started,
-        }
-        history.append(row)
-        log.info("epoch %d/%d %s", epoch + 1, config.epochs, json.dumps(row))
-        _atomic_save(
-            {
-                "run_id": run_id,
-                "rng_state": torch.get_rng_state(),
-                "elapsed_s": time.perf_counter() - started,
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimiser": optimiser.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "history": json.dumps(history),
-                "best_score": best_score,
-                "best_model": best_state,
-                "stale": stale,
-            },
-            checkpoint_path,
-        )
-        _atomic_write_text(run_dir / "history.json", json.dumps(history, indent=2))
-        if progress:
-            now = time.perf_counter()
-            elapsed = now - started
-            eta = (now - session_started) / epochs_done_here * (config.epochs - epoch - 1)
-            progress(Progress("validate", epoch + 1, config.epochs, steps, steps, row["train_loss"], elapsed, eta,
-                              {f"val_{score_name}": score}))  # fmt: skip
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    test = evaluate(model, data.test, task, classes)
+    clock = _run_epochs(config, data, model, loss_fn, optimiser, scheduler, state, run_dir, log, progress)
+    if state.best_model is not None:
+        model.load_state_dict(state.best_model)
+    task, score_name = data.spec.task, headline(data.spec.task)
+    test = evaluate(model, data.test, task, len(data.spec.classes))
     metrics = {
-        **test,
-        "task": task,
-        "dataset": data.spec.name,
-        "model": model_name,
-        "role": config.role,
-        "method": config.method,
-        "teacher": teacher_info,
-        "frontend": config.frontend if config.role == "student" else None,
-        "seed": config.seed,
-        "split_seed": config.split_seed,
-        "data_root": config.data_root,
-        "epochs_run": len(history),
-        "best_val": best_score,
-        "train_seconds": history[-1]["elapsed_s"] if history else 0.0,
-        "data": data.summary(),
-        "cost": cost,
-        "design_id": design.design_id if design is not None and config.role == "student" else None,
-    }
-    _atomic_save(model.state_dict(), run_dir / "model.pt")
+        **test, "task": task, "dataset": data.spec.name, "model": model_name, "role": config.role,
+        "method": config.method, "teacher": teacher_info,
+        "frontend": config.frontend if config.role == "student" else None, "seed": config.seed,
+        "split_seed": config.split_seed, "data_root": config.data_root, "epochs_run": len(state.history),
+        "best_val": state.best_score, "train_seconds": state.history[-1]["elapsed_s"] if state.history else 0.0,
+        "data": data.summary(), "cost": cost,
+        "design_id": student_design.design_id if student_design is not None else None,
+    }  # fmt: skip
+    atomic_save(model.state_dict(), run_dir / "model.pt")
     export_kernels(model, run_dir / "kernels.npz")
-    _atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     log.info("test %s = %.4f", score_name, test[score_name])
     if progress:
-        elapsed = time.perf_counter() - started
-        progress(Progress("done", len(history), config.epochs, steps, steps, history[-1]["train_loss"] if history
-                          else math.nan, elapsed, 0.0, {score_name: test[score_name]}))  # fmt: skip
+        steps = math.ceil(len(data.train) / config.batch_size)
+        last_loss = state.history[-1]["train_loss"] if state.history else math.nan
+        progress(Progress("done", len(state.history), config.epochs, steps, steps, last_loss, clock.elapsed(), 0.0,
+                          {score_name: test[score_name]}))  # fmt: skip
     return metrics
+
+
+def _transfer_loss(
+    config: TrainConfig, data: DatasetSplits, log: logging.Logger, progress: ProgressCallback | None
+) -> tuple[TransferLoss, dict[str, Any] | None]:
+    """The run's loss, with its frozen teacher and what is computed of it once; and the teacher's summary."""
+    task, score_name = data.spec.task, headline(data.spec.task)
+    if config.role != "student" or not needs_teacher(config.method):
+        return TransferLoss(config, task), None
+    teacher, teacher_folder, teacher_metrics = load_teacher(config, data)
+    sketch = None
+    if uses_ntk(config.method) and config.teacher_ntk == "sketch":
+        sketch = teacher_sketch(teacher, teacher_folder, data, config, log, progress)
+    teacher_info = {
+        "run_dir": str(teacher_folder), "model": teacher_metrics.get("model"),
+        score_name: teacher_metrics.get(score_name), "best_val": teacher_metrics.get("best_val"),
+    }  # fmt: skip
+    log.info("teacher %s from %s (test %s %.4f)", teacher_info["model"], teacher_folder, score_name,
+             teacher_info[score_name] or float("nan"))  # fmt: skip
+    known_outputs = None
+    if "kd" in METHOD_TERMS[config.method](config) and not config.augment:
+        known_outputs = teacher_outputs_once(teacher, data.train.images)
+    table = None
+    if uses_ntk(config.method) and config.teacher_ntk in ("exact", "structured"):
+        table = teacher_kernel_table(teacher, teacher_folder, data, config, log, progress)
+    return TransferLoss(config, task, teacher, sketch, known_outputs, table), teacher_info
+
+
+def _resumed_state(
+    path: Path, run_id: str, model: nn.Module, optimiser: torch.optim.Optimizer, scheduler: Any,
+    config: TrainConfig, log: logging.Logger,
+) -> RunState:  # fmt: skip
+    """Where this run stands: from its checkpoint if ``path`` holds one of this run, else at the start."""
+    if not path.exists():
+        return RunState(run_id)
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as exc:  # a torn or foreign file: say which, and how to go on
+        raise TrainingError(
+            f"{path} is not a readable checkpoint ({type(exc).__name__}). "
+            "Fix: delete it to start this run afresh, or choose another --out."
+        ) from None
+    if not isinstance(state, dict) or state.get("run_id") != run_id:
+        log.warning("checkpoint.pt belongs to another configuration or design; starting afresh")
+        return RunState(run_id)
+    resumed = RunState.from_checkpoint(state, model, optimiser, scheduler)
+    log.info("resumed at epoch %d of %d", resumed.epoch, config.epochs)
+    return resumed
+
+
+def _run_epochs(
+    config: TrainConfig, data: DatasetSplits, model: nn.Module, loss_fn: TransferLoss,
+    optimiser: torch.optim.Optimizer, scheduler: Any, state: RunState, run_dir: Path, log: logging.Logger,
+    progress: ProgressCallback | None,
+) -> Stopwatch:  # fmt: skip
+    """Train from ``state`` to the last epoch (or early stop), checkpointing after each; returns the run's clock."""
+    task, score_name, classes = data.spec.task, headline(data.spec.task), len(data.spec.classes)
+    steps = math.ceil(len(data.train) / config.batch_size)
+    clock = Stopwatch(config.epochs * steps, done_before=state.epoch * steps, elapsed_before=state.elapsed_s)
+    checkpoint = run_dir / CHECKPOINT
+    hint = (f"Lower the learning rate or turn off sensor noise; the last good checkpoint is kept in "
+            f"{checkpoint}.")  # fmt: skip
+    while state.epoch < config.epochs and not state.patience_spent(config.early_stopping_patience):
+        epoch = state.epoch
+
+        def on_step(step: int, steps: int, loss: float, terms: dict[str, float], epoch: int = epoch) -> None:
+            if progress:
+                terms = {f"loss_{name}": value for name, value in terms.items()}
+                progress(Progress("train", epoch + 1, config.epochs, step, steps, loss, clock.elapsed(),
+                                  clock.eta(epoch * steps + step), terms))  # fmt: skip
+
+        totals = train_epoch(model, loss_fn, data.train.images, data.train.targets, optimiser, epoch=epoch,
+                             seed=config.seed, batch_size=config.batch_size,
+                             augment=_augment if config.augment else None, on_step=on_step, divergence_hint=hint,
+                             log=log)  # fmt: skip
+        scheduler.step()
+        validation = evaluate(model, data.val, task, classes)
+        row = {
+            "epoch": epoch + 1, "train_loss": totals.loss,
+            **{f"train_{name}": value for name, value in totals.components.items()},
+            "val_loss": validation["loss"], f"val_{score_name}": validation[score_name],
+            "learning_rate": optimiser.param_groups[0]["lr"], "elapsed_s": clock.elapsed(),
+        }  # fmt: skip
+        state.elapsed_s = row["elapsed_s"]
+        state.record(row, validation[score_name], model)
+        log.info("epoch %d/%d %s", epoch + 1, config.epochs, json.dumps(row))
+        atomic_save(state.to_checkpoint(model, optimiser, scheduler), checkpoint)
+        atomic_write_text(run_dir / "history.json", json.dumps(state.history, indent=2))
+        if progress:
+            score = {f"val_{score_name}": validation[score_name]}
+            progress(Progress("validate", epoch + 1, config.epochs, steps, steps, totals.loss, clock.elapsed(),
+                              clock.eta((epoch + 1) * steps), score))  # fmt: skip
+    return clock

@@ -1,0 +1,159 @@
+"""The estimator as a studio extension: the ``estimate`` job kind and the ``sweep`` and ``estimate`` commands.
+
+``onn_core`` loads this module by name (:mod:`onn_core.jobs.kinds`, ``ONN_STUDIO_EXTENSIONS``):
+the estimator builds on ``onn_core`` and ``onn_core`` never imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from onn_core.cli import read_design
+from onn_core.data import SPECS
+from onn_core.design import Design
+from onn_core.errors import DesignError, SweepError
+from onn_core.jobs.kinds import JobKind, eta_text
+from onn_core.jobs.store import JobError
+from onn_core.jobs.worker import job_threads
+from onn_core.run_files import atomic_write_text
+from onn_core.training.metrics import headline
+from onn_core.training.progress import counting
+from onn_core.training.trainer import check_design_channels
+
+from .ntk_regression import EstimateSettings, estimate
+from .surrogate import check_design_for, load_surrogate
+from .sweep import run_sweep
+
+ESTIMATE_KEYS = {"design", "dataset", "settings"}
+
+
+# ---------------------------------------------------------------------------- the estimate job
+def estimate_inputs(config: dict[str, Any]) -> tuple[Design, str | None, EstimateSettings]:
+    unknown = sorted(set(config) - ESTIMATE_KEYS)
+    if unknown:
+        raise JobError(f"an estimate job takes design, dataset and settings; not {', '.join(unknown)}.")
+    design = Design.from_dict(config["design"]) if config.get("design") is not None else Design()
+    settings = dict(config.get("settings") or {})
+    if "ridge_grid" in settings:
+        settings["ridge_grid"] = tuple(settings["ridge_grid"])
+    return design, config.get("dataset"), EstimateSettings(**settings)
+
+
+def validate_estimate(config: dict[str, Any]) -> None:
+    from onn_core.models.zoo import segmentation_groups
+
+    design, dataset, settings = estimate_inputs(config)
+    if dataset not in SPECS:
+        raise JobError(f"unknown dataset {dataset!r}; choose one of {', '.join(SPECS)}.")
+    if SPECS[dataset].task == "segmentation":
+        segmentation_groups(settings.kernels or design.kernel_count)
+    try:
+        check_design_channels(design, dataset, SPECS[dataset].channels)
+    except DesignError as exc:
+        raise JobError(str(exc)) from None
+
+
+def run_estimate(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
+    """The exact NTK-regression estimate of a design (seconds to a minute), as a job."""
+    design, dataset, settings = estimate_inputs(config)
+    result = estimate(design, dataset, settings, threads=job_threads(), progress=counting(progress, "estimate"))
+    atomic_write_text(folder / "estimate.json", json.dumps(result.to_dict(), indent=2))
+    return result.to_dict()
+
+
+def estimate_progress_text(update: Any) -> str:
+    return f"NTK regression: initialisation {update.step}/{update.steps} done{eta_text(update)}"
+
+
+JOB_KINDS = (
+    JobKind("estimate", run_estimate, validate_estimate, "the accuracy a design can reach, before training",
+            "design, dataset, settings (EstimateSettings keys)", estimate_progress_text),
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- commands
+def _load_spec(path: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SweepError(f"cannot read the sweep spec {path}: {exc.strerror or exc}.") from None
+    except json.JSONDecodeError as exc:
+        raise SweepError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    def progress(row: dict) -> None:
+        if args.json:
+            return
+        result = row.get("result")
+        text = f"{result['metric']} {result['accuracy']:.4f}" if result else f"error: {row['error']}"
+        print(f"{row['dataset']} {row.get('design_id', 'invalid design')} seed {row['seed']}: {text} "
+              f"({row['seconds']:.1f} s)", flush=True)  # fmt: skip
+
+    summary = run_sweep(_load_spec(args.spec), args.out, backend=args.backend, jobs=args.jobs,
+                        scheduler=args.scheduler, on_row=progress)  # fmt: skip
+    print(json.dumps(summary, indent=2) if args.json else
+          f"{summary['ran']} point(s) run, {summary['already_done']} already done, in {summary['seconds']} s "
+          f"→ {summary['out']}")  # fmt: skip
+    return 0
+
+
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    from onn_core.data.registry import load_dataset
+
+    design = read_design(args.design) if args.design else Design()
+    check_design_for(design, args.dataset)
+    if args.exact:
+        settings = EstimateSettings(data_root=args.data_root)
+        data = load_dataset(args.dataset, root=args.data_root, image_size=(design.input_height, design.input_width))
+        started = time.perf_counter()  # the query itself: the data are loaded once, before
+        result = estimate(design, args.dataset, settings, data=data)
+        answer = {
+            "accuracy": result.accuracy, "low": result.low, "high": result.high, "method": "ntk",
+            "extrapolation": False, "seconds": time.perf_counter() - started, "metric": result.metric,
+            "kernels": result.kernels, "subset_accuracy": result.subset_accuracy,
+            "learning_curve": result.learning_curve, "band_limited": result.band_limited,
+        }  # fmt: skip
+    else:
+        surrogate = load_surrogate(args.dataset, args.results or [])
+        answer = surrogate.predict(design).to_dict()
+        answer.update(metric=headline(SPECS[args.dataset].task),
+                      kernels=design.kernel_count, surrogate=surrogate.describe())  # fmt: skip
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        flag = " (EXTRAPOLATION: outside the swept designs)" if answer["extrapolation"] else ""
+        print(f"{args.dataset}: estimated {answer['metric']} {100 * answer['accuracy']:.1f} % "
+              f"[{100 * answer['low']:.1f}–{100 * answer['high']:.1f}] by {answer['method']}{flag}, "
+              f"{answer['seconds'] * 1e3:.1f} ms")  # fmt: skip
+    return 0
+
+
+def register_commands(commands: argparse._SubParsersAction) -> None:
+    """Add ``sweep`` and ``estimate`` to ``python -m onn_core``."""
+    sweep = commands.add_parser("sweep", help="run the estimator over a grid or random sample of designs")
+    sweep.add_argument("--spec", required=True, metavar="FILE.json", help="sweep spec (see estimators/sweep.py)")
+    sweep.add_argument("--out", required=True, metavar="RESULTS", help="JSON-lines results (appended; resumes)")
+    sweep.add_argument("--backend", choices=("loky", "dask"), default="loky")
+    sweep.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="Dask scheduler address (default with dask: a local cluster)")  # fmt: skip
+    sweep.add_argument("--jobs", type=int, default=None, help="parallel points (default: cores − 1)")
+    sweep.add_argument("--json", action="store_true")
+    sweep.set_defaults(handler=_cmd_sweep)
+
+    estimate_parser = commands.add_parser("estimate", help="accuracy a design can reach, before training")
+    estimate_parser.add_argument("--design", default=None, metavar="FILE",
+                                 help="design JSON (default: the default design)")  # fmt: skip
+    estimate_parser.add_argument("--dataset", required=True)
+    estimate_parser.add_argument("--exact", action="store_true",
+                                 help="run the NTK regression (seconds) not the surrogate")  # fmt: skip
+    estimate_parser.add_argument("--results", action="append", metavar="RESULTS",
+                                 help="extra sweep results to fit the surrogate on (repeatable)")  # fmt: skip
+    estimate_parser.add_argument("--data-root", default=None, help="your copy of the dataset (with --exact)")
+    estimate_parser.add_argument("--json", action="store_true")
+    estimate_parser.set_defaults(handler=_cmd_estimate)

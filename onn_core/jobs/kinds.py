@@ -1,0 +1,119 @@
+"""Job kinds by name: what each runs, how its config is checked before it is queued, how its progress reads.
+
+A kind is declared by the module that owns its work, as a :class:`JobKind` in that module's
+``JOB_KINDS``: training (``train``, ``teacher``) in :mod:`onn_core.training.jobs`, stage 3
+(``inverse-design``, ``fabricate``, ``compensate``, ``export``) in :mod:`onn_core.fabrication.jobs`.
+The worker, :func:`onn_core.jobs.submit` and the CLI look kinds up here and know none of them.
+
+Studio extensions add kinds (and CLI commands) the same way without ``onn_core`` importing
+their code: the modules named in ``ONN_STUDIO_EXTENSIONS`` (comma-separated; default
+:data:`DEFAULT_EXTENSIONS`, the studio's estimator) are imported by name on first use, and an
+extension that is not installed is skipped. So ``estimators`` depends on ``onn_core`` and never
+the other way round.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ..errors import TrainingError
+from .store import JobError
+
+BUILT_IN = ("onn_core.training.jobs", "onn_core.fabrication.jobs")
+DEFAULT_EXTENSIONS = ("estimators.studio",)
+
+Runner = Callable[[dict[str, Any], Path, Callable[[Any], None]], dict[str, Any]]
+
+
+def eta_text(update: Any) -> str:
+    return f", ETA {update.eta_s:.0f} s" if update.eta_s is not None else ""
+
+
+def epoch_text(update: Any) -> str:
+    """A progress update as a job's status line: the phase being prepared, or epoch and step."""
+    if update.phase == "prepare":
+        return f"{update.metrics.get('task', 'preparing')}: {update.step}/{update.steps}{eta_text(update)}"
+    return f"epoch {update.epoch}/{update.epochs}, step {update.step}/{update.steps}{eta_text(update)}"
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """One kind of background job.
+
+    Attributes:
+        name: the kind as jobs store it (``train``, ``estimate``, …).
+        run: (config, artifact folder, progress callback) → the job's metrics (JSON-able).
+        validate: raises (a :class:`ValueError` subclass, e.g. DesignError) on a config that
+            cannot work; called before the job is queued.
+        summary: one line for help texts: what the job does.
+        config_help: the keys its config takes.
+        progress_text: a progress update → the job's status line.
+    """
+
+    name: str
+    run: Runner
+    validate: Callable[[dict[str, Any]], None]
+    summary: str
+    config_help: str = ""
+    progress_text: Callable[[Any], str] = epoch_text
+
+
+def extension_modules() -> tuple[str, ...]:
+    """The extensions this studio loads: ``ONN_STUDIO_EXTENSIONS`` or :data:`DEFAULT_EXTENSIONS`."""
+    configured = os.environ.get("ONN_STUDIO_EXTENSIONS")
+    if configured is None:
+        return DEFAULT_EXTENSIONS
+    return tuple(name.strip() for name in configured.split(",") if name.strip())
+
+
+def providers() -> Iterator[ModuleType]:
+    """The modules that declare job kinds and commands: built-in ones, then importable extensions."""
+    for name in BUILT_IN:
+        yield importlib.import_module(name)
+    for name in extension_modules():
+        try:
+            yield importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise  # the extension exists but something it needs is missing: say so
+            continue  # not installed here: the studio runs without it
+
+
+_KINDS: dict[str, JobKind] = {}
+
+
+def job_kinds() -> dict[str, JobKind]:
+    """Every registered kind by name (providers are read once per process)."""
+    if not _KINDS:
+        for module in providers():
+            for kind in getattr(module, "JOB_KINDS", ()):
+                if kind.name in _KINDS:
+                    raise RuntimeError(f"job kind {kind.name!r} is declared twice ({module.__name__})")
+                _KINDS[kind.name] = kind
+    return _KINDS
+
+
+def job_kind(name: str) -> JobKind:
+    kinds = job_kinds()
+    if name not in kinds:
+        raise JobError(f"unknown job kind {name!r}; this version runs: {', '.join(kinds)}.")
+    return kinds[name]
+
+
+def validate_job(kind: str, config: dict[str, Any]) -> None:
+    """Refuse, before queueing, a job whose kind or config cannot work (clear message)."""
+    declared = job_kind(kind)
+    if not isinstance(config, dict):
+        raise JobError(f"a {kind} job's config must be a JSON object, got {type(config).__name__}.")
+    try:
+        declared.validate(config)
+    except JobError:
+        raise
+    except (ValueError, TypeError, TrainingError) as exc:  # DesignError, DataFormatError, unknown keys
+        raise JobError(f"the {kind} config is not valid: {exc}") from None
