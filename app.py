@@ -15,6 +15,7 @@ import streamlit as st
 from app_widgets import ROUTER_STATE, follow_deep_link
 from onn_core.design import Design
 from onn_core.design_form import FORM_FIELDS, design_from_form, form_values
+from onn_core.design_link import from_link, to_link
 from onn_core.errors import DesignError
 
 PAGES = Path(__file__).resolve().parent / "pages"
@@ -71,7 +72,7 @@ def _design_from_link() -> Design:
     """The design a shared link carries (``?design=…``), else the default; a bad link is said so."""
     code = st.query_params.get("design", "")
     try:
-        return Design.from_link(code)
+        return from_link(code)
     except DesignError as error:
         st.session_state["upload_message"] = f"The design in the link was not loaded: {error}"
         return Design()
@@ -127,7 +128,7 @@ def design_sidebar() -> None:
         design = design_from_form(values)
         st.session_state["design"], st.session_state["design_error"] = design, None
         # The design travels in the URL, so a link reproduces the view (page switches clear it).
-        link = design.to_link()
+        link = to_link(design)
         if st.query_params.get("design", "") != link:
             if link:
                 st.query_params["design"] = link

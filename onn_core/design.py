@@ -385,19 +385,6 @@ class Design:
         """Short content hash: equal designs share it (cache keys, job configs, URLs)."""
         return hashlib.sha256(self.to_json(indent=None).encode()).hexdigest()[:12]
 
-    def to_link(self) -> str:
-        """A short, URL-safe code of this design (:func:`onn_core.design_link.to_link`)."""
-        from .design_link import to_link
-
-        return to_link(self)
-
-    @classmethod
-    def from_link(cls, code: str) -> Design:
-        """The design a :meth:`to_link` code describes (:func:`onn_core.design_link.from_link`)."""
-        from .design_link import from_link
-
-        return from_link(code)
-
     def replace(self, **changes: Any) -> Design:
         """A copy with some fields changed, validated again."""
         return dataclasses.replace(self, **changes)

@@ -163,14 +163,15 @@ def test_exact_estimate_runs_as_a_job_and_reattaches(estimate_page):
 
 def test_the_design_travels_in_the_url():
     from onn_core.design import Design
+    from onn_core.design_link import from_link, to_link
 
     at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params["design"] = Design(metasurface_width=8e-3).to_link()
+    at.query_params["design"] = to_link(Design(metasurface_width=8e-3))
     at.run()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Kernels"] == "16"  # the link's design, not the default
     at.sidebar.number_input(key="form.metasurface_height").set_value(8.0).run()
-    assert Design.from_link(at.query_params["design"]).metasurface_height == pytest.approx(8e-3)
+    assert from_link(at.query_params["design"]).metasurface_height == pytest.approx(8e-3)
     broken = AppTest.from_file(APP, default_timeout=120)
     broken.query_params["design"] = "garbage!"
     broken.run()

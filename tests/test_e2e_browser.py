@@ -15,6 +15,8 @@ import pytest
 from onn_core.serve import CHROMIUM, CHROMIUM_ARGS, start_app_server, stop_app_server
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements.txt")
+# A busy 2-core machine can take seconds per rerun: no expectation below waits less than this.
+playwright.expect.set_options(timeout=30_000)
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
 
 
@@ -75,6 +77,7 @@ def test_a_link_to_a_page_works_as_a_fresh_servers_first_request(tmp_path):
     # own (legacy multipage mode): no sidebar design, the raw file list as navigation, and every
     # later session the same.
     from onn_core.design import Design
+    from onn_core.design_link import to_link
 
     process, url = start_app_server({"ONN_STUDIO_HOME": str(tmp_path / "home")})
     try:
@@ -82,7 +85,7 @@ def test_a_link_to_a_page_works_as_a_fresh_servers_first_request(tmp_path):
             browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS))
             for _ in range(2):  # the first request, then a later session
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(f"{url}/inspect?run=example&design={Design(metasurface_width=8e-3).to_link()}")
+                page.goto(f"{url}/inspect?run=example&design={to_link(Design(metasurface_width=8e-3))}")
                 heading = page.get_by_role("heading", name="Inspect a run", level=1)
                 playwright.expect(heading).to_be_visible(timeout=60_000)
                 _idle(page)

@@ -18,8 +18,11 @@ from ..run_files import atomic_write_text
 from ..training.progress import counting
 from ..training.run import REQUIRED_FILES, load_run
 from .cli import register as register_commands  # noqa: F401 (the CLI reads it from here)
+from .compensate import CompensationSettings, compensate, compensate_captured
 from .error_model import ErrorModel
-from .export import fabricated_optics
+from .evaluate import error_curve, load_captured_maps, monte_carlo
+from .export import FORMATS, export, fabricated_optics
+from .inverse_design import InverseDesignSettings, inverse_design
 
 _KEYS = {
     "inverse-design": {"run", "settings"},
@@ -44,18 +47,15 @@ def validate(kind: str, config: dict[str, Any]) -> None:
     if config.get("error_model") is not None:
         ErrorModel.from_dict(config["error_model"])
     if kind == "compensate":
-        from .compensate import CompensationSettings
 
         CompensationSettings(**(config.get("settings") or {}))
         if bool(config.get("captured_maps")) != bool(config.get("captured_test_maps")):
             raise DesignError("captured maps", "one file", "compensating from captured maps needs maps of training "
                               "images (captured_maps) and of test images (captured_test_maps).")  # fmt: skip
     if kind == "inverse-design":
-        from .inverse_design import InverseDesignSettings
 
         InverseDesignSettings(**(config.get("settings") or {}))
     if kind == "export":
-        from .export import FORMATS
 
         formats = config.get("formats") or []
         unknown = [name for name in formats if name not in FORMATS]
@@ -68,7 +68,6 @@ def _optics(config: dict[str, Any], run):
 
 
 def run_inverse_design(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
-    from .inverse_design import InverseDesignSettings, inverse_design
 
     run = load_run(config["run"])
     settings = InverseDesignSettings(**(config.get("settings") or {}))
@@ -80,7 +79,6 @@ def run_inverse_design(config: dict[str, Any], folder: Path, progress: Callable)
 
 
 def run_fabricate(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
-    from .evaluate import error_curve, monte_carlo
 
     run = load_run(config["run"])
     errors = ErrorModel.from_dict(config.get("error_model") or {})
@@ -98,8 +96,6 @@ def run_fabricate(config: dict[str, Any], folder: Path, progress: Callable) -> d
 
 
 def run_compensate(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
-    from .compensate import CompensationSettings, compensate, compensate_captured
-    from .evaluate import load_captured_maps
 
     run = load_run(config["run"])
     settings = CompensationSettings(**(config.get("settings") or {}))
@@ -116,7 +112,6 @@ def run_compensate(config: dict[str, Any], folder: Path, progress: Callable) -> 
 
 
 def run_export(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
-    from .export import export
 
     run = load_run(config["run"])
     out = Path(config.get("out") or folder)

@@ -10,11 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..data import SPECS
 from ..design import Design
 from ..jobs.kinds import JobKind
 from ..jobs.store import JobError
 from ..jobs.worker import job_threads
+from ..models import STUDENTS, TEACHERS
 from .config import TrainConfig
+from .trainer import train
 
 
 def training_inputs(config: dict[str, Any], role: str) -> tuple[TrainConfig, Design | None]:
@@ -32,7 +35,6 @@ def training_inputs(config: dict[str, Any], role: str) -> tuple[TrainConfig, Des
 
 def _runner(role: str) -> Callable[[dict[str, Any], Path, Callable], dict[str, Any]]:
     def run(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
-        from .trainer import train
 
         train_config, design = training_inputs(config, role)
         return train(train_config, folder, design=design, progress=progress)
@@ -42,8 +44,6 @@ def _runner(role: str) -> Callable[[dict[str, Any], Path, Callable], dict[str, A
 
 def _validator(role: str) -> Callable[[dict[str, Any]], None]:
     def validate(config: dict[str, Any]) -> None:
-        from ..data import SPECS
-        from ..models import STUDENTS, TEACHERS
 
         train_config, _ = training_inputs(config, role)
         if train_config.dataset not in SPECS:
