@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_widgets import chosen_run, through_the_router
+from app_widgets import chosen_run, job_panel, through_the_router
 from onn_core import jobs
 from onn_core.errors import DesignError, OpticsInputError
 from onn_core.fabrication.export import FORMATS, export, run_metasurface
@@ -61,6 +61,18 @@ def download(paths: list[str], name: str) -> None:
     st.download_button(f"Download {file_name}", data, file_name=file_name, mime=mime, key=f"download-{name}")
 
 
+@st.fragment(run_every=2)
+def gds_job_panel() -> None:
+    """The background GDS job of this run: progress and Cancel, or why it failed; once it is done,
+    the page is redrawn with the file's download."""
+    job = next((j for j in jobs.list_jobs() if j.kind == "export" and j.config.get("run") == str(run.folder)), None)
+    if job is None:
+        return
+    if job_panel(job, f"GDS export (job {job.id})") == "succeeded" and st.session_state.get("export.gds_job") != job.id:
+        st.session_state["export.gds_job"] = job.id
+        st.rerun(scope="app")
+
+
 atoms = 0 if metasurface is None else metasurface.disc_radius().size * metasurface.atoms_per_phase_pixel**2
 for name in FORMATS:
     needs_metasurface = name in ("gds", "npz", "png", "csv")
@@ -69,6 +81,8 @@ for name in FORMATS:
         if needs_metasurface and metasurface is None:
             st.caption("Needs a metasurface (inverse design) first.")
             continue
+        if name == "gds":
+            gds_job_panel()  # a layout job started here or from the CLI
         if name == "gds" and atoms > INLINE_ATOMS:
             st.caption(f"{atoms:,} meta-atoms: the layout is written by a background job (about a minute per "
                        "10⁸ atoms).")  # fmt: skip

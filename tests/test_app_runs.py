@@ -210,3 +210,15 @@ def test_a_failed_job_shows_its_reason_where_its_log_is_and_the_logs_last_lines(
     assert any(failed.artifact_dir in c.value and f"jobs resume {job_id}" in c.value for c in at.caption)
     [log] = [e for e in at.expander if "Last lines of error.txt" in e.label]
     assert "TrainingError" in log.code[0].value
+
+
+def test_export_page_shows_a_background_layout_job_and_cancels_it(studio):
+    from onn_core import jobs
+
+    job_id = jobs.submit("export", {"run": str(EXAMPLE_RUN), "formats": ["gds"], "out": str(studio / "out")},
+                         start_worker=False)  # fmt: skip
+    at = open_page("export")
+    [bar] = [p for p in at.get("progress") if f"GDS export (job {job_id})" in p.proto.text]
+    assert "queued" in bar.proto.text
+    next(b for b in at.button if b.label == "Cancel").click().run()
+    assert jobs.status(job_id).state == "cancelled"
