@@ -1,0 +1,182 @@
+"""A designer's own datasets: reading folders, npz and zips, the checks, and the stored copy."""
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from onn_core.data import user
+from onn_core.errors import DataFormatError
+
+
+@pytest.fixture(autouse=True)
+def studio(tmp_path, monkeypatch):
+    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def write_image(path: Path, size=(12, 10), mode="L", value=0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(value)
+    if mode == "L":
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0]), dtype=np.uint8), "L").save(path)
+    else:
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB").convert(mode).save(path)
+    return path
+
+
+def class_folder(root: Path, counts=None, **kwargs) -> Path:
+    counts = counts or {"cat": 12, "dog": 11, "emu": 10}
+    for name, count in counts.items():
+        for index in range(count):
+            write_image(root / name / f"{index}.png", value=hash((name, index)) % 2**32, **kwargs)
+    return root
+
+
+def test_a_class_folder_of_mixed_sizes_and_modes_is_read_sized_and_stored(studio, tmp_path):
+    root = class_folder(tmp_path / "animals")
+    write_image(root / "cat" / "big.png", size=(20, 16), mode="RGB", value=1)  # colour, another size
+    write_image(root / "dog" / "palette.png", mode="P", value=2)
+    (root / "emu" / "notes.txt").write_text("not an image")
+    described = user.add_dataset("animals", root)
+    assert described["classes"] == ["cat", "dog", "emu"]  # sorted folder names
+    assert described["counts"] == {"cat": 13, "dog": 12, "emu": 10}
+    assert described["image_size"] == [10, 12] and described["channels"] == 3  # most common size; colour seen
+    assert described["splits"]["test"] == 7 and sum(described["splits"].values()) == 35
+    assert any("resized to 10×12" in w for w in described["warnings"])
+    assert any("1 not an image (.txt)" in w for w in described["warnings"])
+    assert described["source"] == "user"
+    assert [d["name"] for d in user.user_datasets()] == ["animals"]
+    stored, arrays = user.read_stored("animals")
+    assert stored == described and arrays["x_train"].shape == (35, 10, 12, 3) and arrays["x_train"].dtype == np.uint8
+    assert sorted(np.bincount(arrays["y_train"])) == [10, 12, 13]
+    grey = user.read_source(root, channels=1, size=(8, 8))
+    assert grey.x_train.shape == (35, 8, 8, 1)
+    user.remove_dataset("animals")
+    assert user.user_datasets() == []
+
+
+def test_train_and_test_folders_keep_their_test_set(tmp_path):
+    root = tmp_path / "split"
+    class_folder(root / "train", {"a": 6, "b": 6})
+    class_folder(root / "test", {"a": 2, "b": 3})
+    dataset = user.read_source(root)
+    assert dataset.classes == ("a", "b") and len(dataset.y_test) == 5 and list(np.bincount(dataset.y_test)) == [2, 3]
+    assert user.summary("split", dataset)["splits"] == {"train": 11, "val": 1, "test": 5}
+
+
+def test_an_npz_with_class_names_and_float_images(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "faces.npz"
+    np.savez(path, x=rng.random((40, 9, 9)).astype(np.float32), y=np.repeat([0, 1], 20),
+             class_names=np.array(["face", "not-face"]))  # fmt: skip
+    dataset = user.read_source(path)
+    assert dataset.classes == ("face", "not-face") and dataset.x_train.shape == (40, 9, 9, 1)
+    assert dataset.x_train.max() > 200  # 0–1 floats scaled to 8 bits
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"x": np.full((20, 4, 4), np.nan), "y": np.repeat([0, 1], 10)}, "NaN"),
+        ({"x": np.zeros((20, 4, 4)), "y": np.repeat([0, 1], 10), "class_names": np.array(["a"])}, "out of range"),
+        ({"x": np.zeros((20, 4, 4)), "y": np.repeat([0, -1], 10)}, "negative labels"),
+        ({"x": np.zeros((20, 4, 4)), "y": np.zeros(19, dtype=int)}, "20 images but y 19"),
+        ({"x": np.zeros((20, 4, 4)), "y": np.zeros(20, dtype=int)}, "one class"),
+        ({"x": np.zeros((20, 4, 4))}, "lacks y"),
+        ({"x": np.zeros((20, 4, 4)), "y": np.array([0] * 18 + [1, 1])}, "class '1' would have 0 test image"),
+        ({"x": np.array([None] * 20, dtype=object), "y": np.repeat([0, 1], 10)}, "pickled"),
+    ],
+)
+def test_bad_npz_files_are_refused_saying_why(tmp_path, arrays, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataFormatError, match=message):
+        user.add_dataset("bad", path)
+    assert user.user_datasets() == []  # nothing written
+
+
+def test_bad_folders_are_refused_saying_why_and_write_nothing(tmp_path, studio):
+    with pytest.raises(DataFormatError, match="only 'a'"):
+        user.add_dataset("one", class_folder(tmp_path / "one", {"a": 10}))
+    empty = class_folder(tmp_path / "empty", {"a": 10, "b": 10})
+    (empty / "c").mkdir()
+    with pytest.raises(DataFormatError, match="holds no images"):
+        user.add_dataset("empty", empty)
+    broken = class_folder(tmp_path / "broken", {"a": 10, "b": 10})
+    data = (broken / "a" / "0.png").read_bytes()
+    (broken / "a" / "0.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataFormatError, match=r"0\.png: is not a readable image"):
+        user.add_dataset("broken", broken)
+    with pytest.raises(DataFormatError, match=r"class 'b' would have 1 test image\(s\) \(7 in all\).*≥ 10"):
+        user.add_dataset("few", class_folder(tmp_path / "few", {"a": 10, "b": 7}))
+    assert not any(studio.joinpath("datasets").glob("[!.]*"))
+
+
+def test_a_segmentation_folder_and_its_refusals(tmp_path):
+    root = tmp_path / "seg"
+    for index in range(12):
+        write_image(root / "images" / f"{index}.jpg", size=(16, 16), mode="RGB", value=index)
+        mask = np.zeros((16, 16), np.uint8)
+        mask[4:9, 3:12] = 255
+        (root / "masks").mkdir(exist_ok=True)
+        Image.fromarray(mask).save(root / "masks" / f"{index}.png")
+    dataset = user.read_source(root)
+    assert dataset.task == "segmentation" and dataset.y_train.shape == (12, 16, 16)
+    assert set(np.unique(dataset.y_train)) == {0, 1} and dataset.channels == 3
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "masks" / "3.png")
+    with pytest.raises(DataFormatError, match=r"3\.png: is 8×8 pixels but its image is 16×16"):
+        user.read_source(root)
+    Image.fromarray(np.full((16, 16), 7, np.uint8)).save(root / "masks" / "3.png")
+    with pytest.raises(DataFormatError, match="not a binary mask"):
+        user.read_source(root)
+    (root / "masks" / "3.png").unlink()
+    with pytest.raises(DataFormatError, match=r"have no partner, e\.g\. '3'"):
+        user.read_source(root)
+
+
+def test_zips_are_unpacked_within_limits_and_confined(tmp_path, monkeypatch):
+    root = class_folder(tmp_path / "shapes", {"round": 10, "square": 10})
+    archive = tmp_path / "shapes.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for path in root.rglob("*.png"):
+            handle.write(path, Path("shapes") / path.relative_to(root))
+        handle.writestr("__MACOSX/shapes/._0.png", b"resource fork")
+    assert user.add_dataset("shapes", archive)["counts"] == {"round": 10, "square": 10}
+    escaping = tmp_path / "escape.zip"
+    with zipfile.ZipFile(escaping, "w") as handle:
+        handle.writestr("../outside.png", b"x")
+    with pytest.raises(DataFormatError, match="points outside the archive"):
+        user.read_source(escaping)
+    assert not (tmp_path / "outside.png").exists()
+    monkeypatch.setattr(user, "MAX_FILES", 5)
+    with pytest.raises(DataFormatError, match="holds 21 files; the limit is 5"):
+        user.read_source(archive)
+    monkeypatch.setattr(user, "MAX_FILES", 10_000)
+    monkeypatch.setattr(user, "MAX_UNPACKED_BYTES", 100)
+    with pytest.raises(DataFormatError, match="the limit is 0 GiB"):
+        user.read_source(archive)
+    monkeypatch.setattr(user, "MAX_UNPACKED_BYTES", 2**30)
+    monkeypatch.setattr(user, "MAX_IMAGE_PIXELS", 50)
+    with pytest.raises(DataFormatError, match="more than 50 pixels"):
+        user.read_source(archive)
+    garbage = tmp_path / "garbage.zip"
+    garbage.write_bytes(b"not a zip at all")
+    with pytest.raises(DataFormatError, match="not a readable zip"):
+        user.read_source(garbage)
+
+
+@pytest.mark.parametrize("name", ["../up", "Mixed", "", "a" * 41, "with space", "mnist"])
+def test_dataset_names_are_plain_and_never_a_shipped_one(name):
+    with pytest.raises(DataFormatError):
+        user.check_name(name, shipped=("mnist",))
+
+
+def test_a_stored_copy_replaces_the_old_one_whole(tmp_path, studio):
+    user.add_dataset("pets", class_folder(tmp_path / "v1", {"a": 10, "b": 10}))
+    user.add_dataset("pets", class_folder(tmp_path / "v2", {"a": 10, "b": 10, "c": 10}))
+    assert json.loads((studio / "datasets" / "pets" / "dataset.json").read_text())["classes"] == ["a", "b", "c"]
+    assert sorted(p.name for p in (studio / "datasets").iterdir()) == ["pets"]
