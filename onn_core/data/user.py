@@ -395,6 +395,19 @@ def _npz_labels(values: np.ndarray, path: Path, key: str) -> np.ndarray:
     return values.astype(np.int64)
 
 
+def split_counts(counts: np.ndarray, test_counts: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class (train, val, test) images as the registry's stratified split cuts them at the
+    default fractions (the same arithmetic, so the counts promised are the counts loaded)."""
+    counts = np.asarray(counts)
+    if test_counts is None:
+        share = 1 - DEFAULT_TEST_FRACTION
+        cuts = np.cumsum((share * (1 - DEFAULT_VAL_FRACTION), share * DEFAULT_VAL_FRACTION))
+        first, second = (np.round(cut * counts).astype(int) for cut in cuts)
+        return first, second - first, counts - second
+    train = np.round((1 - DEFAULT_VAL_FRACTION) * counts).astype(int)
+    return train, counts - train, np.asarray(test_counts)
+
+
 def _checked(dataset: UserDataset, path: Path) -> UserDataset:
     """Refuse what cannot be split and scored; note what is questionable."""
     if dataset.task == "classification":
@@ -406,22 +419,19 @@ def _checked(dataset: UserDataset, path: Path) -> UserDataset:
             if empty and split == "training":
                 raise DataFormatError(path, f"class {empty[0]!r} has no {split} images; every class needs some.")
         train_counts = np.bincount(dataset.y_train, minlength=len(dataset.classes))
-        if dataset.y_test is None:
-            test_counts = np.round(train_counts * DEFAULT_TEST_FRACTION).astype(int)
-            kept = train_counts - test_counts
-        else:
-            test_counts = np.bincount(dataset.y_test, minlength=len(dataset.classes))
-            kept = train_counts
+        given_test = None if dataset.y_test is None else np.bincount(dataset.y_test, minlength=len(dataset.classes))
+        _, val_counts, test_counts = split_counts(train_counts, given_test)
         short = [(dataset.classes[i], int(train_counts[i]), int(test_counts[i]))
                  for i in np.flatnonzero(test_counts < MIN_TEST_PER_CLASS)]  # fmt: skip
         if short:
             name, total, test = short[0]
-            need = math.ceil(MIN_TEST_PER_CLASS / DEFAULT_TEST_FRACTION) if dataset.y_test is None else None
-            fix = (f"add images until it has ≥ {need}" if need else f"give it ≥ {MIN_TEST_PER_CLASS} test images")
+            need = math.ceil((MIN_TEST_PER_CLASS - 0.5) / DEFAULT_TEST_FRACTION)
+            fix = (f"add images until it has ≥ {need}" if given_test is None
+                   else f"give it ≥ {MIN_TEST_PER_CLASS} test images")  # fmt: skip
             raise DataFormatError(path, f"class {name!r} would have {test} test image(s) ({total} in all); each class "
                                   f"needs ≥ {MIN_TEST_PER_CLASS} to be scored: {fix}.")  # fmt: skip
-        if int(np.round(kept.sum() * DEFAULT_VAL_FRACTION)) < 1:
-            raise DataFormatError(path, f"{int(kept.sum())} training images leave an empty validation split; "
+        if int(val_counts.sum()) < 1:
+            raise DataFormatError(path, f"{int(train_counts.sum())} images leave an empty validation split; "
                                   "add images.")  # fmt: skip
         smallest, largest = int(train_counts.min()), int(train_counts.max())
         if largest > IMBALANCE_WARNING * smallest:
@@ -480,17 +490,17 @@ def summary(name: str, dataset: UserDataset) -> dict[str, Any]:
             counts = {key: value + int(t) for (key, value), t in zip(counts.items(), test, strict=True)}
     else:
         counts = {"images": len(dataset.y_train) + (0 if dataset.y_test is None else len(dataset.y_test))}
-    train = len(dataset.y_train)
-    if dataset.y_test is None:
-        test = int(np.round(train * DEFAULT_TEST_FRACTION))
-        train -= test
+    if dataset.task == "classification":
+        per_class = np.bincount(dataset.y_train, minlength=len(dataset.classes))
+        tested = None if dataset.y_test is None else np.bincount(dataset.y_test, minlength=len(dataset.classes))
     else:
-        test = len(dataset.y_test)
-    val = int(np.round(train * DEFAULT_VAL_FRACTION))
+        per_class = np.array([len(dataset.y_train)])
+        tested = None if dataset.y_test is None else np.array([len(dataset.y_test)])
+    train, val, test = (int(part.sum()) for part in split_counts(per_class, tested))
     return {
         "name": name, "task": dataset.task, "classes": list(dataset.classes), "counts": counts,
         "image_size": list(dataset.image_size), "channels": dataset.channels,
-        "splits": {"train": train - val, "val": val, "test": test}, "source": "user", "read_from": dataset.source,
+        "splits": {"train": train, "val": val, "test": test}, "source": "user", "read_from": dataset.source,
         "warnings": list(dataset.warnings),
     }  # fmt: skip
 
@@ -550,6 +560,17 @@ def user_datasets() -> list[dict[str, Any]]:
         except (OSError, ValueError):
             continue  # a damaged entry is skipped, not fatal to the listing
     return found
+
+
+def stored_summary(name: str) -> dict[str, Any] | None:
+    """The stored summary of ``name``, or None when no such user dataset exists (any string is safe)."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        return None
+    path = datasets_home() / name / "dataset.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def read_stored(name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -390,7 +390,8 @@ def _train(
     task, score_name = data.spec.task, headline(data.spec.task)
     test = evaluate(model, data.test, task, len(data.spec.classes))
     metrics = {
-        **test, "task": task, "dataset": data.spec.name, "model": model_name, "role": config.role,
+        **test, "task": task, "dataset": data.spec.name, "classes": list(data.spec.classes), "model": model_name,
+        "role": config.role,
         "method": config.method, "teacher": teacher_info,
         "frontend": config.frontend if config.role == "student" else None, "seed": config.seed,
         "split_seed": config.split_seed, "data_root": config.data_root, "epochs_run": len(state.history),
