@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 from onn_core.cli import read_design
 from onn_core.data import SPECS
 from onn_core.design import Design
-from onn_core.errors import DesignError, SweepError
+from onn_core.errors import DesignError, SurrogateUnavailable, SweepError
 from onn_core.jobs.kinds import JobKind, eta_text
 from onn_core.jobs.store import JobError
 from onn_core.jobs.worker import job_threads
@@ -104,11 +105,25 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
+    """The surrogate's instant answer where it was fitted on this data; the exact NTK regression
+    otherwise (``--exact``, another copy of the data, or a dataset no sweep covers), saying why."""
     from onn_core.data.registry import load_dataset
 
     design = read_design(args.design) if args.design else Design()
     check_design_for(design, args.dataset)
-    if args.exact:
+    why, surrogate = None, None
+    if not args.exact:
+        if args.data_root is not None:
+            why = (f"the surrogate was fitted on the studio's {args.dataset}, not on {args.data_root}: "
+                   "running the exact NTK regression on it")  # fmt: skip
+        else:
+            try:
+                surrogate = load_surrogate(args.dataset, args.results or [])
+            except SurrogateUnavailable as exc:
+                why = f"no instant estimate ({exc}); running the exact NTK regression instead"
+    if surrogate is None:
+        if why and not args.json:
+            print(why, file=sys.stderr, flush=True)
         settings = EstimateSettings(data_root=args.data_root)
         data = load_dataset(args.dataset, root=args.data_root, image_size=(design.input_height, design.input_width))
         started = time.perf_counter()  # the query itself: the data are loaded once, before
@@ -117,13 +132,14 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
             "accuracy": result.accuracy, "low": result.low, "high": result.high, "method": "ntk",
             "extrapolation": False, "seconds": time.perf_counter() - started, "metric": result.metric,
             "kernels": result.kernels, "subset_accuracy": result.subset_accuracy,
-            "learning_curve": result.learning_curve, "band_limited": result.band_limited,
+            "learning_curve": result.learning_curve, "band_limited": result.band_limited, "fitted_on": None,
         }  # fmt: skip
+        if why:
+            answer["why"] = why
     else:
-        surrogate = load_surrogate(args.dataset, args.results or [])
         answer = surrogate.predict(design).to_dict()
-        answer.update(metric=headline(SPECS[args.dataset].task),
-                      kernels=design.kernel_count, surrogate=surrogate.describe())  # fmt: skip
+        answer.update(metric=headline(SPECS[args.dataset].task), kernels=design.kernel_count,
+                      surrogate=surrogate.describe(), fitted_on=args.dataset)  # fmt: skip
     if args.json:
         print(json.dumps(answer, indent=2))
     else:

@@ -200,9 +200,19 @@ def test_estimate_cli_surrogate_and_exact_json(tmp_path, monkeypatch, capsys):
     assert "unknown dataset" in json.loads(capsys.readouterr().out)["error"]
     assert main(["estimate", "--dataset", "mnist", "--results", str(tmp_path / "typo.jsonl")]) == 2
     assert "not found" in capsys.readouterr().err
-    # No sweep of this dataset: the surrogate says how to get an estimate instead.
-    assert main(["estimate", "--design", str(design), "--dataset", "digits", "--results", str(results)]) == 2
-    assert "--exact" in capsys.readouterr().err
+    assert exact["fitted_on"] is None and "why" not in exact
+    assert answer["fitted_on"] == "mnist"
+    # No sweep of this dataset: the exact estimate answers, and says why.
+    assert main(["estimate", "--design", str(small), "--dataset", "digits", "--results", str(results), "--json"]) == 0
+    fallback = json.loads(capsys.readouterr().out)
+    assert fallback["method"] == "ntk" and "no instant estimate" in fallback["why"] and "digits" in fallback["why"]
+    # Another copy of a dataset is not what the surrogate was fitted on: exact, and said so.
+    npz = tmp_path / "mine.npz"
+    rng = np.random.default_rng(0)
+    np.savez(npz, x_train=rng.integers(0, 255, (600, 28, 28), dtype=np.uint8), y_train=np.arange(600) % 10,
+             x_test=rng.integers(0, 255, (100, 28, 28), dtype=np.uint8), y_test=np.arange(100) % 10)  # fmt: skip
+    assert main(["estimate", "--design", str(small), "--dataset", "mnist", "--data-root", str(npz)]) == 0
+    assert f"not on {npz}" in capsys.readouterr().err
 
 
 def test_dask_sweep_on_a_scheduler_address(tmp_path):
