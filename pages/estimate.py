@@ -38,7 +38,19 @@ try:
         surrogate = load_surrogate(dataset)  # cached per process, refitted when the sweep files change
 except (SurrogateUnavailable, SweepError, DesignError) as reason:
     surrogate = None
-    st.info(f"No instant estimate: {reason}")
+    # No surrogate covers this data: the exact estimate is the answer, so it starts by itself
+    # (once per design and dataset; a finished or running job is reattached below).
+    design_json = design.to_dict()
+    started = latest_estimate_job(design_json, dataset) is None
+    if started:
+        try:
+            jobs.submit("estimate", {"design": design_json, "dataset": dataset})
+        except jobs.JobError as error:
+            started = False
+            st.error(str(error))
+    st.info(f"No instant estimate: {reason}"
+            + (" The exact estimate has been started for this design as a background job (below)." if started
+               else ""))  # fmt: skip
 
 if surrogate is not None:
     answer = surrogate.predict(design)
