@@ -62,7 +62,8 @@ def _set_number(page, label: str, value: str) -> None:
 
 
 def _expand(page, title: str) -> None:
-    """Open a sidebar expander by its title."""
+    """Open a sidebar expander by its title, once the script run that drew it has finished."""
+    _idle(page)
     page.get_by_test_id("stSidebar").locator("summary").filter(has_text=title).click()
 
 
@@ -129,6 +130,7 @@ def test_a_design_edit_in_the_browser_updates_layout_and_diagnostics(server, pag
     page.screenshot(path=str(screenshots / "design-invalid.png"), full_page=True)
 
     _expand(page, "Save / load")  # reset brings every field back, in new widgets
+    _idle(page)
     page.get_by_role("button", name="Reset to default").click()
     expect(_metric(page, "Kernels")).to_have_text("8", timeout=60_000)
     expect(page.get_by_role("spinbutton", name="Metasurface width (mm)", exact=True)).to_have_value("4")
