@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,32 @@ def teacher_outputs_once(teacher: nn.Module, images: torch.Tensor, batch_size: i
         return torch.cat([teacher(images[start : start + batch_size]) for start in range(0, len(images), batch_size)])
 
 
+def _teacher_cache(kind: str, folder: Path, data: DatasetSplits, key: str) -> Path:
+    """Where a teacher's once-only result is cached: keyed by its weights, the exact training
+    images and ``key`` (the settings it depends on), so it is reused across seeds and methods but
+    never for other data."""
+    digest = hashlib.sha256()
+    digest.update((folder / "model.pt").read_bytes())
+    digest.update(data.train.images.numpy().tobytes())
+    digest.update(key.encode())
+    return studio_home() / "cache" / kind / f"{digest.hexdigest()[:20]}.pt"
+
+
+def _read_cache(cache: Path, fits: Callable[[torch.Tensor], bool], log: logging.Logger, what: str):
+    """The tensor cached at ``cache`` if it is readable and ``fits``; None otherwise (then it is rebuilt)."""
+    if not cache.exists():
+        return None
+    try:
+        stored = torch.load(cache, weights_only=True)
+    except Exception:  # a torn cache file is rebuilt, never trusted
+        log.warning("unreadable %s cache %s; rebuilding it", what, cache)
+        return None
+    if not fits(stored):
+        return None
+    log.info("%s from %s", what, cache)
+    return stored
+
+
 # The n × n table of the teacher's kernel is kept only for training sets up to this many images
 # (256 MiB of float32).
 TEACHER_TABLE_MAX_IMAGES = 8192
@@ -226,19 +253,10 @@ def teacher_kernel_table(
     per_minibatch = config.epochs * math.ceil(count / config.batch_size) * min(config.ntk_batch, config.batch_size)
     if TeacherKernelTable.cost(count, block) > per_minibatch:
         return None
-    digest = hashlib.sha256()
-    digest.update((folder / "model.pt").read_bytes())
-    digest.update(data.train.images.numpy().tobytes())
-    digest.update(f"{config.ntk_output_pool}:v1".encode())
-    cache = studio_home() / "cache" / "teacher-kernel" / f"{digest.hexdigest()[:20]}.pt"
-    if cache.exists():
-        try:
-            table = torch.load(cache, weights_only=True)
-            if table.shape == (count, count):
-                log.info("teacher's exact kernel table from %s", cache)
-                return TeacherKernelTable.from_table(table)
-        except Exception:  # a torn cache file is rebuilt, never trusted
-            log.warning("unreadable teacher kernel table %s; rebuilding it", cache)
+    cache = _teacher_cache("teacher-kernel", folder, data, f"{config.ntk_output_pool}:v1")
+    stored = _read_cache(cache, lambda table: table.shape == (count, count), log, "teacher's exact kernel table")
+    if stored is not None:
+        return TeacherKernelTable.from_table(stored)
     started = time.perf_counter()
     report = counting(progress, "prepare", {"task": "teacher kernel table"})  # a once-only phase, cancellable
     table = TeacherKernelTable(teacher, data.train.images, output_pool=config.ntk_output_pool, progress=report)
@@ -261,19 +279,10 @@ def teacher_sketch(
     The key covers the teacher's weights, the exact training images, m and the output pooling,
     so a cached sketch is reused across seeds and methods but never for other data.
     """
-    digest = hashlib.sha256()
-    digest.update((folder / "model.pt").read_bytes())
-    digest.update(data.train.images.numpy().tobytes())
-    digest.update(f"{config.ntk_sketch}:{config.ntk_output_pool}:v1".encode())
-    cache = studio_home() / "cache" / "teacher-sketch" / f"{digest.hexdigest()[:20]}.pt"
-    if cache.exists():
-        try:
-            features = torch.load(cache, weights_only=True)
-            if features.shape[0] == len(data.train):
-                log.info("teacher NTK sketch from %s", cache)
-                return TeacherSketch.from_features(features)
-        except Exception:  # a torn cache file is rebuilt, never trusted
-            log.warning("unreadable teacher sketch cache %s; rebuilding it", cache)
+    cache = _teacher_cache("teacher-sketch", folder, data, f"{config.ntk_sketch}:{config.ntk_output_pool}:v1")
+    stored = _read_cache(cache, lambda features: features.shape[0] == len(data.train), log, "teacher NTK sketch")
+    if stored is not None:
+        return TeacherSketch.from_features(stored)
     started = time.perf_counter()
     report = counting(progress, "prepare", {"task": "teacher NTK sketch"})  # a long, once-only phase
 
