@@ -398,8 +398,8 @@ def load_dataset(
     root: str | Path | None = None,
     seed: int = 0,
     image_size: tuple[int, int] | None = None,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
+    val_fraction: float = user.DEFAULT_VAL_FRACTION,
+    test_fraction: float = user.DEFAULT_TEST_FRACTION,
     train_limit: int | None = None,
     generated_counts: tuple[int, int, int] = (2000, 400, 400),
 ) -> DatasetSplits:

@@ -50,7 +50,8 @@ MAX_FILES = 200_000  # entries in a zip, or images in a folder
 MAX_IMAGE_PIXELS = 25_000_000  # one image (Pillow's decompression-bomb guard)
 MAX_STORED_BYTES = 2 * 2**30  # the stored copy, uint8 at the common size
 # Every class needs this many test images and the validation split at least one, at the default
-# fractions (test 20 % of a set without its own test split, validation 10 % of training).
+# fractions (test 20 % of a set without its own test split, validation 10 % of training); the
+# registry's load_dataset takes its defaults from here, so the counts promised are the ones loaded.
 MIN_TEST_PER_CLASS = 2
 DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION = 0.2, 0.1
 IMBALANCE_WARNING = 10.0  # largest over smallest class
