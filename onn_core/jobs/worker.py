@@ -29,6 +29,8 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +75,41 @@ class WorkerStopped(BaseException):
 
 
 # ---------------------------------------------------------------------------- running one job
-def _raise_cancelled(signum, frame) -> None:
-    raise JobCancelled
+class _CancelGate:
+    """Delivers a cancel to the job's main thread, but never inside a job-store transaction.
+
+    ``JobCancelled`` raised between a ``BEGIN`` and its ``COMMIT`` would leave the connection in
+    a transaction, so the job could not record that it was cancelled (its worker would then die
+    and the job end only when reaped, seconds later). Store calls made from the main thread run
+    ``shielded()``: a cancel that arrives meanwhile is raised as soon as the call has returned.
+    """
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._pending = False
+        self._armed = True
+
+    def disarm(self) -> None:
+        self._armed = False
+
+    def on_signal(self, signum, frame) -> None:
+        if not self._armed:
+            return
+        if self._depth:
+            self._pending = True
+            return
+        raise JobCancelled
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if self._pending and not self._depth and self._armed:
+            self._pending = False
+            raise JobCancelled
 
 
 def run_job(store: JobStore, job: Job) -> str:
@@ -115,15 +150,18 @@ def run_job(store: JobStore, job: Job) -> str:
         if update.phase in ("validate", "done"):
             event = {"epoch": update.epoch, "train_loss": update.train_loss, "elapsed_s": update.elapsed_s,
                      **update.metrics}  # fmt: skip
-            store.report(job, progress=update.fraction, message=message, metrics=update.metrics, event=event,
-                         event_kind="epoch")  # fmt: skip
+            with gate.shielded():
+                store.report(job, progress=update.fraction, message=message, metrics=update.metrics, event=event,
+                             event_kind="epoch")  # fmt: skip
             last_write = now
         elif now - last_write >= PROGRESS_WRITE_S:
             loss = f", loss {update.train_loss:.4f}" if update.phase == "train" else ""
-            store.report(job, progress=update.fraction, message=message + loss)
+            with gate.shielded():
+                store.report(job, progress=update.fraction, message=message + loss)
             last_write = now
 
-    previous = signal.signal(signal.SIGUSR1, _raise_cancelled)
+    gate = _CancelGate()
+    previous = signal.signal(signal.SIGUSR1, gate.on_signal)
     thread = threading.Thread(target=watch, name=f"watch-{job.id}", daemon=True)
     thread.start()
     try:
@@ -132,6 +170,7 @@ def run_job(store: JobStore, job: Job) -> str:
         finally:
             stop.set()
             thread.join()
+            gate.disarm()  # the job's outcome is decided: an interrupt still in flight changes nothing
         store.finish(job, "succeeded", message="finished", metrics=_json_safe(metrics))
         return "succeeded"
     except LostJob:
