@@ -165,6 +165,7 @@ def design_sidebar() -> None:
 navigation = st.navigation(
     [
         st.Page(PAGES / "design.py", title="Design", icon=":material/grid_view:", default=True),
+        st.Page(PAGES / "data.py", title="Data", icon=":material/dataset:"),
         st.Page(PAGES / "estimate.py", title="Estimate", icon=":material/query_stats:"),
         st.Page(PAGES / "train.py", title="Train", icon=":material/model_training:"),
         st.Page(PAGES / "inspect.py", title="Inspect", icon=":material/visibility:"),

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import jacrev, vmap
 
-from onn_core.data.registry import SPECS, DatasetSplits, load_dataset
+from onn_core.data.registry import SPECS, DatasetSplits, load_for_design
 from onn_core.design import Design
 from onn_core.errors import DataFormatError, DesignError
 from onn_core.models import FrontendOptions, SensorSettings, build_student, default_student
@@ -330,8 +330,7 @@ def estimate(
     if dataset not in SPECS:
         raise DataFormatError(dataset, f"unknown dataset; choose one of {', '.join(SPECS)}.")
     if data is None:
-        size = (design.input_height, design.input_width)
-        data = load_dataset(dataset, root=settings.data_root, seed=settings.split_seed, image_size=size)
+        data = load_for_design(dataset, design, root=settings.data_root, seed=settings.split_seed)
     _check_design_fits(design, data)
     task = data.spec.task
     kernels = settings.kernels or design.kernel_count

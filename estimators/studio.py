@@ -15,19 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from onn_core.cli import read_design
-from onn_core.data import SPECS
+from onn_core.data import SPECS, dataset_status
 from onn_core.design import Design
-from onn_core.errors import DesignError, SurrogateUnavailable, SweepError
+from onn_core.errors import SurrogateUnavailable, SweepError
 from onn_core.jobs.kinds import JobKind, eta_text
 from onn_core.jobs.store import JobError
 from onn_core.jobs.worker import job_threads
 from onn_core.run_files import atomic_write_text
 from onn_core.training.metrics import headline
 from onn_core.training.progress import counting
-from onn_core.training.trainer import check_design_channels
 
 from .ntk_regression import EstimateSettings, estimate
-from .surrogate import check_design_for, load_surrogate
+from .surrogate import check_design_for, own_sweep_path, own_sweep_spec, surrogate_for
 from .sweep import run_sweep
 
 ESTIMATE_KEYS = {"design", "dataset", "settings"}
@@ -51,12 +50,11 @@ def validate_estimate(config: dict[str, Any]) -> None:
     design, dataset, settings = estimate_inputs(config)
     if dataset not in SPECS:
         raise JobError(f"unknown dataset {dataset!r}; choose one of {', '.join(SPECS)}.")
+    status = dataset_status(dataset, settings.data_root)
+    if not status["available"]:
+        raise JobError(f"{dataset} is not available: {status['reason']}")
     if SPECS[dataset].task == "segmentation":
         segmentation_groups(settings.kernels or design.kernel_count)
-    try:
-        check_design_channels(design, dataset, SPECS[dataset].channels)
-    except DesignError as exc:
-        raise JobError(str(exc)) from None
 
 
 def run_estimate(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
@@ -96,8 +94,21 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(f"{row['dataset']} {row.get('design_id', 'invalid design')} seed {row['seed']}: {text} "
               f"({row['seconds']:.1f} s)", flush=True)  # fmt: skip
 
-    summary = run_sweep(_load_spec(args.spec), args.out, backend=args.backend, jobs=args.jobs,
-                        scheduler=args.scheduler, on_row=progress)  # fmt: skip
+    if args.spec is None and args.dataset is None:
+        raise SweepError("give --spec FILE.json, or --dataset NAME to sweep that dataset with the shipped ranges.")
+    if args.dataset is not None and args.dataset not in SPECS:
+        raise SweepError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(SPECS)}.")
+    if args.spec is not None:
+        spec = _load_spec(args.spec)
+        if args.dataset is not None:
+            spec["datasets"] = [args.dataset]
+    else:
+        spec = own_sweep_spec(args.dataset, args.samples)
+    if args.out is None and args.dataset is None:
+        raise SweepError("--out RESULTS is needed with --spec alone (with --dataset the studio keeps the results).")
+    out = args.out or own_sweep_path(args.dataset)
+    summary = run_sweep(spec, out, backend=args.backend, jobs=args.jobs, scheduler=args.scheduler,
+                        on_row=progress)  # fmt: skip
     print(json.dumps(summary, indent=2) if args.json else
           f"{summary['ran']} point(s) run, {summary['already_done']} already done, in {summary['seconds']} s "
           f"→ {summary['out']}")  # fmt: skip
@@ -107,7 +118,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_estimate(args: argparse.Namespace) -> int:
     """The surrogate's instant answer where it was fitted on this data; the exact NTK regression
     otherwise (``--exact``, another copy of the data, or a dataset no sweep covers), saying why."""
-    from onn_core.data.registry import load_dataset
+    from onn_core.data.registry import load_for_design
 
     design = read_design(args.design) if args.design else Design()
     check_design_for(design, args.dataset)
@@ -118,14 +129,14 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
                    "running the exact NTK regression on it")  # fmt: skip
         else:
             try:
-                surrogate = load_surrogate(args.dataset, args.results or [])
+                surrogate = surrogate_for(args.dataset, design, args.results or [])
             except SurrogateUnavailable as exc:
                 why = f"no instant estimate ({exc}); running the exact NTK regression instead"
     if surrogate is None:
         if why and not args.json:
             print(why, file=sys.stderr, flush=True)
         settings = EstimateSettings(data_root=args.data_root)
-        data = load_dataset(args.dataset, root=args.data_root, image_size=(design.input_height, design.input_width))
+        data = load_for_design(args.dataset, design, root=args.data_root)
         started = time.perf_counter()  # the query itself: the data are loaded once, before
         result = estimate(design, args.dataset, settings, data=data)
         answer = {
@@ -153,8 +164,13 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 def register_commands(commands: argparse._SubParsersAction) -> None:
     """Add ``sweep`` and ``estimate`` to ``python -m onn_core``."""
     sweep = commands.add_parser("sweep", help="run the estimator over a grid or random sample of designs")
-    sweep.add_argument("--spec", required=True, metavar="FILE.json", help="sweep spec (see estimators/sweep.py)")
-    sweep.add_argument("--out", required=True, metavar="RESULTS", help="JSON-lines results (appended; resumes)")
+    sweep.add_argument("--spec", default=None, metavar="FILE.json", help="sweep spec (see estimators/sweep.py)")
+    sweep.add_argument("--dataset", default=None, metavar="NAME",
+                       help="sweep this dataset (with --spec: in place of the spec's datasets; alone: the shipped "
+                            "ranges); the studio keeps the results and `estimate` then answers for it at once")
+    sweep.add_argument("--samples", type=int, default=None, help="designs to sample with --dataset alone (default 24)")
+    sweep.add_argument("--out", default=None, metavar="RESULTS",
+                       help="JSON-lines results (appended; resumes; default with --dataset: kept by the studio)")
     sweep.add_argument("--backend", choices=("loky", "dask"), default="loky")
     sweep.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="Dask scheduler address (default with dask: a local cluster)")  # fmt: skip

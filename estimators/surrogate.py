@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 
 from onn_core.data.registry import SPECS
+from onn_core.data.user import datasets_home
 from onn_core.design import Design
 from onn_core.errors import DesignError, SurrogateUnavailable, SweepError
 from onn_core.optics.psf import incoherent_cutoff
 from onn_core.paths import studio_home
-from onn_core.training.trainer import check_design_channels
 
 from .ntk_regression import estimator_version
 from .sweep import read_results
@@ -86,6 +86,7 @@ class Surrogate:
     residual_rmse: float = 0.0
     sources: list[str] = field(default_factory=list)
     input_sizes: list[tuple[int, int]] = field(default_factory=list)
+    input_channels: list[int] = field(default_factory=list)
     swept: np.ndarray | None = field(default=None, repr=False)  # standardised features of the sweep
     gap: float = math.inf  # nearest-swept-design distance beyond which a query is "far"
 
@@ -102,6 +103,8 @@ class Surrogate:
         ]  # fmt: skip
         if (design.input_height, design.input_width) not in self.input_sizes:
             outside.append("input_size")  # the sweeps saw other image sizes
+        if self.input_channels and design.input_channels not in self.input_channels:
+            outside.append("input_channels")  # the sweeps saw the images in other colours
         x = self._matrix([features])
         if self.swept is not None and float(np.min(np.linalg.norm(self.swept - x, axis=1))) > self.gap:
             outside.append("far_from_swept_designs")  # inside the ranges, but in a gap between them
@@ -118,14 +121,15 @@ class Surrogate:
 
     def describe(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "kind": self.kind, "cv_mae": self.cv_mae, "n_points": self.n_points,
-                "ranges": self.ranges, "sources": self.sources, "input_sizes": self.input_sizes}  # fmt: skip
+                "ranges": self.ranges, "sources": self.sources, "input_sizes": self.input_sizes,
+                "input_channels": self.input_channels}  # fmt: skip
 
 
 def training_rows(
-    dataset: str, paths: list[Path], input_sizes: set | None = None
+    dataset: str, paths: list[Path], input_shapes: set | None = None
 ) -> list[tuple[dict[str, float], float]]:
     """(features, estimated accuracy) from sweep results for ``dataset``; seeds of one design
-    averaged. The designs' input sizes are added to ``input_sizes`` when given."""
+    averaged. The designs' inputs (channels, height, width) are added to ``input_shapes`` when given."""
     task = SPECS[dataset].task
     by_design: dict[str, list[float]] = {}
     features: dict[str, dict[str, float]] = {}
@@ -145,8 +149,8 @@ def training_rows(
             key = design.design_id
             by_design.setdefault(key, []).append(float(row["result"]["accuracy"]))
             features[key] = design_features(design, task)
-            if input_sizes is not None:
-                input_sizes.add((design.input_height, design.input_width))
+            if input_shapes is not None:
+                input_shapes.add((design.input_channels, design.input_height, design.input_width))
     return [(features[k], float(np.mean(v))) for k, v in by_design.items()]
 
 
@@ -173,22 +177,22 @@ def fit_surrogate(dataset: str, paths: list[Path] | None = None, *, cache: bool 
     if dataset not in SPECS:
         raise SurrogateUnavailable(f"{dataset}: unknown dataset; choose one of {', '.join(SPECS)}.")
     paths = sorted(ASSET_SWEEPS.glob("*.jsonl")) if paths is None else [Path(p) for p in paths]
-    input_sizes: set = set()
-    rows = training_rows(dataset, paths, input_sizes)
+    input_shapes: set = set()
+    rows = training_rows(dataset, paths, input_shapes)
     if len(rows) < 8:
         raise SurrogateUnavailable(
             f"{dataset}: only {len(rows)} swept design(s) to fit a surrogate on (need ≥ 8). "
-            "Fix: run the exact estimate (--exact), or a sweep of this dataset "
-            "(python -m onn_core sweep --spec FILE.json --out RESULTS) and pass its results."
+            f"Fix: run the exact estimate (--exact), or sweep this dataset once (python -m onn_core sweep --dataset "
+            f"{dataset}), after which it answers at once."
         )
     with warnings.catch_warnings():
         # Bounds the optimiser touches (e.g. a noise level at its floor) are expected on small,
         # nearly noise-free sweeps; the cross-validated error, not a warning, judges the fit.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return _fit(dataset, rows, input_sizes, paths, cache)
+        return _fit(dataset, rows, input_shapes, paths, cache)
 
 
-def _fit(dataset: str, rows, input_sizes: set, paths: list[Path], cache: bool) -> Surrogate:
+def _fit(dataset: str, rows, input_shapes: set, paths: list[Path], cache: bool) -> Surrogate:
     from sklearn.model_selection import KFold, cross_val_predict
 
     raw = np.array([[f[name] for name in FEATURES] for f, _ in rows], dtype=float)
@@ -233,7 +237,8 @@ def _fit(dataset: str, rows, input_sizes: set, paths: list[Path], cache: bool) -
     return Surrogate(
         dataset=dataset, kind=kind, cv_mae=stored["cv_mae"], n_points=len(rows), ranges=ranges, model=model,
         scaler=(centre, scale), residual_rmse=residual, sources=[str(p) for p in paths],
-        input_sizes=sorted(input_sizes), swept=x, gap=gap,
+        input_sizes=sorted({(h, w) for _, h, w in input_shapes}),
+        input_channels=sorted({c for c, _, _ in input_shapes}), swept=x, gap=gap,
     )  # fmt: skip
 
 
@@ -250,16 +255,51 @@ def load_surrogate(dataset: str, extra: list[str | Path] = ()) -> Surrogate:
     missing = [str(p) for p in extra if not Path(p).is_file()]
     if missing:
         raise SweepError(f"sweep results {', '.join(missing)} not found.")
-    paths = sorted(ASSET_SWEEPS.glob("*.jsonl")) + [Path(p) for p in extra]
+    own = own_sweep_path(dataset)
+    paths = sorted(ASSET_SWEEPS.glob("*.jsonl")) + ([own] if own.is_file() else []) + [Path(p) for p in extra]
     sources = tuple((str(p), p.stat().st_mtime) for p in paths)
     return _cached(dataset, sources)
 
 
+def surrogate_for(dataset: str, design: Design, extra: list[str | Path] = ()) -> Surrogate:
+    """The surrogate of ``dataset`` when it can answer for ``design``: fitted on designs that read
+    the images in the same colours (a three-wavelength student is another model)."""
+    surrogate = load_surrogate(dataset, extra)
+    if surrogate.input_channels and design.input_channels not in surrogate.input_channels:
+        read = " or ".join(str(c) for c in surrogate.input_channels)
+        raise SurrogateUnavailable(
+            f"the {dataset} surrogate was fitted on designs reading {read} colour channel(s) and this design reads "
+            f"{design.input_channels}"
+        )
+    return surrogate
+
+
+def own_sweep_path(dataset: str) -> Path:
+    """Where ``sweep --dataset NAME`` keeps the designer's sweep of ``dataset``, which the
+    surrogate then fits on: inside a dataset they added (so it goes when the data is replaced or
+    removed), else in the studio home."""
+    if SPECS[dataset].user:
+        return datasets_home() / dataset / "sweep.jsonl"
+    return studio_home() / "sweeps" / f"{dataset}.jsonl"
+
+
+def own_sweep_spec(dataset: str, samples: int | None = None) -> dict[str, Any]:
+    """The shipped sweep of the dataset's task (its ranges, filters and estimator settings), for
+    ``dataset`` alone; ``samples`` designs (default: the shipped number)."""
+    name = "classification.json" if SPECS[dataset].task == "classification" else "shapes-seg.json"
+    spec = json.loads((ASSET_SWEEPS / "specs" / name).read_text(encoding="utf-8"))
+    spec["datasets"] = [dataset]
+    if samples is not None:
+        if samples < 8:
+            raise SweepError(f"--samples {samples}: a surrogate needs at least 8 designs.")
+        spec["random"]["samples"] = samples
+    return spec
+
+
 def check_design_for(design: Design, dataset: str) -> None:
-    """The design must take the dataset's colour channels (sizes are resampled, as in training)."""
+    """The dataset must be known (its images are resampled and converted to the design's input)."""
     if dataset not in SPECS:
         raise SurrogateUnavailable(f"{dataset}: unknown dataset; choose one of {', '.join(SPECS)}.")
-    check_design_channels(design, dataset, SPECS[dataset].channels)
 
 
 # Design edits behind the Estimate page's curves: each maps a swept value to design fields.

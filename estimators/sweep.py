@@ -164,8 +164,10 @@ def expand_spec(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @functools.lru_cache(maxsize=8)
-def _dataset(name: str, data_root: str | None, split_seed: int, size: tuple[int, int]):
-    return load_dataset(name, root=data_root, seed=split_seed, image_size=size)
+def _dataset(name: str, data_root: str | None, split_seed: int, shape: tuple[int, int, int]):
+    """The data a design of input ``shape`` (channels, height, width) takes; cached across points."""
+    channels, height, width = shape
+    return load_dataset(name, root=data_root, seed=split_seed, image_size=(height, width), channels=channels)
 
 
 def run_point(point: dict[str, Any]) -> dict[str, Any]:
@@ -185,8 +187,8 @@ def run_point(point: dict[str, Any]) -> dict[str, Any]:
         design = Design.from_dict(point["design"])
         given = {k: (tuple(v) if k == "ridge_grid" else v) for k, v in point["settings"].items()}
         settings = EstimateSettings(**given)
-        data = _dataset(point["dataset"], settings.data_root, settings.split_seed,
-                        (design.input_height, design.input_width))  # fmt: skip
+        shape = (design.input_channels, design.input_height, design.input_width)
+        data = _dataset(point["dataset"], settings.data_root, settings.split_seed, shape)
         result = estimate(design, point["dataset"], settings, data=data)
         row["result"] = {k: v for k, v in result.to_dict().items() if k != "settings"}
         row["design_id"] = design.design_id

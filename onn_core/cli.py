@@ -104,6 +104,7 @@ def _cmd_data_add(args: argparse.Namespace) -> int:
           f"train {splits['train']} / val {splits['val']} / test {splits['test']}")  # fmt: skip
     for warning in described["warnings"]:
         print(f"  warning: {warning}")
+    print(f"  {described['student_input']}")
     return 0
 
 
@@ -199,12 +200,12 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
     if args.dataset not in SPECS:
         raise DataFormatError(args.dataset, f"unknown dataset; choose one of {', '.join(SPECS)}.")
     model = config.model or default_teacher(SPECS[args.dataset].task)
-    out = (
-        Path(args.out)
-        if args.out
-        else teacher_dir(args.dataset, model, args.seed, split_seed=args.split_seed, data_root=args.data_root)
-    )
-    metrics = train(config.replace(model=model), out, progress=_progress_printer(args))
+    design = read_design(args.design) if args.design else None
+    shape = None if design is None else (design.input_channels, design.input_height, design.input_width)
+    stored_at = teacher_dir(args.dataset, model, args.seed, split_seed=args.split_seed, data_root=args.data_root,
+                            input_shape=shape)  # fmt: skip
+    out = Path(args.out) if args.out else stored_at
+    metrics = train(config.replace(model=model), out, design=design, progress=_progress_printer(args))
     _report_training(metrics, args, out)
     return 0
 
@@ -396,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_cmd_train)
 
     teacher = commands.add_parser("train-teacher", help="train an electronic teacher into the teacher store")
+    teacher.add_argument("--design", default=None, metavar="FILE.json",
+                         help="read the images as this design's student does (its input size and colours; "
+                              "default: as the dataset stores them)")  # fmt: skip
     teacher.add_argument("--out", default=None, help="run folder (default: the teacher store)")
     _add_training_options(teacher, epochs=30, lr=2e-3)
     teacher.set_defaults(handler=_cmd_train_teacher)

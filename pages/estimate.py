@@ -3,9 +3,9 @@
 import streamlit as st
 
 from app_widgets import job_panel, sidebar_design, through_the_router
-from estimators.surrogate import CURVES, check_design_for, load_surrogate, surrogate_curve
+from estimators.surrogate import CURVES, check_design_for, surrogate_curve, surrogate_for
 from onn_core import jobs
-from onn_core.data.registry import SPECS
+from onn_core.data.registry import SPECS, dataset_status
 from onn_core.errors import DesignError, SurrogateUnavailable, SweepError
 from onn_core.plots import estimate_curve_figure
 from onn_core.training.metrics import headline_label
@@ -35,13 +35,16 @@ except DesignError as error:
 
 try:
     with st.spinner("Fitting the surrogate to the swept designs (once per session of the server)…"):
-        surrogate = load_surrogate(dataset)  # cached per process, refitted when the sweep files change
+        surrogate = surrogate_for(dataset, design)  # cached per process, refitted when the sweep files change
 except (SurrogateUnavailable, SweepError, DesignError) as reason:
     surrogate = None
     # No surrogate covers this data: the exact estimate is the answer, so it starts by itself
     # (once per design and dataset; a finished or running job is reattached below).
     design_json = design.to_dict()
-    started = latest_estimate_job(design_json, dataset) is None
+    status = dataset_status(dataset)
+    started = status["available"] and latest_estimate_job(design_json, dataset) is None
+    if not status["available"]:
+        st.error(f"{dataset} is not available here: {status['reason']}")
     if started:
         try:
             jobs.submit("estimate", {"design": design_json, "dataset": dataset})

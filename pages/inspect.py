@@ -56,13 +56,17 @@ index = st.number_input("Test image", min_value=0, max_value=test_size - 1, valu
 seen = inspect_image(run, int(index))
 st.plotly_chart(feature_maps_figure(seen["image"], seen["maps"], kernels.tap_pitch), width="stretch")
 if run.task == "classification":
-    classes = list(SPECS[run.config.dataset].classes)
+    classes = list(metrics.get("classes") or SPECS[run.config.dataset].classes)  # the names it was trained with
     verdict = "correct" if seen["predicted"] == seen["truth"] else "wrong"
     st.write(f"Predicted **{classes[seen['predicted']]}** ({100 * seen['probabilities'].max():.1f} %), true "
              f"**{classes[seen['truth']]}**: {verdict}.")  # fmt: skip
     st.bar_chart(pd.DataFrame({"probability": seen["probabilities"]}, index=classes), height=200)
     if metrics.get("confusion_matrix"):
         st.plotly_chart(confusion_figure(metrics["confusion_matrix"], classes), width="stretch")
+    if metrics.get("per_class_accuracy"):
+        st.caption("Test accuracy per class (%)")
+        per_class = [100 * float(value) for value in metrics["per_class_accuracy"]]
+        st.bar_chart(pd.DataFrame({"test accuracy (%)": per_class}, index=classes), height=220)
 else:
     st.plotly_chart(overlay_figure(seen["image"], seen["truth_mask"], seen["predicted_mask"], kernels.tap_pitch),
                     width="stretch")  # fmt: skip

@@ -9,28 +9,29 @@ import streamlit as st
 from app_widgets import PAGES, job_panel, sidebar_design, through_the_router
 from onn_core import jobs
 from onn_core.data import SPECS, dataset_status
-from onn_core.errors import DesignError
 from onn_core.models import default_teacher
 from onn_core.run_plots import history_figure
 from onn_core.training.config import METHODS, TRANSFER_DEFAULTS
 from onn_core.training.evidence import FALLBACK_METHOD, METHOD_TEXT, REGIME_TEXT, design_regime, measured
 from onn_core.training.metrics import headline
 from onn_core.training.store import find_teacher
-from onn_core.training.trainer import check_design_channels
 
 SETTING_KEYS = {"alpha": "train.alpha", "beta": "train.beta", "temperature": "train.temperature",
                 "kd_alpha": "train.kd_alpha"}  # fmt: skip
 
 
-def teachers_for(dataset: str) -> dict[str, str]:
-    """Label → run folder of every finished teacher for ``dataset`` (the store's best, teacher jobs)."""
+def teachers_for(dataset: str, design) -> dict[str, str]:
+    """Label → run folder of every finished teacher for ``dataset`` that reads the images as the
+    design's student does (the store's best, teacher jobs)."""
+    shape = [design.input_channels, design.input_height, design.input_width]
     found = {}
-    stored = find_teacher(dataset)
+    stored = find_teacher(dataset, input_shape=shape)
     if stored is not None:
         found[f"teacher store: {stored[1].get('model')} ({100 * stored[1].get('best_val', 0):.1f} % val)"] = str(
             stored[0])  # fmt: skip
     for job in jobs.list_jobs(state="succeeded"):
-        if job.kind == "teacher" and job.config.get("dataset") == dataset:
+        reads = job.metrics.get("data", {}).get("image_shape")
+        if job.kind == "teacher" and job.config.get("dataset") == dataset and reads == shape:
             score = job.metrics.get("accuracy", job.metrics.get("miou"))
             label = f"teacher job {job.id}: {job.metrics.get('model')} ({100 * (score or 0):.1f} % test)"
             found[label] = job.artifact_dir
@@ -63,11 +64,9 @@ method = columns[1].radio(
     help="e2e: task loss only; kd: Hinton distillation; ntkd: the NTK of the teacher matched.",
 )  # fmt: skip
 epochs = columns[2].number_input("Epochs", 1, 500, 10, key="train.epochs")
-try:
-    check_design_channels(design, dataset, SPECS[dataset].channels)
-except DesignError as error:
-    st.error(str(error))
-    st.stop()
+if SPECS[dataset].channels != design.input_channels:
+    seen_as = "grey (BT.601 luma)" if design.input_channels == 1 else "RGB (grey repeated)"
+    st.caption(f"{dataset} images have {SPECS[dataset].channels} channel(s); this design reads them as {seen_as}.")
 
 if evidence:
     st.info(f"Knowledge transfer {evidence.line()}: {METHOD_TEXT[evidence.best]} is the best measured, and is "
@@ -96,13 +95,14 @@ sensor_noise = columns[3].toggle("Camera noise", key="train.noise", help="Shot/r
 settings = {"dataset": dataset, "method": method, "epochs": int(epochs), "learning_rate": float(learning_rate),
             "train_limit": int(limit) or None, "sensor_noise": sensor_noise}  # fmt: skip
 if method != "e2e":
-    choices = teachers_for(dataset)
+    choices = teachers_for(dataset, design)
     if not choices:
         st.warning(f"{method} needs a trained teacher for {dataset}, and there is none yet.")
         if st.button(f"Train a {default_teacher(SPECS[dataset].task)} teacher (background job)"):
             try:
                 jobs.submit("teacher", {"dataset": dataset, "model": default_teacher(SPECS[dataset].task),
-                                        "epochs": 20, "train_limit": int(limit) or None})  # fmt: skip
+                                        "epochs": 20, "train_limit": int(limit) or None,
+                                        "design": design.to_dict()})  # fmt: skip
                 st.rerun()
             except jobs.JobError as error:
                 st.error(str(error))

@@ -82,12 +82,12 @@ def test_mismatched_image_and_label_counts(tmp_path):
 
 
 def test_keras_npz(tmp_path):
-    x_train, y_train = fake_digits(40)
+    x_train, y_train = fake_digits(100)
     x_test, y_test = fake_digits(10, seed=3)
     path = tmp_path / "mnist.npz"
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     data = load_dataset("mnist", root=path)
-    assert len(data.test) == 10 and len(data.train) + len(data.val) == 40
+    assert len(data.test) == 10 and len(data.train) + len(data.val) == 100
     np.savez(path, x_train=x_train, y_train=y_train)
     with pytest.raises(DataFormatError, match=r"mnist.npz.*x_test"):
         load_dataset("mnist", root=path)
@@ -188,6 +188,18 @@ def test_carvana_layout_resized_and_split_by_car(tmp_path):
     assert len(data.train) + len(data.val) + len(data.test) == 20
     # Both views of a car stay together: every split has an even count.
     assert all(len(split) % 2 == 0 for split in (data.train, data.val, data.test))
+
+
+def test_no_split_is_ever_left_empty_so_nothing_is_scored_over_zero_images(tmp_path):
+    x_train, y_train = fake_digits(100)
+    path = tmp_path / "mnist.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_train[:0], y_test=y_train[:0])
+    with pytest.raises(DataFormatError, match=r"mnist.npz: the test split would hold no images \(train \d+, val \d+, "
+                                              r"test 0\).*Fix: add images per class"):  # fmt: skip
+        load_dataset("mnist", root=path)
+    one_car = write_carvana(tmp_path / "carvana", cars=1)
+    with pytest.raises(DataFormatError, match=r"the (val|test).*split.*would hold no images.*separate objects"):
+        load_dataset("carvana", root=one_car)
 
 
 def test_fractions_that_leave_no_training_data_are_refused(tmp_path):

@@ -14,6 +14,7 @@ from estimators.ntk_regression import (
     extrapolate_learning_curve,
     ridge_regression_select,
 )
+from onn_core.data import load_dataset
 from onn_core.design import Design
 from onn_core.errors import DesignError
 from onn_core.models import FrontendOptions, SensorSettings, build_student
@@ -158,8 +159,9 @@ def test_more_kernels_estimate_at_least_as_well_on_digits():
 
 
 def test_estimate_refuses_a_design_that_does_not_fit_the_data():
-    with pytest.raises(DesignError, match="channel"):
-        estimate(DIGITS.replace(wavelengths=(450e-9, 532e-9, 635e-9), input_channels=3), "digits", QUICK)
+    grey = load_dataset("digits", image_size=(DIGITS.input_height, DIGITS.input_width))
+    with pytest.raises(DesignError, match=r"channel.*load_for_design"):  # data given: it must already match
+        estimate(DIGITS.replace(wavelengths=(450e-9, 532e-9, 635e-9), input_channels=3), "digits", QUICK, data=grey)
     with pytest.raises(DesignError, match="at least 3 kernels"):
         estimate(Design(input_height=64, input_width=64), "shapes-seg", EstimateSettings(kernels=2))
     with pytest.raises(DesignError, match="train_size"):

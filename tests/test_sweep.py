@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from estimators.surrogate import FEATURES, design_features, fit_surrogate
+from estimators.surrogate import FEATURES, design_features, fit_surrogate, surrogate_for
 from estimators.sweep import expand_spec, finished, read_results, run_point, run_sweep
 from onn_core.cli import main
 from onn_core.design import Design
@@ -190,11 +190,11 @@ def test_estimate_cli_surrogate_and_exact_json(tmp_path, monkeypatch, capsys):
     assert main(["estimate", "--design", str(small), "--dataset", "digits", "--exact", "--json"]) == 0
     exact = json.loads(capsys.readouterr().out)
     assert exact["method"] == "ntk" and 0 < exact["accuracy"] <= 1 and exact["extrapolation"] is False
-    # A design that does not match the data is refused in the designer's terms.
-    rgb = tmp_path / "rgb.json"
-    rgb.write_text(Design(wavelengths=(450e-9, 532e-9, 635e-9), input_channels=3).to_json())
-    assert main(["estimate", "--design", str(rgb), "--dataset", "mnist", "--json"]) == 2
-    assert "1 channel" in json.loads(capsys.readouterr().out)["error"]
+    # A three-wavelength student reads grey MNIST repeated: another model than the swept ones,
+    # so the surrogate does not answer for it (the estimate runs the exact regression instead).
+    rgb = Design(wavelengths=(450e-9, 532e-9, 635e-9), input_channels=3)
+    with pytest.raises(SurrogateUnavailable, match=r"reading 1 colour channel\(s\) and this design reads 3"):
+        surrogate_for("mnist", rgb, [results])
     # Unknown datasets and missing results files are refused with the reason, not a traceback.
     assert main(["estimate", "--dataset", "imagenet", "--json"]) == 2
     assert "unknown dataset" in json.loads(capsys.readouterr().out)["error"]

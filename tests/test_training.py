@@ -82,9 +82,13 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_log(tmp_path):
     assert "loss became nan" in (tmp_path / "train.log").read_text()
 
 
-def test_channel_mismatch_names_the_design_field(tmp_path):
-    with pytest.raises(DesignError, match=r"input_channels"):
-        train(QUICK, tmp_path, design=Design(input_channels=3, wavelengths=(450e-9, 532e-9, 635e-9)))
+def test_a_design_in_other_colours_reads_the_images_converted_and_given_data_must_match(tmp_path):
+    rgb = Design(input_channels=3, wavelengths=(450e-9, 532e-9, 635e-9))
+    metrics = train(QUICK, tmp_path / "rgb", design=rgb)
+    assert metrics["data"]["image_shape"] == [3, 28, 28] and "converted from grey to RGB" in metrics["data"]["notes"]
+    grey = load_dataset("mnist", train_limit=64)
+    with pytest.raises(DesignError, match=r"input_channels.*load_for_design"):
+        train(QUICK, tmp_path / "given", design=rgb, data=grey)
 
 
 def test_bad_config_is_refused():

@@ -195,10 +195,10 @@ def test_data_add_then_train_on_it_from_the_command_line(tmp_path, studio):
         return subprocess.run([sys.executable, "-m", "onn_core", *args], capture_output=True, text=True,
                               env=environment, timeout=300, cwd=Path(__file__).resolve().parents[1])  # fmt: skip
 
-    added = cli("data", "add", "pets", str(root), "--channels", "1", "--json")
+    added = cli("data", "add", "pets", str(root), "--json")
     assert added.returncode == 0, added.stderr
     described = json.loads(added.stdout)
-    assert described["classes"] == ["cat", "dog", "emu"] and described["channels"] == 1
+    assert described["classes"] == ["cat", "dog", "emu"] and described["channels"] == 3  # one RGB image
     listed = {entry["name"]: entry for entry in json.loads(cli("data", "list", "--json").stdout)}
     assert listed["pets"]["user"] and listed["pets"]["available"] and not listed["mnist"]["user"]
     trained = cli("train", "--dataset", "pets", "--epochs", "1", "--out", str(tmp_path / "run"), "--json")
@@ -207,7 +207,50 @@ def test_data_add_then_train_on_it_from_the_command_line(tmp_path, studio):
     assert metrics["classes"] == ["cat", "dog", "emu"] and len(metrics["per_class_accuracy"]) == 3
     assert metrics["data"]["sizes"] == described["splits"] == {"train": 29, "val": 3, "test": 7}
     assert "resized from 10×12 to 28×28" in " ".join(metrics["data"]["notes"])
+    assert "converted from RGB to grey (BT.601 luma)" in metrics["data"]["notes"]  # the default design is monochrome
     refused = cli("data", "add", "mnist", str(root))
     assert refused.returncode == 2 and "shipped dataset" in refused.stderr and "Traceback" not in refused.stderr
     assert cli("data", "remove", "pets").returncode == 0
     assert "pets" not in {entry["name"] for entry in json.loads(cli("data", "list", "--json").stdout)}
+
+
+def test_a_design_reads_the_images_in_its_own_colours_and_size(tmp_path):
+    import torch
+
+    from onn_core.data import load_for_design
+    from onn_core.design import Design
+
+    user.add_dataset("colour", class_folder(tmp_path / "colour", {"a": 10, "b": 10}, mode="RGB"))
+    stored = load_for_design("colour", None)
+    assert stored.image_shape == (3, 10, 12)  # as stored: a teacher's view
+    grey = load_for_design("colour", Design())
+    assert grey.image_shape == (1, 28, 28) and "converted from RGB to grey (BT.601 luma)" in grey.notes
+    # luma of the stored RGB, resized: the conversion is BT.601's weighting, not a channel pick
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    unresized = load_for_design("colour", Design(input_height=10, input_width=12))
+    assert torch.allclose(unresized.train.images, (stored.train.images * weights).sum(1, keepdim=True), atol=1e-6)
+    rgb_design = Design(wavelengths=(460e-9, 532e-9, 630e-9), input_channels=3)
+    user.add_dataset("grey", class_folder(tmp_path / "grey", {"a": 10, "b": 10}))
+    rgb = load_for_design("grey", rgb_design)
+    assert rgb.image_shape == (3, 28, 28) and "converted from grey to RGB" in rgb.notes
+    assert torch.equal(rgb.train.images[:, 0], rgb.train.images[:, 2])
+
+
+def test_a_sweep_of_the_designers_data_makes_estimates_instant(tmp_path, studio, capsys):
+    from onn_core.cli import main
+
+    user.add_dataset("pets", class_folder(tmp_path / "pets", {"cat": 16, "dog": 16, "emu": 16}))
+    assert main(["estimate", "--dataset", "pets", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["method"] == "ntk" and first["fitted_on"] is None and "sweep --dataset pets" in first["why"]
+    assert main(["sweep", "--dataset", "pets", "--samples", "8", "--jobs", "1", "--json"]) == 0
+    swept = json.loads(capsys.readouterr().out)
+    assert swept["ran"] == 8 and (studio / "datasets" / "pets" / "sweep.jsonl").is_file()
+    assert main(["estimate", "--dataset", "pets", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["method"] == "surrogate" and answer["fitted_on"] == "pets" and 0 <= answer["accuracy"] <= 1
+    # the sweep belongs to the data: replaced data starts without it
+    user.add_dataset("pets", class_folder(tmp_path / "pets2", {"cat": 12, "dog": 12}))
+    assert not (studio / "datasets" / "pets" / "sweep.jsonl").exists()
+    assert main(["sweep", "--samples", "8", "--json"]) == 2
+    assert "--dataset NAME" in json.loads(capsys.readouterr().out)["error"]

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ import torch.nn.functional as F
 
 from ..errors import DataFormatError
 from . import formats, shapes_seg, user
+
+if TYPE_CHECKING:
+    from ..design import Design
 
 Task = Literal["classification", "segmentation"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -386,6 +389,19 @@ def _to_tensor(images: np.ndarray, size: tuple[int, int] | None, *, mask: bool =
     return tensor
 
 
+# ITU-R BT.601 luma weights: what a monochrome sensor behind broadband optics sees of an RGB image.
+_LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
+
+def _to_channels(images: torch.Tensor, channels: int | None) -> torch.Tensor:
+    """(N, C, H, W) in [0, 1] → (N, ``channels``, H, W): RGB to luma, or grey repeated to RGB."""
+    if channels is None or images.shape[1] == channels:
+        return images
+    if channels == 1:
+        return (images * _LUMA).sum(dim=1, keepdim=True)
+    return images.expand(-1, channels, -1, -1).contiguous()
+
+
 def _targets(values: np.ndarray, task: Task, size: tuple[int, int] | None) -> torch.Tensor:
     if task == "classification":
         return torch.from_numpy(np.ascontiguousarray(values)).long()
@@ -398,6 +414,7 @@ def load_dataset(
     root: str | Path | None = None,
     seed: int = 0,
     image_size: tuple[int, int] | None = None,
+    channels: int | None = None,
     val_fraction: float = user.DEFAULT_VAL_FRACTION,
     test_fraction: float = user.DEFAULT_TEST_FRACTION,
     train_limit: int | None = None,
@@ -410,6 +427,8 @@ def load_dataset(
         root: a file or folder holding the user's copy (None: the embedded/system default).
         seed: fixes the split (and the generated images of synthetic sets).
         image_size: (height, width) pixels to resize to (None: the spec's size).
+        channels: colour channels to convert to — 1 (grey: ITU-R BT.601 luma of RGB images) or 3
+            (RGB: grey images repeated) — as a design's input takes them (None: as stored).
         val_fraction: of the training data, held out for validation / early stopping.
         test_fraction: of the whole set, for datasets without an official test split.
         train_limit: keep only this many training images (for quick runs); val/test unchanged.
@@ -426,6 +445,8 @@ def load_dataset(
             "e.g. val_fraction 0.1, test_fraction 0.2.",
         )
     size = tuple(image_size) if image_size is not None else spec.image_size
+    if channels not in (None, 1, 3):
+        raise DataFormatError(name, f"images can be converted to 1 (grey) or 3 (RGB) channels, not {channels}.")
     path, reason = _locate(name, root)
     if path is None:
         raise DataFormatError(root or name, f"{name} is not available: {reason}")
@@ -445,15 +466,43 @@ def load_dataset(
             keep = rng.permutation(len(train_x))[:train_limit]
             train_x, train_y = train_x[keep], train_y[keep]
     result = {"train": (train_x, train_y), "val": splits["val"], "test": splits["test"]}
+    _refuse_empty_splits(root or name, {key: len(images) for key, (images, _) in result.items()}, spec.task)
     if name != "carvana":  # Carvana is resized while reading
         original = train_x.shape[-2:]
         if tuple(original) != tuple(size):
             notes.append(f"resized from {original[0]}×{original[1]} to {size[0]}×{size[1]} pixels")
     tensors = {
-        key: Split(_to_tensor(images, size), _targets(targets, spec.task, size))
+        key: Split(_to_channels(_to_tensor(images, size), channels), _targets(targets, spec.task, size))
         for key, (images, targets) in result.items()
     }
+    stored = 1 if train_x.ndim == 3 else train_x.shape[1]
+    if channels is not None and channels != stored:
+        notes.append("converted from RGB to grey (BT.601 luma)" if channels == 1 else "converted from grey to RGB")
     return DatasetSplits(spec, source, seed, tensors["train"], tensors["val"], tensors["test"], notes)
+
+
+def load_for_design(name: str, design: Design | None, **options: Any) -> DatasetSplits:
+    """``name`` as a design's student takes it: resized to the design's input (height × width
+    pixels) and converted to its colour channels; as stored when ``design`` is None (a teacher)."""
+    if design is None:
+        return load_dataset(name, **options)
+    size = (design.input_height, design.input_width)
+    return load_dataset(name, image_size=size, channels=design.input_channels, **options)
+
+
+def _refuse_empty_splits(source: str | Path, sizes: dict[str, int], task: Task) -> None:
+    """No score is ever computed over zero images: a split left empty is refused, with the counts."""
+    empty = [name for name, size in sizes.items() if size == 0]
+    if not empty:
+        return
+    counted = ", ".join(f"{name} {size}" for name, size in sizes.items())
+    unit = "images per class" if task == "classification" else "images (for segmentation: separate objects, e.g. cars)"
+    raise DataFormatError(
+        source, f"the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} would hold no images ({counted}); "
+        "nothing can be scored over zero images.",
+        f"add {unit} so that every split gets some (at the default fractions: at least 10 in all), or give a test "
+        "set of its own.",
+    )
 
 
 def _split(

@@ -31,6 +31,7 @@ import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -502,15 +503,22 @@ def summary(name: str, dataset: UserDataset) -> dict[str, Any]:
         "name": name, "task": dataset.task, "classes": list(dataset.classes), "counts": counts,
         "image_size": list(dataset.image_size), "channels": dataset.channels,
         "splits": {"train": train, "val": val, "test": test}, "source": "user", "read_from": dataset.source,
-        "warnings": list(dataset.warnings),
+        "warnings": list(dataset.warnings), "student_input": STUDENT_INPUT,
     }  # fmt: skip
+
+
+# What a design does to these images (onn_core.data.load_for_design), said where the data is described.
+STUDENT_INPUT = (
+    "each design reads the images resized to its input size and in its colours: grey (BT.601 luma of RGB "
+    "images) for one wavelength, RGB (grey images repeated) for three"
+)
 
 
 def store(name: str, dataset: UserDataset, home: Path | None = None) -> dict[str, Any]:
     """Write ``dataset`` as ``home/NAME/{data.npz,dataset.json}`` (replacing an older copy); returns its summary."""
     home = home or datasets_home()
     home.mkdir(parents=True, exist_ok=True)
-    described = summary(name, dataset)
+    described = {**summary(name, dataset), "stored": datetime.now(UTC).isoformat(timespec="microseconds")}
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=home))
     try:
         arrays = {"x_train": dataset.x_train, "y_train": dataset.y_train}
@@ -538,6 +546,38 @@ def add_dataset(name: str, path: str | Path, *, task: str | None = None, size: t
     """Read, check and store the designer's dataset at ``path`` as ``name``; returns its summary."""
     check_name(name, shipped)
     return store(name, read_source(path, task=task, size=size, channels=channels))
+
+
+def add_upload(name: str, filename: str, payload: bytes, *, task: str | None = None,
+               size: tuple[int, int] | None = None, channels: int | None = None,
+               shipped: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+    """Store an uploaded ``.zip`` or ``.npz`` (its bytes) as ``name``; the upload itself is not kept."""
+    suffix = Path(filename).suffix.lower()
+    if suffix not in (".zip", ".npz"):
+        raise DataFormatError(filename, "is not a .zip or an .npz: zip the dataset's folder (see the layouts).")
+    if len(payload) > MAX_ARCHIVE_BYTES:
+        raise DataFormatError(filename, f"is {len(payload) / 2**20:.0f} MiB; the limit for an upload is "
+                              f"{MAX_ARCHIVE_BYTES // 2**20} MiB.")  # fmt: skip
+    check_name(name, shipped)
+    with tempfile.TemporaryDirectory(prefix="onn-upload-") as folder:
+        path = Path(folder) / f"upload{suffix}"
+        path.write_bytes(payload)
+        dataset = read_source(path, task=task, size=size, channels=channels)
+    dataset.source = f"{Path(filename).name} (uploaded)"
+    return store(name, dataset)
+
+
+def confined_folder(given: str | Path, base: Path) -> Path:
+    """The folder a user named on the server, resolved; refused unless it lies inside ``base``
+    (relative names are taken from ``base``), so a form cannot read the server's other files."""
+    base = Path(base).resolve()
+    candidate = (base / given).resolve()  # an absolute ``given`` replaces ``base`` here
+    if not candidate.is_relative_to(base):
+        raise DataFormatError(given, f"is outside {base}; the app reads folders on the server only under it "
+                              "(ONN_DATA_DIR chooses another).")  # fmt: skip
+    if not candidate.exists():
+        raise DataFormatError(given, f"does not exist under {base}.")
+    return candidate
 
 
 def remove_dataset(name: str) -> None:

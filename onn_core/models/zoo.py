@@ -408,4 +408,12 @@ def build_student(
 def build_teacher(name: str, channels: int, image_size: tuple[int, int], classes: int) -> nn.Module:
     if name not in TEACHERS:
         raise DesignError("teacher", name, f"unknown teacher; choose one of {', '.join(TEACHERS)}.")
-    return TEACHERS[name].build(channels, image_size, classes)
+    try:
+        return TEACHERS[name].build(channels, image_size, classes)
+    except RuntimeError:  # its pooling leaves nothing of so small an image
+        height, width = image_size
+        raise DesignError(
+            "input_height", image_size, f"the {name} teacher cannot read images of {height}×{width} pixels (too small "
+            "for its pooling).", "train it at a design's input size (train-teacher --design FILE.json), or add the "
+            "data at a larger size (data add NAME PATH --size 28 28).",
+        ) from None

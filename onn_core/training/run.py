@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import SPECS, DatasetSplits, load_dataset
+from ..data import SPECS, DatasetSplits, load_for_design
 from ..design import Design
 from ..errors import DesignError, TrainingError
 from ..models import OpticalFrontend
@@ -59,13 +59,12 @@ class FinishedRun:
         return [module for module in self.model.modules() if isinstance(module, OpticalFrontend)]
 
     def data(self) -> DatasetSplits:
-        """The run's dataset with its own split (loaded once)."""
+        """The run's dataset with its own split, as its student reads it (loaded once)."""
         if self._data is None:
-            config, design = self.config, self.design
-            self._data = load_dataset(
-                config.dataset, root=config.data_root, seed=config.split_seed,
-                image_size=(design.input_height, design.input_width), val_fraction=config.val_fraction,
-                train_limit=config.train_limit,
+            config = self.config
+            self._data = load_for_design(
+                config.dataset, self.design, root=config.data_root, seed=config.split_seed,
+                val_fraction=config.val_fraction, train_limit=config.train_limit,
             )  # fmt: skip
         return self._data
 

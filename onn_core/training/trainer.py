@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import DatasetSplits, Split, load_dataset
+from ..data import DatasetSplits, Split, load_for_design
 from ..design import Design
 from ..errors import DesignError, TrainingError
 from ..models import (
@@ -50,21 +50,21 @@ from .losses import METHOD_TERMS, TransferLoss, needs_teacher, uses_ntk
 from .metrics import classification_metrics, headline, segmentation_counts, segmentation_metrics, task_loss
 from .ntk import TeacherKernelTable, TeacherSketch, flat_outputs
 from .progress import Progress, ProgressCallback, Stopwatch, counting
-from .store import find_teacher
+from .store import find_teacher, native_shape
 
 CHECKPOINT = "checkpoint.pt"
 EVALUATION_SEED = 20_251_125
 
 
 def check_design_channels(design: Design, dataset: str, channels: int) -> None:
-    """A design takes the dataset's colour channels (sizes are resampled), or says how to fix it."""
+    """Data handed in already loaded must have the design's colour channels (``load_for_design``
+    converts them; data loaded here always has them)."""
     if channels != design.input_channels:
         raise DesignError(
             "input_channels",
             design.input_channels,
-            f"{dataset} images have {channels} channel(s) but the design expects {design.input_channels}.",
-            f"set input channels to {channels}"
-            + (" and give one wavelength per colour channel." if channels > 1 else "."),
+            f"the {dataset} images given have {channels} channel(s) but the design expects {design.input_channels}.",
+            "load them with onn_core.data.load_for_design(name, design), which converts them.",
         )
 
 
@@ -141,12 +141,18 @@ def load_teacher(config: TrainConfig, data: DatasetSplits) -> tuple[nn.Module, P
     if config.teacher:
         folder = Path(config.teacher)
     else:
-        found = find_teacher(config.dataset, split_seed=config.split_seed, data_root=config.data_root)
+        shape = data.image_shape
+        found = find_teacher(config.dataset, split_seed=config.split_seed, data_root=config.data_root,
+                             input_shape=shape)  # fmt: skip
         if found is None:
+            design_option = "" if tuple(shape) == native_shape(config.dataset) else " --design DESIGN.json"
+            channels, height, width = shape
             raise TrainingError(
-                f"method {config.method} needs a trained teacher for {config.dataset} (split {config.split_seed}) and "
-                f"the teacher store has none. Fix: run `python -m onn_core train-teacher --dataset {config.dataset} "
-                f"--split-seed {config.split_seed}` first, or pass --teacher RUN_DIR."
+                f"method {config.method} needs a trained teacher for {config.dataset} (split {config.split_seed}) "
+                f"that reads the images as this student does ({height}×{width}, {channels} channel(s)), and the "
+                f"teacher store has none. Fix: run `python -m onn_core train-teacher --dataset {config.dataset} "
+                f"--split-seed {config.split_seed}{design_option}` first (with this run's design), or pass "
+                "--teacher RUN_DIR."
             )
         folder = found[0]
     try:
@@ -375,9 +381,9 @@ def _train(
 ) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     if data is None:
-        size = (design.input_height, design.input_width) if design is not None and config.role == "student" else None
-        data = load_dataset(config.dataset, root=config.data_root, seed=config.split_seed, image_size=size,
-                            val_fraction=config.val_fraction, train_limit=config.train_limit)  # fmt: skip
+        data = load_for_design(config.dataset, design, root=config.data_root,
+                               seed=config.split_seed, val_fraction=config.val_fraction,
+                               train_limit=config.train_limit)  # fmt: skip
     model, model_name = build_model(design, config, data)
     cost = count_cost(model, data.image_shape)
     optimiser = _optimiser(model, config)
