@@ -95,7 +95,8 @@ columns[1].metric("Classes", len(described["classes"]) if described["task"] == "
 columns[2].metric("Stored size", f"{height} × {width} × {described['channels']}")
 splits = described["splits"]
 columns[3].metric("Train / val / test", f"{splits['train']} / {splits['val']} / {splits['test']}")
-st.caption(f"From {described.get('read_from', 'your files')}. {described['student_input'].capitalize()}.")
+reads = described["student_input"]
+st.caption(f"From {described.get('read_from', 'your files')}. {reads[0].upper() + reads[1:]}.")
 for warning in described["warnings"]:
     st.warning(warning)
 if described["task"] == "classification":

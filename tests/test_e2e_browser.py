@@ -209,3 +209,45 @@ def test_train_fabricate_inspect_and_download_the_gds(server, page, screenshots,
     names = {cell.name for cell in library.cells}
     assert sum(name.startswith("SUBOPTIC_K") for name in names) == 16
     assert {"SUBOPTIC_K000_PLUS", "SUBOPTIC_K007_MINUS", "METASURFACE"} <= names
+
+
+@pytest.mark.timeout(600)
+def test_upload_a_dataset_train_on_it_and_see_its_class_names(server, page, screenshots, tmp_path):
+    """A designer's own data in the browser: a zip of class folders uploaded on the Data page, one
+    epoch trained on it from the Train page, its class names on Inspect."""
+    from tests.test_app import zipped_classes
+
+    expect = playwright.expect
+    archive = tmp_path / "parts.zip"
+    archive.write_bytes(zipped_classes({"bolt": 14, "nut": 14, "washer": 14}))
+    _open(page, server)
+    page.get_by_role("link", name="Data").click()
+    expect(page.get_by_role("heading", name="Your data", level=1)).to_be_visible(timeout=60_000)
+    _idle(page)
+    page.get_by_role("textbox", name="Name").fill("parts")
+    page.get_by_test_id("stForm").get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(archive))
+    _idle(page)
+    page.get_by_role("button", name="Add the dataset").click()
+    expect(page.get_by_text("Added parts: 3 classes")).to_be_visible(timeout=120_000)
+    expect(page.get_by_text("washer").first).to_be_visible()
+    page.screenshot(path=str(screenshots / "data.png"), full_page=True)
+
+    page.get_by_role("link", name="Train").click()
+    expect(page.get_by_role("heading", name="Train a student", level=1)).to_be_visible(timeout=60_000)
+    _idle(page)
+    page.get_by_test_id("stSelectbox").filter(has_text="Dataset").click()
+    page.get_by_role("option", name="parts").click()
+    _idle(page)
+    page.get_by_role("radio", name="e2e").check()  # no teacher for new data: plain training
+    _set_number(page, "Epochs", "1")
+    _idle(page)
+    page.get_by_role("button", name="Train (background job)").click()
+    link = page.get_by_role("link", name="Inspect run")
+    expect(link.first).to_be_visible(timeout=240_000)
+    link.first.click()
+    expect(page.get_by_role("heading", name="Inspect a run", level=1)).to_be_visible(timeout=60_000)
+    verdict = page.get_by_text("Predicted")
+    expect(verdict.first).to_be_visible(timeout=60_000)
+    text = verdict.first.inner_text()
+    assert any(name in text for name in ("bolt", "nut", "washer")), text
+    page.screenshot(path=str(screenshots / "inspect-own-data.png"), full_page=True)
