@@ -9,15 +9,12 @@ from app_widgets import accepted_upload, cached_run, chosen_run, job_panel, thro
 from onn_core import jobs
 from onn_core.errors import DesignError
 from onn_core.fabrication.error_form import ERROR_FIELDS, error_model_from_form, form_from_error_model
-from onn_core.fabrication.error_model import ErrorModel
+from onn_core.fabrication.error_model import TYPICAL_PROCESS
 from onn_core.fabrication.evaluate import captured_score, load_captured_maps, monte_carlo
 from onn_core.fabrication.export import run_metasurface
 from onn_core.fabrication.measured import MAX_MEASURED_BYTES, read_measured_psfs
 from onn_core.run_plots import error_curve_figure, yield_figure
 
-# A typical process and camera, as a starting point (SI in the model; shown in nm/µm/% here).
-STARTING_POINT = ErrorModel(radius_sigma=5e-9, shift_sigma=2e-6, psf_blur=2e-6, kernel_sigma=0.03, gain_sigma=0.05,
-                            read_noise=5.0, shot_noise=True, bit_depth=8)  # fmt: skip
 QUICK_IMAGES = 1000
 
 
@@ -62,7 +59,7 @@ else:
 # ---------------------------------------------------------------- what fabrication does
 st.subheader("Error model")
 if "fabricate.form" not in st.session_state:
-    st.session_state["fabricate.form"] = form_from_error_model(STARTING_POINT)
+    st.session_state["fabricate.form"] = form_from_error_model(TYPICAL_PROCESS)
 current = st.session_state["fabricate.form"]
 values = {}
 groups = ("Meta-atoms", "Kernels", "Capture", "Camera")

@@ -208,6 +208,9 @@ def test_data_add_then_train_on_it_from_the_command_line(tmp_path, studio):
     assert metrics["data"]["sizes"] == described["splits"] == {"train": 29, "val": 3, "test": 7}
     assert "resized from 10×12 to 28×28" in " ".join(metrics["data"]["notes"])
     assert "converted from RGB to grey (BT.601 luma)" in metrics["data"]["notes"]  # the default design is monochrome
+    fabricated = cli("fabricate", "--run", str(tmp_path / "run"), "--error-model", "typical", "--draws", "2", "--json")
+    assert fabricated.returncode == 0, fabricated.stderr
+    assert len(json.loads(fabricated.stdout)["scores"]) == 2 and "without its pillar-radius error" in fabricated.stderr
     refused = cli("data", "add", "mnist", str(root))
     assert refused.returncode == 2 and "shipped dataset" in refused.stderr and "Traceback" not in refused.stderr
     assert cli("data", "remove", "pets").returncode == 0

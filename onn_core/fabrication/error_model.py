@@ -235,3 +235,10 @@ class ErrorModel:
         if self.bit_depth is not None:
             parts.append(f"{self.bit_depth}-bit ADC")
         return parts
+
+
+# A typical process and camera: pillar radius σ 5 nm, misalignment σ 2 µm, 2 µm PSF blur, 3 % kernel
+# noise, 5 % gain spread, read noise 5 e⁻ with shot noise, an 8-bit ADC. The Fabricate page starts
+# from it and ``fabricate --error-model typical`` uses it.
+TYPICAL_PROCESS = ErrorModel(radius_sigma=5e-9, shift_sigma=2e-6, psf_blur=2e-6, kernel_sigma=0.03, gain_sigma=0.05,
+                             read_noise=5.0, shot_noise=True, bit_depth=8)  # fmt: skip
