@@ -67,6 +67,17 @@ def _expand(page, title: str) -> None:
     page.get_by_test_id("stSidebar").locator("summary").filter(has_text=title).click()
 
 
+def _train_and_wait(page):
+    """Submit the Train page's form; returns the link to the run once that job has finished (the
+    job list shows links to earlier runs too, newest first)."""
+    _idle(page)
+    links = page.get_by_role("link", name="Inspect run")
+    before = links.count()
+    page.get_by_role("button", name="Train (background job)").click()
+    playwright.expect(links).to_have_count(before + 1, timeout=240_000)
+    return links.first
+
+
 def _open(page, server) -> None:
     page.goto(server)
     playwright.expect(page.get_by_role("heading", name="Frontend design", level=1)).to_be_visible(timeout=60_000)
@@ -175,13 +186,10 @@ def test_train_fabricate_inspect_and_download_the_gds(server, page, screenshots,
     page.get_by_role("option", name="digits").click()
     _set_number(page, "Epochs", "1")
     _set_number(page, "Training images (0: all)", "300")
-    _idle(page)
-    page.get_by_role("button", name="Train (background job)").click()
-    link = page.get_by_role("link", name="Inspect run")
-    expect(link.first).to_be_visible(timeout=240_000)  # the live panel shows the finished job
+    link = _train_and_wait(page)
     page.screenshot(path=str(screenshots / "train.png"), full_page=True)
 
-    link.first.click()
+    link.click()
     expect(page.get_by_role("heading", name="Inspect a run", level=1)).to_be_visible(timeout=60_000)
     expect(_metric(page, "Test accuracy")).to_contain_text("%", timeout=60_000)
     assert "run=" in page.url
@@ -240,11 +248,7 @@ def test_upload_a_dataset_train_on_it_and_see_its_class_names(server, page, scre
     _idle(page)
     page.get_by_role("radio", name="e2e").check()  # no teacher for new data: plain training
     _set_number(page, "Epochs", "1")
-    _idle(page)
-    page.get_by_role("button", name="Train (background job)").click()
-    link = page.get_by_role("link", name="Inspect run")
-    expect(link.first).to_be_visible(timeout=240_000)
-    link.first.click()
+    _train_and_wait(page).click()
     expect(page.get_by_role("heading", name="Inspect a run", level=1)).to_be_visible(timeout=60_000)
     verdict = page.get_by_text("Predicted")
     expect(verdict.first).to_be_visible(timeout=60_000)
