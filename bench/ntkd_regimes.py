@@ -68,7 +68,8 @@ Decision rules, per (dataset, regime), from the paired per-seed differences d = 
 The random-teacher control must recover under half of NTKD's gain over e2e; otherwise the gain
 is not the teacher's (``control: gain not the teacher's``). KD+NTKD is judged the same way.
 
-Runs live in var/regimes/ (resumable: a finished run is read, not retrained). Results:
+Runs live in var/regimes/ (resumable: a finished run is read, not retrained; a teacher retrained
+after var/ was lost must have the weights recorded under "teachers", or the script stops). Results:
 bench/results/ntkd_regimes.json (rewritten after every run), and assets/ntkd_regimes_summary.json
 (the measured ordering per dataset and regime, which the Train page and ``--method auto`` read).
 """
@@ -77,6 +78,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
@@ -186,6 +188,30 @@ def teachers(dataset: str, threads: int) -> dict[str, Path]:
             metrics = train(config.replace(threads=threads), folders[name])
             print(f"{dataset} {name}: test {_score(metrics):.4f}", flush=True)
     return folders
+
+
+def weights_digest(path: Path) -> str:
+    """A digest of the weights themselves (names, shapes, values), not of the file's bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(torch.load(path, weights_only=True).items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def check_teachers_unchanged(dataset: str, folders: dict[str, Path], results: dict) -> None:
+    """Runs resume across machines and sessions, whose var/ may be gone: a retrained teacher must
+    be the one the earlier rows learnt from (same weights, bit for bit), or the script stops."""
+    digests = {name: weights_digest(folder / "model.pt") for name, folder in folders.items()}
+    recorded = results.setdefault("teachers", {}).setdefault(dataset, {})
+    changed = {name: (recorded[name], digest) for name, digest in digests.items()
+               if name in recorded and recorded[name] != digest}  # fmt: skip
+    if changed:
+        sys.exit(f"{dataset}: the teacher weights differ from the ones earlier rows learnt from {changed}; "
+                 "restore var/regimes/ or rerun this dataset from scratch.")  # fmt: skip
+    recorded.update(digests)
+    save_results(results)
 
 
 def _score(metrics: dict) -> float:
@@ -411,6 +437,7 @@ def main() -> None:
         if not regimes:
             continue
         folders = teachers(dataset, args.threads)
+        check_teachers_unchanged(dataset, folders, results)
         for regime in regimes:
             chosen = select(dataset, regime, folders, args.threads, results)
             final_runs(dataset, regime, chosen, folders, args.threads, results)
