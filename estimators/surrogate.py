@@ -150,7 +150,7 @@ def training_rows(
             by_design.setdefault(key, []).append(float(row["result"]["accuracy"]))
             features[key] = design_features(design, task)
             if input_shapes is not None:
-                input_shapes.add((design.input_channels, design.input_height, design.input_width))
+                input_shapes.add(design.input_shape)
     return [(features[k], float(np.mean(v))) for k, v in by_design.items()]
 
 

@@ -187,8 +187,7 @@ def run_point(point: dict[str, Any]) -> dict[str, Any]:
         design = Design.from_dict(point["design"])
         given = {k: (tuple(v) if k == "ridge_grid" else v) for k, v in point["settings"].items()}
         settings = EstimateSettings(**given)
-        shape = (design.input_channels, design.input_height, design.input_width)
-        data = _dataset(point["dataset"], settings.data_root, settings.split_seed, shape)
+        data = _dataset(point["dataset"], settings.data_root, settings.split_seed, design.input_shape)
         result = estimate(design, point["dataset"], settings, data=data)
         row["result"] = {k: v for k, v in result.to_dict().items() if k != "settings"}
         row["design_id"] = design.design_id

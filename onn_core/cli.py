@@ -201,9 +201,8 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
         raise DataFormatError(args.dataset, f"unknown dataset; choose one of {', '.join(SPECS)}.")
     model = config.model or default_teacher(SPECS[args.dataset].task)
     design = read_design(args.design) if args.design else None
-    shape = None if design is None else (design.input_channels, design.input_height, design.input_width)
     stored_at = teacher_dir(args.dataset, model, args.seed, split_seed=args.split_seed, data_root=args.data_root,
-                            input_shape=shape)  # fmt: skip
+                            input_shape=None if design is None else design.input_shape)  # fmt: skip
     out = Path(args.out) if args.out else stored_at
     metrics = train(config.replace(model=model), out, design=design, progress=_progress_printer(args))
     _report_training(metrics, args, out)

@@ -229,6 +229,11 @@ class Design:
 
     # ------------------------------------------------------------------ layout
     @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the images the student reads (pixels)."""
+        return (self.input_channels, self.input_height, self.input_width)
+
+    @property
     def n_rows(self) -> int:
         """Sub-optic rows: ⌊(h + d)/(k + d)⌋."""
         return _fit_count(self.metasurface_height, self.kernel_size, self.kernel_spacing)

@@ -23,7 +23,7 @@ SETTING_KEYS = {"alpha": "train.alpha", "beta": "train.beta", "temperature": "tr
 def teachers_for(dataset: str, design) -> dict[str, str]:
     """Label → run folder of every finished teacher for ``dataset`` that reads the images as the
     design's student does (the store's best, teacher jobs)."""
-    shape = [design.input_channels, design.input_height, design.input_width]
+    shape = list(design.input_shape)
     found = {}
     stored = find_teacher(dataset, input_shape=shape)
     if stored is not None:

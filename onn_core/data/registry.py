@@ -486,8 +486,8 @@ def load_for_design(name: str, design: Design | None, **options: Any) -> Dataset
     pixels) and converted to its colour channels; as stored when ``design`` is None (a teacher)."""
     if design is None:
         return load_dataset(name, **options)
-    size = (design.input_height, design.input_width)
-    return load_dataset(name, image_size=size, channels=design.input_channels, **options)
+    channels, height, width = design.input_shape
+    return load_dataset(name, image_size=(height, width), channels=channels, **options)
 
 
 def _refuse_empty_splits(source: str | Path, sizes: dict[str, int], task: Task) -> None:

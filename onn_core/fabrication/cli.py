@@ -35,14 +35,14 @@ def _optics(args: argparse.Namespace, run):
     return fabricated_optics(run, getattr(args, "measured_psfs", None), use_metasurface=not args.no_metasurface)
 
 
-def _errors(args: argparse.Namespace, has_meta_atoms: bool):
+def _errors(args: argparse.Namespace, metasurface, measured):
     """The error model asked for; ``typical`` on optics without meta-atoms (no inverse design, or
     measured PSFs) leaves out the meta-atom terms, and says so."""
     from .error_model import TYPICAL_PROCESS, ErrorModel
 
     if args.error_model == "typical":
         errors = TYPICAL_PROCESS
-        if not has_meta_atoms:
+        if metasurface is None or measured is not None:
             errors = errors.without_metasurface_terms()
             print("note: no meta-atoms to perturb (no inverse design of this run, or measured PSFs): the typical "
                   "process without its pillar-radius error; kernel, alignment, blur and camera errors apply",
@@ -80,7 +80,7 @@ def _cmd_fabricate(args: argparse.Namespace) -> int:
         return _emit(args, answer, f"captured maps ({answer['images']} {answer['split']} images): accuracy "
                      f"{100 * answer['captured']:.1f} % vs {100 * answer['simulated']:.1f} % simulated")  # fmt: skip
     metasurface, measured = _optics(args, run)
-    errors = _errors(args, metasurface is not None and measured is None)
+    errors = _errors(args, metasurface, measured)
     if args.curve:
         factors = [float(value) for value in args.factors.split(",")]
         points = error_curve(run, errors, factors, args.draws, metasurface=metasurface, images=args.images,
@@ -114,7 +114,7 @@ def _cmd_compensate(args: argparse.Namespace) -> int:
     else:
         metasurface, measured = _optics(args, run)
         out = Path(args.out) if args.out else run.folder / "compensation" / f"{args.method}-{args.fraction:g}"
-        errors = _errors(args, metasurface is not None and measured is None)
+        errors = _errors(args, metasurface, measured)
         result = compensate(run, settings, errors=errors, metasurface=metasurface, measured=measured,
                             out_dir=out)  # fmt: skip
     answer = {**result.to_dict(), "out": str(out)}
