@@ -147,6 +147,37 @@ def estimator_validation_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def estimator_calibration_table(result: dict) -> str:
+    summary, raw = result["summary"], result["raw_summary"]
+    training = result["training"]
+    seeds = sorted({row["seeds"] for row in result["rows"]})
+    lines = [
+        f"`{result['script']}` — {result['date'][:10]}. Trained: {training['method']}, up to {training['epochs']} "
+        f"epochs (early stopping after {training['early_stopping_patience']}), {training['frontend']} frontend, "
+        f"{'/'.join(map(str, seeds))} seed(s) per pair. Every row predicted by a calibration fitted without its "
+        f"dataset; {round(100 * result['level'])} % conformal interval.",
+        "",
+        "| left out | pairs | raw MAE (points) | calibrated MAE (points) | interval coverage "
+        "| Spearman raw / calibrated |",
+        "|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for dataset in sorted(summary["spearman"]):
+        rows = [r for r in result["rows"] if r["dataset"] == dataset]
+        covered = sum(r["low"] <= r["trained_mean"] <= r["high"] for r in rows)
+        rho_raw, rho = raw["spearman"][dataset], summary["spearman"][dataset]
+        lines.append(
+            f"| {dataset} | {len(rows)} | {raw['loo_mae_points_per_dataset'][dataset]:.2f} "
+            f"| **{summary['loo_mae_points_per_dataset'][dataset]:.2f}** | {covered}/{len(rows)} "
+            f"| {'—' if rho_raw is None else f'{rho_raw:.2f}'} / {'—' if rho is None else f'{rho:.2f}'} |"
+        )
+    lines.append(
+        f"| **all {summary['datasets']} datasets** | {summary['pairs']} | {raw['loo_mae_points']:.2f} "
+        f"(bias {raw['bias_points']:+.2f}) | **{summary['loo_mae_points']:.2f}** (bias {summary['bias_points']:+.2f}) "
+        f"| **{100 * summary['coverage']:.0f} %** | |"
+    )
+    return "\n".join(lines)
+
+
 def estimator_cost_table(result: dict) -> str:
     lines = [
         f"`{result['command']}` — {result['date'][:10]}, {result['hardware']}.",
@@ -388,6 +419,7 @@ TABLES = {
     "reproduce_table4_non_negative": reproduce_table4_table,
     "inverse_design": inverse_design_table,
     "estimator_validation": estimator_validation_table,
+    "estimator_calibration": estimator_calibration_table,
     "estimator_cost": estimator_cost_table,
     "propagation": propagation_table,
     "training": training_table,

@@ -33,7 +33,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,8 @@ from onn_core.models.zoo import HybridClassifier, segmentation_groups
 from onn_core.training.metrics import headline, segmentation_counts, segmentation_metrics
 from onn_core.training.ntk import ntk_exact
 from onn_core.training.trainer import check_design_channels
+
+from .calibration import calibrate_result
 
 # Per task, so a change to one task's method need not invalidate the other's sweeps.
 ESTIMATOR_VERSIONS = {"classification": "ntk-regression/1", "segmentation": "ntk-regression/1"}
@@ -128,10 +130,12 @@ class EstimateSettings:
 class Estimate:
     """One design's estimated accuracy (classification) or mIoU (segmentation), fractions 0–1.
 
-    ``accuracy`` is the regression's learning curve extrapolated to the dataset's full training
-    set (training sees all of it); ``subset_accuracy`` what the regression measured on its
-    subset. [low, high] runs from the subset score minus one standard deviation to the
-    extrapolation plus one.
+    ``raw_accuracy`` is the regression's learning curve extrapolated to the dataset's full
+    training set (training sees all of it); ``subset_accuracy`` what the regression measured on
+    its subset; [raw_low, raw_high] runs from the subset score minus one standard deviation to the
+    extrapolation plus one. ``accuracy`` [low, high] is what a trained student reaches: the raw
+    figure calibrated with its conformal interval (``estimators.calibration``) when
+    ``calibrated``, else the raw one; ``calibration`` says how it was validated, or why not.
     """
 
     accuracy: float
@@ -151,6 +155,11 @@ class Estimate:
     full_train_size: int = 0
     version: str = ESTIMATOR_VERSION
     settings: dict[str, Any] = field(default_factory=dict)
+    raw_accuracy: float | None = None
+    raw_low: float | None = None
+    raw_high: float | None = None
+    calibrated: bool = False
+    calibration: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -320,10 +329,12 @@ def estimate(
     data: DatasetSplits | None = None,
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    calibrate: bool = True,
 ) -> Estimate:
     """NTK-regression estimate of the accuracy (mIoU) the design's student can reach on ``dataset``.
 
     ``progress(done, total)`` is called after each initialisation (a job's progress bar).
+    ``calibrate``: map the raw figure to trained accuracy (classification; see ``Estimate``).
     """
     settings = settings or EstimateSettings()
     started = time.perf_counter()
@@ -386,7 +397,7 @@ def estimate(
         between = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
         return math.sqrt(between**2 + binomial**2)
 
-    return Estimate(
+    result = Estimate(
         accuracy=full_data,
         low=max(0.0, mean - spread(scores)),
         high=min(1.0, full_data + spread(extrapolated)),
@@ -405,6 +416,10 @@ def estimate(
         version=ESTIMATOR_VERSIONS[task],
         settings={k: v for k, v in asdict(settings).items() if k != "ridge_grid"},
     )
+    if not calibrate:
+        return replace(result, raw_accuracy=result.accuracy, raw_low=result.low, raw_high=result.high,
+                       calibration="raw NTK-regression figure (calibration off)")  # fmt: skip
+    return Estimate(**calibrate_result(result.to_dict(), task, design.signed_kernels, len(data.spec.classes)))
 
 
 @dataclass
@@ -526,6 +541,6 @@ def infinite_kernel_bound(
             "the segmentation student's architecture fixes its kernel groups (8/16/32), so it has no many-kernel "
             "limit to estimate.", "use a classification dataset.",
         )  # fmt: skip
-    from dataclasses import replace
-
-    return estimate(design, dataset, replace(settings, kernels=BOUND_KERNELS, inits=1), **options)
+    # A limit of the kernel machine, not a trained student: the raw figure (and 128 kernels lie
+    # beyond the designs the calibration was fitted on).
+    return estimate(design, dataset, replace(settings, kernels=BOUND_KERNELS, inits=1), calibrate=False, **options)

@@ -144,6 +144,8 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
             "extrapolation": False, "seconds": time.perf_counter() - started, "metric": result.metric,
             "kernels": result.kernels, "subset_accuracy": result.subset_accuracy,
             "learning_curve": result.learning_curve, "band_limited": result.band_limited, "fitted_on": None,
+            "raw_accuracy": result.raw_accuracy, "raw_low": result.raw_low, "raw_high": result.raw_high,
+            "calibrated": result.calibrated, "calibration": result.calibration,
         }  # fmt: skip
         if why:
             answer["why"] = why
@@ -158,6 +160,8 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
         print(f"{args.dataset}: estimated {answer['metric']} {100 * answer['accuracy']:.1f} % "
               f"[{100 * answer['low']:.1f}–{100 * answer['high']:.1f}] by {answer['method']}{flag}, "
               f"{answer['seconds'] * 1e3:.1f} ms")  # fmt: skip
+        raw = f" (raw NTK regression {100 * answer['raw_accuracy']:.1f} %)" if answer.get("raw_accuracy") else ""
+        print(f"  {'calibrated to trained students: ' if answer['calibrated'] else ''}{answer['calibration']}{raw}")
     return 0
 
 

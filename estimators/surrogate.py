@@ -36,6 +36,8 @@ from onn_core.errors import DesignError, SurrogateUnavailable, SweepError
 from onn_core.optics.psf import incoherent_cutoff
 from onn_core.paths import studio_home
 
+from .calibration import calibrate_result, uncalibrated_reason
+from .calibration import shipped as shipped_calibration
 from .ntk_regression import estimator_version
 from .sweep import read_results
 
@@ -67,6 +69,8 @@ class SurrogateAnswer:
     outside: list[str]
     seconds: float
     method: str = "surrogate"
+    calibrated: bool = False
+    calibration: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -114,9 +118,14 @@ class Surrogate:
         else:
             mean, std = float(self.model.predict(x)[0]), self.residual_rmse
         mean = min(1.0, max(0.0, mean))
+        low, high = max(0.0, mean - std), min(1.0, mean + std)
+        calibration = shipped_calibration() if SPECS[self.dataset].task == "classification" else None
+        if calibration is not None:  # fitted on calibrated figures: the conformal interval, widened by its own spread
+            low, high = calibration.interval(mean, std)
         return SurrogateAnswer(
-            accuracy=mean, low=max(0.0, mean - std), high=min(1.0, mean + std), extrapolation=bool(outside),
-            outside=outside, seconds=time.perf_counter() - started,
+            accuracy=mean, low=low, high=high, extrapolation=bool(outside), outside=outside,
+            seconds=time.perf_counter() - started, calibrated=calibration is not None,
+            calibration=calibration.summary_line() if calibration else uncalibrated_reason(SPECS[self.dataset].task),
         )  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
@@ -129,7 +138,9 @@ def training_rows(
     dataset: str, paths: list[Path], input_shapes: set | None = None
 ) -> list[tuple[dict[str, float], float]]:
     """(features, estimated accuracy) from sweep results for ``dataset``; seeds of one design
-    averaged. The designs' inputs (channels, height, width) are added to ``input_shapes`` when given."""
+    averaged. The accuracy is the calibrated one (the raw figure the sweep recorded, calibrated
+    with the studio's current calibration, so older sweeps and newer ones agree). The designs'
+    inputs (channels, height, width) are added to ``input_shapes`` when given."""
     task = SPECS[dataset].task
     by_design: dict[str, list[float]] = {}
     features: dict[str, dict[str, float]] = {}
@@ -147,7 +158,9 @@ def training_rows(
             except DesignError:
                 continue  # written by a version whose designs this one no longer builds
             key = design.design_id
-            by_design.setdefault(key, []).append(float(row["result"]["accuracy"]))
+            result = {"kernels": design.kernel_count, **row["result"]}
+            calibrated = calibrate_result(result, task, design.signed_kernels, len(SPECS[dataset].classes))
+            by_design.setdefault(key, []).append(float(calibrated["accuracy"]))
             features[key] = design_features(design, task)
             if input_shapes is not None:
                 input_shapes.add(design.input_shape)

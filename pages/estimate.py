@@ -3,6 +3,7 @@
 import streamlit as st
 
 from app_widgets import job_panel, sidebar_design, through_the_router
+from estimators.calibration import shipped as shipped_calibration
 from estimators.surrogate import CURVES, check_design_for, surrogate_curve, surrogate_for
 from onn_core import jobs
 from onn_core.data.registry import SPECS, dataset_status
@@ -19,6 +20,12 @@ def latest_estimate_job(design_json: dict, dataset: str):
         if job.kind == "estimate" and job.config.get("dataset") == dataset and job.config.get("design") == design_json:
             return job
     return None
+
+
+def interval_label(calibrated: bool) -> str:
+    """A calibrated answer's range is a conformal interval at the calibration's level."""
+    calibration = shipped_calibration()
+    return f"{round(100 * calibration.level)} % interval" if calibrated and calibration else "Range"
 
 
 through_the_router(__file__)
@@ -58,8 +65,9 @@ except (SurrogateUnavailable, SweepError, DesignError) as reason:
 if surrogate is not None:
     answer = surrogate.predict(design)
     columns = st.columns(4)
-    columns[0].metric(f"Estimated {metric}", f"{100 * answer.accuracy:.1f} %")
-    columns[1].metric("Range", f"{100 * answer.low:.1f} – {100 * answer.high:.1f} %")
+    label = f"Estimated {metric} after training" if answer.calibrated else f"Estimated {metric}"
+    columns[0].metric(label, f"{100 * answer.accuracy:.1f} %")
+    columns[1].metric(interval_label(answer.calibrated), f"{100 * answer.low:.1f} – {100 * answer.high:.1f} %")
     columns[2].metric("Surrogate CV error", f"± {100 * surrogate.cv_mae[surrogate.kind]:.1f} points")
     columns[3].metric("Query time", f"{1e3 * answer.seconds:.1f} ms")
     if answer.extrapolation:
@@ -69,7 +77,9 @@ if surrogate is not None:
         )
     st.caption(
         f"Surrogate ({surrogate.kind}) fitted on {surrogate.n_points} designs swept by NTK regression; "
-        f"kernels {design.kernel_count}. NTK regression is the student linearised at initialisation."
+        f"kernels {design.kernel_count}. NTK regression is the student linearised at initialisation"
+        + (f", calibrated to trained students: {answer.calibration}. The raw NTK figure is in the exact "
+           "estimate below." if answer.calibrated else ".")
     )
     if SPECS[dataset].task == "segmentation":
         st.warning(
@@ -115,11 +125,21 @@ def exact_panel() -> None:
     if job_panel(job, "Exact estimate") == "succeeded":
         result = job.metrics
         columns = st.columns(3)
-        columns[0].metric(f"Exact estimate ({metric})", f"{100 * result['accuracy']:.1f} %")
-        columns[1].metric("Range", f"{100 * result['low']:.1f} – {100 * result['high']:.1f} %")
+        calibrated = bool(result.get("calibrated"))
+        columns = st.columns(3)
+        columns[0].metric(f"Exact estimate ({metric}{' after training' if calibrated else ''})",
+                          f"{100 * result['accuracy']:.1f} %")  # fmt: skip
+        columns[1].metric(interval_label(calibrated), f"{100 * result['low']:.1f} – {100 * result['high']:.1f} %")
         columns[2].metric("Time", f"{result['seconds']:.0f} s")
-        st.caption(f"Subset score {100 * result['subset_accuracy']:.1f} % on {result['sizes']['train']} training "
-                   f"images, extrapolated to {result['full_train_size']}. Job {job.id}.")  # fmt: skip
+        if result.get("calibration"):
+            st.caption(("Calibrated to trained students: " if calibrated else "") + result["calibration"] + ".")
+        with st.expander("Raw NTK-regression figure"):
+            raw = result.get("raw_accuracy", result["accuracy"])
+            low, high = result.get("raw_low", result["low"]), result.get("raw_high", result["high"])
+            st.write(f"**{100 * raw:.1f} %** [{100 * low:.1f} – {100 * high:.1f}]: kernel regression of the "
+                     "student linearised at initialisation, before calibration.")  # fmt: skip
+            st.caption(f"Subset score {100 * result['subset_accuracy']:.1f} % on {result['sizes']['train']} "
+                       f"training images, extrapolated to {result['full_train_size']}. Job {job.id}.")  # fmt: skip
 
 
 exact_panel()

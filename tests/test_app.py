@@ -117,8 +117,11 @@ def test_estimate_page_answers_instantly_with_curves(estimate_page):
     at = estimate_page
     assert [t.value for t in at.title] == ["Accuracy before training"]
     metrics = {m.label: m.value for m in at.metric}
-    value = float(metrics["Estimated accuracy"].rstrip(" %"))
+    value = float(metrics["Estimated accuracy after training"].rstrip(" %"))  # calibrated
     assert 85 < value < 100  # MNIST-5k, the default 8-kernel design
+    low, high = (float(v) for v in metrics["80 % interval"].rstrip(" %").split(" – "))
+    assert low <= value <= high
+    assert any("datasets it was not fitted on" in c.value for c in at.caption)
     assert float(metrics["Query time"].rstrip(" ms")) < 50
     titles = []
     for curve in ("kernel_count", "kernel_size", "meta_atom_pitch"):
@@ -162,7 +165,8 @@ def test_exact_estimate_runs_as_a_job_and_reattaches(estimate_page):
     again.switch_page("../pages/estimate.py").run()
     again.selectbox(key="estimate.dataset").set_value("digits").run()
     metrics = {m.label: m.value for m in again.metric}
-    assert 50 < float(metrics["Exact estimate (accuracy)"].rstrip(" %")) <= 100
+    assert 50 < float(metrics["Exact estimate (accuracy after training)"].rstrip(" %")) <= 100
+    assert [e.label for e in again.expander if e.label == "Raw NTK-regression figure"]  # one click away
 
 
 def test_the_design_travels_in_the_url():

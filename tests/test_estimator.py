@@ -143,8 +143,9 @@ def test_estimate_is_reproducible_and_reports_its_spread():
     again = estimate(DIGITS, "digits", QUICK)
     assert first.per_init == again.per_init
     assert first.metric == "accuracy" and first.kernels == DIGITS.kernel_count
-    assert 0.5 < first.accuracy < 1.0  # ten digit classes, far above chance with 4 kernels
-    assert first.low <= first.subset_accuracy <= first.accuracy <= first.high
+    assert 0.5 < first.raw_accuracy < 1.0  # ten digit classes, far above chance with 4 kernels
+    assert first.raw_low <= first.subset_accuracy <= first.raw_accuracy <= first.raw_high
+    assert first.calibrated and first.low <= first.accuracy <= first.high  # trained accuracy, its interval
     assert first.sizes == {"train": 300, "val": 100, "test": 150}
     assert [n for n, _ in first.learning_curve] == [37, 75, 150, 300]
     assert first.learning_curve[-1][1] == pytest.approx(first.subset_accuracy)
@@ -155,7 +156,8 @@ def test_more_kernels_estimate_at_least_as_well_on_digits():
     sizes = {"train_size": 400, "val_size": 100, "test_size": 300, "inits": 2}
     one = estimate(DIGITS, "digits", EstimateSettings(**sizes, kernels=1))
     many = estimate(DIGITS, "digits", EstimateSettings(**sizes, kernels=16))
-    assert many.accuracy > one.accuracy
+    assert many.raw_accuracy > one.raw_accuracy
+    assert many.accuracy > one.accuracy  # and after calibration
 
 
 def test_estimate_refuses_a_design_that_does_not_fit_the_data():

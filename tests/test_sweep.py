@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 
+from estimators.calibration import calibrate_result
 from estimators.surrogate import FEATURES, design_features, fit_surrogate, surrogate_for
 from estimators.sweep import expand_spec, finished, read_results, run_point, run_sweep
 from onn_core.cli import main
@@ -146,7 +147,10 @@ def test_surrogate_fits_by_cross_validation_answers_fast_and_flags_extrapolation
     inside = Design(metasurface_width=6e-3, kernel_taps=5)
     answer = surrogate.predict(inside)
     assert answer.low <= answer.accuracy <= answer.high
-    assert answer.accuracy == pytest.approx(0.99 - 0.06 / (1 + inside.kernel_count), abs=0.01)
+    # Fitted on calibrated figures: the law's raw value, calibrated, is what it must reproduce.
+    raw = {"accuracy": 0.99 - 0.06 / (1 + inside.kernel_count), "kernels": inside.kernel_count}
+    assert answer.accuracy == pytest.approx(calibrate_result(raw, "classification", True, 10)["accuracy"], abs=0.01)
+    assert answer.calibrated
     assert not answer.extrapolation
     times = []
     for _ in range(20):
