@@ -175,6 +175,11 @@ def estimator_calibration_table(result: dict) -> str:
         f"(bias {raw['bias_points']:+.2f}) | **{summary['loo_mae_points']:.2f}** (bias {summary['bias_points']:+.2f}) "
         f"| **{100 * summary['coverage']:.0f} %** | |"
     )
+    widths = result.get("mean_interval_points")
+    if widths:
+        lines += ["", f"Mean width: the calibrated interval {widths['calibrated']:.1f} points; the raw range "
+                  f"{widths['raw']:.1f} points, which held for {100 * raw['coverage']:.0f} % of the pairs left "
+                  "out."]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -9,8 +9,9 @@ pairs whose trained result is known (``bench/estimator_calibration.py``):
 
 with g the identity or the logit, and x a subset of the standardised learning-curve slope, log
 training-set size, log class count, log2 kernels and the kernel sign regime. A ridge penalty pulls
-a → 1 and b → 0 (the raw estimate plus an offset). Which g, which inputs and how much ridge are
-chosen by leaving one of the fitting datasets out at a time (so the validation that leaves a
+a → 1 and b → 0 (the raw estimate plus an offset). Which g, which inputs and how much ridge —
+or no map at all (the raw figure, ridge None), which any map must beat — are chosen by leaving
+one of the fitting datasets out at a time (so the validation that leaves a
 dataset out of the whole fit tests the choice too). Because a ≥ 0 the calibrated figure never
 falls when the raw one rises (the other inputs fixed).
 
@@ -126,7 +127,7 @@ class Calibration:
     intercept: float
     centre: list[float]
     scale: list[float]
-    ridge: float
+    ridge: float | None  # None: the identity (the raw figure; nothing beat it)
     level: float
     residual_low: float  # offsets of the interval's ends, in ``space``
     residual_high: float
@@ -180,8 +181,14 @@ class Calibration:
 
 
 # ---------------------------------------------------------------------------- fitting
-def _bare(pairs: list[Pair], space: str, inputs: tuple[str, ...], ridge: float) -> Calibration:
-    """Least squares in ``space`` with a ≥ 0 and the ridge pulling (a − 1) and b to zero."""
+def _bare(pairs: list[Pair], space: str, inputs: tuple[str, ...], ridge: float | None) -> Calibration:
+    """Least squares in ``space`` with a ≥ 0 and the ridge pulling (a − 1) and b to zero
+    (``ridge`` None: the identity, a = 1, b = c = 0)."""
+    if ridge is None:
+        return Calibration(space=space, inputs=list(inputs), slope=1.0, coefficients=[0.0] * len(inputs),
+                           intercept=0.0, centre=[0.0] * len(inputs), scale=[1.0] * len(inputs), ridge=None,
+                           level=LEVEL, residual_low=0.0, residual_high=0.0, pairs=len(pairs),
+                           datasets=sorted({p.dataset for p in pairs}))  # fmt: skip
     raw = np.array([float(_forward(space, p.features.raw)) for p in pairs])
     target = np.array([float(_forward(space, p.trained)) for p in pairs])
     x = np.array([p.features.inputs(inputs) for p in pairs]).reshape(len(pairs), len(inputs))
@@ -200,7 +207,7 @@ def _bare(pairs: list[Pair], space: str, inputs: tuple[str, ...], ridge: float) 
                        pairs=len(pairs), datasets=sorted({p.dataset for p in pairs}))  # fmt: skip
 
 
-def _left_out(pairs: list[Pair], space: str, inputs: tuple[str, ...], ridge: float) -> list[tuple[Pair, float]]:
+def _left_out(pairs: list[Pair], space: str, inputs: tuple[str, ...], ridge: float | None) -> list[tuple[Pair, float]]:
     """Each pair with its prediction (in ``space``) by the fit that left its dataset out."""
     predicted = []
     for dataset in sorted({p.dataset for p in pairs}):
@@ -260,7 +267,8 @@ def fit(
         space = candidate[0]
         return float(np.mean([abs(_backward(space, z) - p.trained) for p, z in _left_out(pairs, *candidate)]))
 
-    errors = {candidate: error(candidate) for candidate in itertools.product(spaces, input_sets, ridges)}
+    candidates = [*itertools.product(spaces, input_sets, ridges), ("accuracy", (), None)]
+    errors = {candidate: error(candidate) for candidate in candidates}
     space, inputs, ridge = min(errors, key=errors.get)
     left_out = _left_out(pairs, space, inputs, ridge)
     residuals = [float(_forward(space, p.trained)) - z for p, z in left_out]
