@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_widgets import ROUTER_STATE, follow_deep_link
+from app_widgets import DESIGN_TO_LOAD, ROUTER_STATE, follow_deep_link
 from onn_core.design import Design
 from onn_core.design_form import FORM_FIELDS, design_from_form, form_values
 from onn_core.design_link import from_link, to_link
@@ -82,6 +82,9 @@ def design_sidebar() -> None:
     """Draw the design inputs; store the validated design (or the error) in session state."""
     if FORM_VALUES not in st.session_state:
         _load_into_form(_design_from_link())
+    chosen = st.session_state.pop(DESIGN_TO_LOAD, None)  # a page's "use this design" (app_widgets.use_design)
+    if chosen is not None:
+        _load_into_form(chosen)
     current = st.session_state[FORM_VALUES]
     sidebar = st.sidebar
     sidebar.header("Frontend design")
@@ -167,6 +170,7 @@ navigation = st.navigation(
         st.Page(PAGES / "design.py", title="Design", icon=":material/grid_view:", default=True),
         st.Page(PAGES / "data.py", title="Data", icon=":material/dataset:"),
         st.Page(PAGES / "estimate.py", title="Estimate", icon=":material/query_stats:"),
+        st.Page(PAGES / "search.py", title="Search", icon=":material/travel_explore:"),
         st.Page(PAGES / "train.py", title="Train", icon=":material/model_training:"),
         st.Page(PAGES / "inspect.py", title="Inspect", icon=":material/visibility:"),
         st.Page(PAGES / "fabricate.py", title="Fabricate", icon=":material/precision_manufacturing:"),

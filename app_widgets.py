@@ -23,6 +23,13 @@ ROUTER = Path(__file__).resolve().parent / "app.py"
 Checked = TypeVar("Checked")
 ROUTER_STATE = "form_values"  # app.py's design sidebar keeps its form here (app.FORM_VALUES) before any page runs
 DEEP_LINK = "deep_link"
+DESIGN_TO_LOAD = "design_to_load"  # a page's "use this design": app.py's sidebar loads it on the next run
+
+
+def use_design(design) -> None:
+    """Put ``design`` into the sidebar (and so the URL): the sidebar loads it as the app reruns."""
+    st.session_state[DESIGN_TO_LOAD] = design
+    st.rerun()
 
 
 def through_the_router(page_file: str) -> None:

@@ -183,6 +183,27 @@ def estimator_calibration_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def design_search_table(result: dict) -> str:
+    lines = [
+        f"`{result['script']}` — {result['date'][:10]}, {result['machine']}. A shipped sweep design is matched when a "
+        f"front design reaches its accuracy − {result['tolerance_points']:.1f} points on no more area.",
+        "",
+        "| dataset | trials (feasible) | front designs | sweep designs matched | exact checks within the band "
+        "| time to front (s) |",
+        "|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for dataset, row in result["per_dataset"].items():
+        lines.append(f"| {dataset} | {row['trials']} ({row['feasible_trials']}) | {row['front_size']} "
+                     f"| {row['grid_points_matched']}/{row['grid_points']} | {row['exact_within_band']}/"
+                     f"{row['exact_checked']} | {row['seconds']:.0f} |")  # fmt: skip
+    matched = result["grid_points_matched"] / max(1, result["grid_points"])
+    lines.append(f"| **all** | {result['trials']} | | **{100 * matched:.0f} %** | **{result['exact_within_band']}/"
+                 f"{result['exact_checked']}** | {result['seconds']:.0f} |")  # fmt: skip
+    if result.get("figure"):
+        lines += ["", f"![The fronts against the shipped sweeps' designs]({result['figure']})"]
+    return "\n".join(lines)
+
+
 def estimator_cost_table(result: dict) -> str:
     lines = [
         f"`{result['command']}` — {result['date'][:10]}, {result['hardware']}.",
@@ -425,6 +446,7 @@ TABLES = {
     "inverse_design": inverse_design_table,
     "estimator_validation": estimator_validation_table,
     "estimator_calibration": estimator_calibration_table,
+    "design_search": design_search_table,
     "estimator_cost": estimator_cost_table,
     "propagation": propagation_table,
     "training": training_table,

@@ -69,9 +69,55 @@ def estimate_progress_text(update: Any) -> str:
     return f"NTK regression: initialisation {update.step}/{update.steps} done{eta_text(update)}"
 
 
+# ---------------------------------------------------------------------------- the search job
+SEARCH_KEYS = {"dataset", "objectives", "budget", "seed", "fixed", "bounds", "exact_top"}
+FRONT_EVERY = 25  # trials between snapshots of the growing front (the page draws it)
+
+
+def search_options(config: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(config) - SEARCH_KEYS)
+    if unknown:
+        raise JobError(f"a search job takes {', '.join(sorted(SEARCH_KEYS))}; not {', '.join(unknown)}.")
+    if config.get("dataset") not in SPECS:
+        raise JobError(f"unknown dataset {config.get('dataset')!r}; choose one of {', '.join(SPECS)}.")
+    return {"objectives": config.get("objectives") or ["accuracy", "area"], "budget": config.get("budget", 300),
+            "seed": config.get("seed", 0), "fixed": config.get("fixed"), "bounds": config.get("bounds"),
+            "exact_top": config.get("exact_top", 0)}  # fmt: skip
+
+
+def validate_search(config: dict[str, Any]) -> None:
+    from .search import search_space
+
+    options = search_options(config)
+    search_space(config["dataset"], options["fixed"], options["bounds"])  # refuses bad fields and bounds now
+
+
+def run_search_job(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
+    """A design search as a job: the study in FOLDER/search, the front snapshotted as it grows."""
+    from .search import load_front, run_search
+
+    out = folder / "search"
+    report = counting(progress, "search")
+
+    def on_trial(done: int, total: int) -> None:
+        report(done, total)
+        if done % FRONT_EVERY == 0:
+            atomic_write_text(folder / "front.json", json.dumps(load_front(out)))
+
+    result = run_search(config["dataset"], out, jobs=job_threads(), on_trial=on_trial, **search_options(config))
+    atomic_write_text(folder / "front.json", json.dumps(result["front"]))
+    return {key: value for key, value in result.items() if key != "front"} | {"front_size": len(result["front"])}
+
+
+def search_progress_text(update: Any) -> str:
+    return f"Design search: trial {update.step}/{update.steps}{eta_text(update)}"
+
+
 JOB_KINDS = (
     JobKind("estimate", run_estimate, validate_estimate, "the accuracy a design can reach, before training",
             "design, dataset, settings (EstimateSettings keys)", estimate_progress_text),
+    JobKind("search", run_search_job, validate_search, "the Pareto front of accuracy against metasurface area",
+            "dataset, objectives, budget, seed, fixed, bounds, exact_top", search_progress_text),
 )  # fmt: skip
 
 
@@ -165,8 +211,32 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_search(args: argparse.Namespace) -> int:
+    """The Pareto front of accuracy against cost for a dataset (see ``estimators.search``)."""
+    from .search import run_search
+
+    def progress(done: int, total: int) -> None:
+        if not args.json and (done % 50 == 0 or done == total):
+            print(f"trial {done}/{total}", file=sys.stderr, flush=True)
+
+    objectives = [name.strip() for name in args.objectives.split(",")]
+    result = run_search(args.dataset, args.out, objectives=objectives, budget=args.budget, seed=args.seed,
+                        fixed=args.fixed, bounds=args.bounds, exact_top=args.exact_top, backend=args.backend,
+                        scheduler=args.scheduler, on_trial=progress)  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{args.dataset}: {len(result['front'])} designs on the front after {result['trials']} trials "
+          f"({result['seconds']:.1f} s); study {result['study']}")  # fmt: skip
+    for row in result["front"]:
+        exact = f"  exact {100 * row['exact_accuracy']:.1f} %" if "exact_accuracy" in row else ""
+        print(f"  {row['area_mm2']:8.3f} mm²  {row['kernels']:3d} kernels  {100 * row['accuracy']:5.1f} % "
+              f"[{100 * row['low']:.1f}–{100 * row['high']:.1f}]{exact}  {row['design_id']}")  # fmt: skip
+    return 0
+
+
 def register_commands(commands: argparse._SubParsersAction) -> None:
-    """Add ``sweep`` and ``estimate`` to ``python -m onn_core``."""
+    """Add ``sweep``, ``estimate`` and ``search`` to ``python -m onn_core``."""
     sweep = commands.add_parser("sweep", help="run the estimator over a grid or random sample of designs")
     sweep.add_argument("--spec", default=None, metavar="FILE.json", help="sweep spec (see estimators/sweep.py)")
     sweep.add_argument("--dataset", default=None, metavar="NAME",
@@ -193,3 +263,21 @@ def register_commands(commands: argparse._SubParsersAction) -> None:
     estimate_parser.add_argument("--data-root", default=None, help="your copy of the dataset (with --exact)")
     estimate_parser.add_argument("--json", action="store_true")
     estimate_parser.set_defaults(handler=_cmd_estimate)
+
+    search = commands.add_parser("search", help="the Pareto front of accuracy against metasurface area (and cost)")
+    search.add_argument("--dataset", required=True)
+    search.add_argument("--objectives", default="accuracy,area",
+                        help="two or more of accuracy, area, kernels, macs (default accuracy,area)")  # fmt: skip
+    search.add_argument("--budget", type=int, default=300, help="total trials (a resumed search runs the rest)")
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--fixed", default=None, metavar="FIELD=VALUE,…",
+                        help="design fields held (SI; wavelengths as a;b;c)")  # fmt: skip
+    search.add_argument("--bounds", default=None, metavar="FIELD=LOW:HIGH,…",
+                        help="ranges of the free fields (SI; default: the shipped sweeps' ranges)")  # fmt: skip
+    search.add_argument("--exact-top", type=int, default=0, metavar="K",
+                        help="confirm K front designs, spread along the area, by the exact NTK regression")  # fmt: skip
+    search.add_argument("--backend", choices=("loky", "dask"), default="loky")
+    search.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler for the exact checks")
+    search.add_argument("--out", required=True, metavar="DIR", help="the study (SQLite) lives here; resumes")
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(handler=_cmd_search)

@@ -12,7 +12,15 @@ import sys
 from pathlib import Path
 
 from .design import Design
-from .errors import DataFormatError, DesignError, OpticsInputError, SurrogateUnavailable, SweepError, TrainingError
+from .errors import (
+    DataFormatError,
+    DesignError,
+    OpticsInputError,
+    SearchError,
+    SurrogateUnavailable,
+    SweepError,
+    TrainingError,
+)
 from .jobs.store import JobError
 from .units import format_length
 
@@ -444,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"valid": False, "error": str(exc), "parameter": exc.parameter, "hint": exc.hint}))
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (DataFormatError, TrainingError, JobError, SweepError, SurrogateUnavailable, OpticsInputError) as exc:
+    except (DataFormatError, TrainingError, JobError, SweepError, SearchError, SurrogateUnavailable,
+            OpticsInputError) as exc:  # fmt: skip
         if getattr(args, "json", False):
             print(json.dumps({"error": str(exc)}))
         print(f"error: {exc}", file=sys.stderr)

@@ -58,6 +58,10 @@ class SweepError(ValueError):
     """A sweep spec or results file that cannot be used; the message says what to change."""
 
 
+class SearchError(ValueError):
+    """A design search that cannot run as asked (objectives, bounds, budget); the message says what to change."""
+
+
 class SurrogateUnavailable(LookupError):
     """No sweep results to fit a surrogate on for a dataset; the message says what to do instead."""
 

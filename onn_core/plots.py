@@ -183,6 +183,49 @@ def estimate_curve_figure(rows: list[dict], curve: str, current: float, metric: 
     return figure
 
 
+def search_front_figure(front: list[dict], metric: str, current: dict | None = None) -> go.Figure:
+    """A design search's front: accuracy (%) against metasurface area (mm², log), the surrogate's
+    band as error bars, exact checks beside it, the sidebar's design (``current``: a front-style
+    row) marked."""
+    def hover(row: dict) -> str:
+        design = row["design"]
+        return (f"{row['kernels']} kernels, {design['kernel_taps']} taps<br>k {design['kernel_size'] * 1e6:.0f} µm, "
+                f"d {design['kernel_spacing'] * 1e6:.0f} µm, z {design['sensor_distance'] * 1e3:.2f} mm<br>"
+                f"{design['metasurface_height'] * 1e3:.2f} × {design['metasurface_width'] * 1e3:.2f} mm")  # fmt: skip
+
+    figure = go.Figure()
+    if front:
+        figure.add_trace(go.Scatter(
+            x=[r["area_mm2"] for r in front], y=[100 * r["accuracy"] for r in front], mode="lines+markers",
+            name="front (surrogate)", line={"color": SIGN_COLOURS[1], "shape": "hv"},
+            error_y={"type": "data", "symmetric": False, "array": [100 * (r["high"] - r["accuracy"]) for r in front],
+                     "arrayminus": [100 * (r["accuracy"] - r["low"]) for r in front], "thickness": 1},
+            text=[hover(r) for r in front], hovertemplate="%{x:.3f} mm², %{y:.1f} %<br>%{text}<extra></extra>",
+        ))  # fmt: skip
+    checked = [r for r in front if "exact_accuracy" in r]
+    if checked:
+        figure.add_trace(go.Scatter(
+            x=[r["area_mm2"] for r in checked], y=[100 * r["exact_accuracy"] for r in checked], mode="markers",
+            name="exact NTK regression", marker={"color": SIGN_COLOURS[-1], "symbol": "diamond", "size": 9},
+            error_y={"type": "data", "symmetric": False,
+                     "array": [100 * (r["exact_high"] - r["exact_accuracy"]) for r in checked],
+                     "arrayminus": [100 * (r["exact_accuracy"] - r["exact_low"]) for r in checked], "thickness": 1},
+            text=[hover(r) for r in checked], hovertemplate="%{x:.3f} mm², exact %{y:.1f} %<br>%{text}<extra></extra>",
+        ))  # fmt: skip
+    if current is not None:
+        figure.add_trace(go.Scatter(
+            x=[current["area_mm2"]], y=[100 * current["accuracy"]], mode="markers", name="the sidebar's design",
+            marker={"color": "black", "symbol": "x", "size": 11}, text=[hover(current)],
+            hovertemplate="%{x:.3f} mm², %{y:.1f} %<br>%{text}<extra></extra>",
+        ))  # fmt: skip
+    figure.update_layout(
+        xaxis={"title": {"text": "metasurface area (mm²)"}, "type": "log"},
+        yaxis={"title": {"text": f"estimated {metric} after training (%)"}},
+        margin={"l": 10, "r": 10, "t": 30, "b": 10}, height=420, legend={"orientation": "h"},
+    )  # fmt: skip
+    return figure
+
+
 def kernel_realisation_figure(preview: KernelPreview) -> go.Figure:
     """Target and realised kernel side by side on the tap grid, one power scale, a µm scale bar."""
     title = (f"target vs realised at {preview.wavelength / NM:.0f} nm: correlation {preview.correlation:.3f}, "

@@ -257,3 +257,38 @@ def test_data_page_adds_an_upload_previews_it_as_the_design_sees_it_and_removes_
     next(b for b in at.button if b.label == "Remove parts").click().run()
     assert any("No datasets of your own yet" in i.value for i in at.info)
     assert not at.exception
+
+
+# ---------------------------------------------------------------------------- the Search page
+def test_search_page_runs_a_job_draws_the_front_and_applies_a_design(tmp_path, monkeypatch):
+    from onn_core import jobs
+
+    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path))
+    monkeypatch.setenv("ONN_JOB_IDLE_EXIT_S", "3")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("../pages/search.py").run()
+    assert not at.exception, at.exception
+    assert [t.value for t in at.title] == ["Design search"]
+    at.number_input(key="search.budget").set_value(30)
+    next(b for b in at.button if b.label == "Search (background job)").click().run()
+    [job] = jobs.list_jobs()
+    assert job.kind == "search" and job.config["budget"] == 30 and job.config["dataset"] == "mnist"
+    assert "meta_atom_pitch=" in job.config["fixed"]  # the fab's fields come from the sidebar
+    deadline = time.monotonic() + 300
+    while jobs.status(job.id).state not in ("succeeded", "failed") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert jobs.status(job.id).state == "succeeded", jobs.status(job.id).error
+    at.run()
+    assert not at.exception, at.exception
+    chart = figure(at.get("plotly_chart")[0])
+    names = [trace.get("name") for trace in chart["data"]]
+    assert "front (surrogate)" in names and "the sidebar's design" in names
+    front = json.loads((Path(jobs.status(job.id).artifact_dir) / "front.json").read_text())
+    chosen = front[0]
+    at.selectbox(key="search.chosen").set_value(chosen["design_id"]).run()
+    next(b for b in at.button if b.label == "Use this design").click().run()
+    assert not at.exception, at.exception
+    held = at.session_state["design"].to_dict()  # the sidebar now holds it (to the form's precision)
+    for name, value in chosen["design"].items():
+        assert held[name] == (pytest.approx(value, rel=1e-9) if isinstance(value, float) else value), name

@@ -255,3 +255,25 @@ def test_upload_a_dataset_train_on_it_and_see_its_class_names(server, page, scre
     text = verdict.first.inner_text()
     assert any(name in text for name in ("bolt", "nut", "washer")), text
     page.screenshot(path=str(screenshots / "inspect-own-data.png"), full_page=True)
+
+
+@pytest.mark.timeout(600)
+def test_a_tiny_search_in_the_browser_and_its_design_applied(server, page, screenshots):
+    expect = playwright.expect
+    _open(page, server)
+    page.get_by_role("link", name="Search").click()
+    expect(page.get_by_role("heading", name="Design search", level=1)).to_be_visible(timeout=60_000)
+    _set_number(page, "Trials", "20")
+    _idle(page)
+    page.get_by_role("button", name="Search (background job)").click()
+    use = page.get_by_role("button", name="Use this design")
+    expect(use).to_be_visible(timeout=300_000)  # the job finished: the front is drawn and can be used
+    page.screenshot(path=str(screenshots / "search.png"), full_page=True)
+    _idle(page)
+    use.click()
+    _idle(page)
+    # The sidebar now holds a front design: a metasurface inside the searched range, not the 4 mm default.
+    width = page.get_by_role("spinbutton", name="Metasurface width (mm)", exact=True)
+    expect(width).not_to_have_value("4", timeout=60_000)
+    assert 0.3 <= float(width.input_value()) <= 10
+    assert "design=" in page.url

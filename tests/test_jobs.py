@@ -281,7 +281,7 @@ def test_onn_core_never_imports_the_estimator_which_registers_its_own_kind_and_c
             if isinstance(node, ast.ImportFrom) and node.level == 0:
                 names = [node.module or ""]
             assert not any(name.split(".")[0] == "estimators" for name in names), path
-    assert {"train", "teacher", "inverse-design", "fabricate", "compensate", "export", "estimate"} == set(
+    assert {"train", "teacher", "inverse-design", "fabricate", "compensate", "export", "estimate", "search"} == set(
         jobs.job_kinds()
     )  # fmt: skip
     # Without the extension the core still runs its own kinds and commands, and loads no estimator code.

@@ -1,0 +1,137 @@
+"""Search page: the Pareto front of accuracy against metasurface area, found for the designer as a job."""
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import streamlit as st
+
+from app_widgets import job_panel, sidebar_design, through_the_router, use_design
+from estimators.search import FREE_FIELDS, describe, search_space
+from estimators.surrogate import surrogate_for
+from onn_core import jobs
+from onn_core.data.registry import SPECS
+from onn_core.design import Design
+from onn_core.errors import DesignError, SearchError, SurrogateUnavailable, SweepError
+from onn_core.plots import search_front_figure
+from onn_core.training.metrics import headline_label
+from onn_core.units import MM, UM
+
+SWEPT = ("mnist", "fashion-mnist", "shapes-seg")
+# Free field → (label, display unit name, metres per display unit).
+SLIDERS = {
+    "metasurface_height": ("Metasurface height", "mm", MM),
+    "metasurface_width": ("Metasurface width", "mm", MM),
+    "kernel_size": ("Kernel aperture k", "µm", UM),
+    "kernel_spacing": ("Kernel spacing d", "µm", UM),
+    "sensor_distance": ("Sensor distance z", "mm", MM),
+}
+
+
+def latest_search_job(config: dict):
+    for job in jobs.list_jobs():
+        if job.kind == "search" and job.config == config:
+            return job
+    return None
+
+
+def front_csv(front: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    names = list(FREE_FIELDS)
+    writer.writerow(["design_id", "accuracy", "low", "high", "area_mm2", "kernels", "macs", "exact_accuracy", *names])
+    for row in front:
+        writer.writerow([row["design_id"], row["accuracy"], row["low"], row["high"], row["area_mm2"], row["kernels"],
+                         row["macs"], row.get("exact_accuracy", ""), *(row["design"][n] for n in names)])  # fmt: skip
+    return buffer.getvalue()
+
+
+through_the_router(__file__)
+st.title("Design search")
+st.write(
+    "The smallest metasurface that reaches your accuracy: the search asks the calibrated surrogate for many "
+    "designs (a seeded NSGA-II study) and keeps those no other design beats on both accuracy and area. The "
+    "fab's fields (meta-atom pitch, wavelengths, sensor) stay as in the sidebar."
+)
+design = sidebar_design()
+dataset = st.selectbox("Dataset", SWEPT + tuple(d for d in SPECS if d not in SWEPT), key="search.dataset")
+metric = headline_label(SPECS[dataset].task)
+try:
+    space = search_space(dataset)
+    surrogate = surrogate_for(dataset, design)
+except (SearchError, SurrogateUnavailable, SweepError, DesignError) as reason:
+    st.info(f"No search on {dataset}: {reason}")
+    st.stop()
+
+with st.form("search.form"):
+    columns = st.columns(3)
+    bounds = []
+    for index, (name, (label, unit, scale)) in enumerate(SLIDERS.items()):
+        low, high = space.bounds[name]
+        chosen = columns[index % 3].slider(f"{label} ({unit})", float(low / scale), float(high / scale),
+                                           (float(low / scale), float(high / scale)), key=f"search.{name}")  # fmt: skip
+        if chosen != (low / scale, high / scale):
+            bounds.append(f"{name}={chosen[0] * scale:.6g}:{chosen[1] * scale:.6g}")
+    taps = columns[2].multiselect("Taps per kernel", list(space.taps), default=list(space.taps), key="search.taps")
+    extra = st.multiselect("Also minimise", ["kernels", "macs"], key="search.objectives",
+                           help="Accuracy (maximised) and area (minimised) are always objectives.")  # fmt: skip
+    columns = st.columns(3)
+    budget = columns[0].number_input("Trials", 20, 5000, 300, step=50, key="search.budget",
+                                     help="Each trial asks the surrogate for one design (milliseconds).")  # fmt: skip
+    seed = columns[1].number_input("Seed", 0, 10_000, 0, key="search.seed")
+    exact_top = columns[2].number_input("Confirm exactly", 0, 8, 0, key="search.exact",
+                                        help="Front designs (spread along the area) checked by the exact NTK "
+                                             "regression, about half a minute each.")  # fmt: skip
+    submitted = st.form_submit_button("Search (background job)", icon=":material/travel_explore:")
+
+HELD = ("meta_atom_pitch", "sensor_pixel_pitch", "sensor_bit_depth", "sensor_pixels_per_tap", "input_channels")
+fixed = ",".join(f"{name}={getattr(design, name):.6g}" for name in HELD)
+fixed += f",signed_kernels={design.signed_kernels},wavelengths=" + ";".join(f"{w:.6g}" for w in design.wavelengths)
+if taps and len(taps) < len(space.taps):
+    bounds.append(f"kernel_taps={min(taps)}:{max(taps)}")
+config = {"dataset": dataset, "objectives": ["accuracy", "area", *extra], "budget": int(budget), "seed": int(seed),
+          "fixed": fixed, "bounds": ",".join(bounds) or None, "exact_top": int(exact_top)}  # fmt: skip
+if submitted:
+    if not taps:
+        st.error("Choose at least one tap count.")
+    else:
+        try:
+            jobs.submit("search", config)
+        except (jobs.JobError, SearchError, DesignError) as error:
+            st.error(str(error))
+
+
+@st.fragment(run_every=2)
+def search_panel() -> None:
+    job = latest_search_job(config)
+    if job is None:
+        st.caption("No search with these settings yet.")
+        return
+    state = job_panel(job, "Design search")
+    path = Path(job.artifact_dir) / "front.json"
+    front = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    if not front:
+        return
+    try:
+        current = describe(design, dataset, surrogate.predict(design))
+    except DesignError:
+        current = None
+    st.plotly_chart(search_front_figure(front, metric, current), width="stretch")
+    if state != "succeeded":
+        st.caption(f"The front so far ({len(front)} designs); it grows as the trials run.")
+        return
+    st.caption(f"{len(front)} designs on the front after {job.metrics.get('trials')} trials "
+               f"({job.metrics.get('seconds')} s). Error bars: the calibrated surrogate's 80 % interval.")  # fmt: skip
+    labels = {row["design_id"]: f"{row['area_mm2']:.3f} mm², {row['kernels']} kernels, "
+              f"{100 * row['accuracy']:.1f} %" for row in front}  # fmt: skip
+    chosen = st.selectbox("Front design", list(labels), format_func=labels.get, key="search.chosen")
+    columns = st.columns(3)
+    if columns[0].button("Use this design", icon=":material/input:"):
+        use_design(Design.from_dict(next(row for row in front if row["design_id"] == chosen)["design"]))
+    columns[1].download_button("Front as CSV", front_csv(front), file_name=f"front-{dataset}.csv", mime="text/csv")
+    columns[2].download_button("Front as JSON", json.dumps(front, indent=2), file_name=f"front-{dataset}.json",
+                               mime="application/json")  # fmt: skip
+
+
+search_panel()
