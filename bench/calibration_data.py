@@ -47,7 +47,8 @@ class Variant:
 VARIANTS = [
     Variant("mnist"), Variant("mnist", 500), Variant("mnist", 2000), Variant("mnist", classes=(3, 8)),
     Variant("mnist", classes=(0, 2, 4, 6, 8)),
-    Variant("fashion-mnist", 10_000), Variant("fashion-mnist", 500), Variant("fashion-mnist", 2000),
+    Variant("fashion-mnist"), Variant("fashion-mnist", 10_000), Variant("fashion-mnist", 500),
+    Variant("fashion-mnist", 2000),
     Variant("fashion-mnist", 2000, classes=(2, 4)), Variant("fashion-mnist", 2000, classes=(0, 2, 4, 6, 8)),
     Variant("digits"), Variant("digits", 500), Variant("digits", classes=(1, 3, 5, 7, 9)),
     Variant("shapes"), Variant("shapes", 500),

@@ -39,7 +39,7 @@ from scipy.optimize import lsq_linear
 from scipy.stats import spearmanr
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "estimator_calibration.json"
-SCHEMA = "onn-estimator-calibration/2"
+SCHEMA = "onn-estimator-calibration/3"
 LEVEL = 0.8
 INPUTS = ("slope", "log_train_images", "log_classes", "log2_kernels", "signed")
 # The candidates the fit chooses among by leave-one-dataset-out error: spaces, input sets, ridges.
@@ -127,6 +127,8 @@ class Calibration:
     intercept: float
     centre: list[float]
     scale: list[float]
+    input_low: list[float]  # the inputs' range over the fitting pairs: a query is clamped to it
+    input_high: list[float]
     ridge: float | None  # None: the identity (the raw figure; nothing beat it)
     level: float
     residual_low: float  # offsets of the interval's ends, in ``space``
@@ -140,7 +142,10 @@ class Calibration:
     def transformed(self, features: Features) -> float:
         """The prediction in ``space``."""
         raw = float(_forward(self.space, features.raw))
-        standardised = (features.inputs(tuple(self.inputs)) - np.array(self.centre)) / np.array(self.scale)
+        # A linear map is not extrapolated past its data (Fashion-MNIST's 54 000 images against
+        # pairs of at most 9 000): each input is clamped to the range it was fitted on.
+        inputs = np.clip(features.inputs(tuple(self.inputs)), self.input_low, self.input_high)
+        standardised = (inputs - np.array(self.centre)) / np.array(self.scale)
         return float(self.slope * raw + np.dot(self.coefficients, standardised) + self.intercept)
 
     def predict(self, features: Features) -> Calibrated:
@@ -186,7 +191,8 @@ def _bare(pairs: list[Pair], space: str, inputs: tuple[str, ...], ridge: float |
     (``ridge`` None: the identity, a = 1, b = c = 0)."""
     if ridge is None:
         return Calibration(space=space, inputs=list(inputs), slope=1.0, coefficients=[0.0] * len(inputs),
-                           intercept=0.0, centre=[0.0] * len(inputs), scale=[1.0] * len(inputs), ridge=None,
+                           intercept=0.0, centre=[0.0] * len(inputs), scale=[1.0] * len(inputs),
+                           input_low=[-math.inf] * len(inputs), input_high=[math.inf] * len(inputs), ridge=None,
                            level=LEVEL, residual_low=0.0, residual_high=0.0, pairs=len(pairs),
                            datasets=sorted({p.dataset for p in pairs}))  # fmt: skip
     raw = np.array([float(_forward(space, p.features.raw)) for p in pairs])
@@ -203,7 +209,8 @@ def _bare(pairs: list[Pair], space: str, inputs: tuple[str, ...], ridge: float |
                           bounds=(lower, np.full(design.shape[1], np.inf))).x  # fmt: skip
     return Calibration(space=space, inputs=list(inputs), slope=1.0 + float(solution[0]),
                        coefficients=solution[1:-1].tolist(), intercept=float(solution[-1]), centre=centre.tolist(),
-                       scale=scale.tolist(), ridge=ridge, level=LEVEL, residual_low=0.0, residual_high=0.0,
+                       scale=scale.tolist(), input_low=x.min(axis=0).tolist(), input_high=x.max(axis=0).tolist(),
+                       ridge=ridge, level=LEVEL, residual_low=0.0, residual_high=0.0,
                        pairs=len(pairs), datasets=sorted({p.dataset for p in pairs}))  # fmt: skip
 
 

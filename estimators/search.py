@@ -39,21 +39,41 @@ STUDY_NAME = "design-search"
 MAX_BUDGET = 100_000
 
 
+CHOICE_FIELDS = ("kernel_taps", "sensor_bit_depth")  # whole-number fields: searched among the swept values
+
+
 @dataclass(frozen=True)
 class SearchSpace:
-    """What the search varies: ``bounds`` (field → (low, high), SI; taps → allowed odd counts)
-    and what it holds: ``fixed`` (field → value, SI), on top of the dataset's input shape."""
+    """What the search varies: ``bounds`` (field → (low, high), SI) and ``choices`` (whole-number
+    field → allowed values: taps, and the bit depth when bounded), and what it holds: ``fixed``
+    (field → value, SI), on top of the dataset's input shape."""
 
     bounds: dict[str, tuple[float, float]]
-    taps: tuple[int, ...]
+    choices: dict[str, tuple[int, ...]]
     fixed: dict[str, Any] = field(default_factory=dict)
-    kernel_range: tuple[int, int] = (1, 64)  # the shipped sweep's kernel counts
+    kernel_range: tuple[int, int] = (1, 64)  # the shipped sweeps' kernel counts
+
+    @property
+    def taps(self) -> tuple[int, ...]:
+        return self.choices.get("kernel_taps", ())
 
 
 def swept_spec(dataset: str) -> dict[str, Any]:
-    """The shipped sweep spec for ``dataset``'s task: its ranges are where the surrogate is fitted."""
-    name = "shapes-seg.json" if SPECS[dataset].task == "segmentation" else "classification.json"
-    return json.loads((SPEC_FOLDER / name).read_text(encoding="utf-8"))
+    """The shipped sweeps for ``dataset``'s task merged (where the surrogate is fitted): each
+    range spans every sweep's, the kernel filter likewise, the held fields of the first."""
+    prefix = "shapes-seg" if SPECS[dataset].task == "segmentation" else "classification"
+    specs = [json.loads(path.read_text(encoding="utf-8")) for path in sorted(SPEC_FOLDER.glob(f"{prefix}*.json"))]
+    ranges: dict[str, Any] = {}
+    for spec in specs:
+        for name, values in spec["random"]["ranges"].items():
+            if name in CHOICE_FIELDS:
+                ranges[name] = sorted(set(ranges.get(name, [])) | set(values))
+            else:
+                low, high = ranges.get(name, (math.inf, -math.inf))
+                ranges[name] = (min(low, values[0]), max(high, values[1]))
+    filters = {"min_kernels": min(spec["filters"]["min_kernels"] for spec in specs),
+               "max_kernels": max(spec["filters"]["max_kernels"] for spec in specs)}  # fmt: skip
+    return {"random": {"ranges": ranges}, "filters": filters, "base": specs[0].get("base", {})}
 
 
 def _number(text: str, where: str) -> float:
@@ -86,9 +106,11 @@ def search_space(dataset: str, fixed: str | None = None, bounds: str | None = No
     swept = swept_spec(dataset)
     ranges = swept["random"]["ranges"]
     kernel_range = (int(swept["filters"]["min_kernels"]), int(swept["filters"]["max_kernels"]))
-    space = {name: tuple(ranges[name]) for name in FREE_FIELDS if name != "kernel_taps"}
-    taps = tuple(ranges["kernel_taps"])
-    held: dict[str, Any] = {}
+    space = {name: tuple(ranges[name]) for name in FREE_FIELDS if name not in CHOICE_FIELDS and name in ranges}
+    choices = {"kernel_taps": tuple(ranges["kernel_taps"])} if "kernel_taps" in ranges else {}
+    # What the sweep held (segmentation: 3 taps, the student's), unless the designer holds it otherwise.
+    held: dict[str, Any] = {k: v for k, v in swept.get("base", {}).items() if k not in ("input_height", "input_width")}
+    given = {name for name, _ in _pairs(fixed, "--fixed")}
     for name, value in _pairs(fixed, "--fixed"):
         if name not in fields:
             raise SearchError(f"--fixed: {name!r} is not a design field; choose from {', '.join(sorted(fields))}.")
@@ -102,11 +124,13 @@ def search_space(dataset: str, fixed: str | None = None, bounds: str | None = No
         else:
             held[name] = _number(value, f"--fixed {name}")
         space.pop(name, None)
-        if name == "kernel_taps":
-            taps = ()
+        choices.pop(name, None)
+    boundable = (*FREE_FIELDS, "sensor_bit_depth")
     for name, value in _pairs(bounds, "--bounds"):
-        if name not in FREE_FIELDS:
-            raise SearchError(f"--bounds: {name!r} is not a free field; bound one of {', '.join(FREE_FIELDS)}.")
+        if name not in boundable:
+            raise SearchError(f"--bounds: {name!r} is not a free field; bound one of {', '.join(boundable)}.")
+        if name in held and name not in given:
+            raise SearchError(f"--bounds: {name} is fixed at {held[name]} for this task's student.")
         if name in held:
             raise SearchError(f"--bounds: {name} is also --fixed; give one or the other.")
         low_text, sep, high_text = value.partition(":")
@@ -116,14 +140,21 @@ def search_space(dataset: str, fixed: str | None = None, bounds: str | None = No
         if not 0 < low <= high:
             raise SearchError(f"--bounds: {name} needs 0 < LOW ≤ HIGH; got {low:g}:{high:g}.")
         if name == "kernel_taps":
-            taps = tuple(t for t in range(math.ceil(low), math.floor(high) + 1) if t % 2 == 1)
-            if not taps:
+            allowed = tuple(t for t in range(math.ceil(low), math.floor(high) + 1) if t % 2 == 1)
+            if not allowed:
                 raise SearchError(f"--bounds: kernel_taps {low:g}:{high:g} holds no odd tap count (3, 5, 7 …).")
+            choices[name] = allowed
+        elif name == "sensor_bit_depth":  # the bit depths the sweeps measured, within the bounds
+            allowed = tuple(b for b in ranges.get(name, ()) if low <= b <= high)
+            if not allowed:
+                raise SearchError(f"--bounds: no swept bit depth ({', '.join(map(str, ranges.get(name, ())))}) lies "
+                                  f"in {low:g}:{high:g}.")  # fmt: skip
+            choices[name] = allowed
         else:
             space[name] = (low, high)
     spec = SPECS[dataset]
     held = {"input_height": spec.image_size[0], "input_width": spec.image_size[1], **held}
-    return SearchSpace(bounds=space, taps=taps, fixed=held, kernel_range=kernel_range)
+    return SearchSpace(bounds=space, choices=choices, fixed=held, kernel_range=kernel_range)
 
 
 @functools.lru_cache(maxsize=256)
@@ -214,7 +245,7 @@ def run_search(
                                 directions=[OBJECTIVES[name] for name in objectives])  # fmt: skip
     recorded = study.user_attrs.get("search")
     asked = {"dataset": dataset, "objectives": objectives, "fixed": space.fixed, "bounds": space.bounds,
-             "taps": list(space.taps)}  # fmt: skip
+             "choices": {name: list(values) for name, values in space.choices.items()}}  # fmt: skip
     asked = json.loads(json.dumps(asked))  # tuples → lists, as stored
     if recorded is None:
         study.set_user_attr("search", asked)
@@ -228,8 +259,8 @@ def run_search(
         # that survives the sidebar's unit conversions.
         values = {name: min(high, max(low, float(f"{trial.suggest_float(name, low, high, log=True):.4g}")))
                   for name, (low, high) in space.bounds.items()}  # fmt: skip
-        if space.taps:
-            values["kernel_taps"] = trial.suggest_categorical("kernel_taps", list(space.taps))
+        for name, allowed in space.choices.items():
+            values[name] = trial.suggest_categorical(name, list(allowed))
         try:
             design = Design.from_dict({**space.fixed, **values})
         except DesignError as exc:

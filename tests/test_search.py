@@ -90,3 +90,13 @@ def test_search_cli_json_with_an_exact_check(studio_home, capsys):
     code = main(["search", "--dataset", "mnist", "--budget", "5", "--out", str(studio_home / "cli2"),
                  "--objectives", "area,kernels"])  # fmt: skip
     assert code == 2 and "must include accuracy" in capsys.readouterr().err
+
+
+def test_segmentation_searches_its_own_ranges_with_the_students_taps(studio_home):
+    result = run_search("shapes-seg", studio_home / "seg", budget=20, seed=0)
+    assert result["front"]
+    for row in result["front"]:
+        assert row["design"]["kernel_taps"] == 3 and row["design"]["input_height"] == 64
+        assert 3 <= row["kernels"] <= 72
+    with pytest.raises(SearchError, match="fixed at 3"):
+        run_search("shapes-seg", studio_home / "seg2", budget=5, bounds="kernel_taps=3:7")
