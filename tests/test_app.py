@@ -102,15 +102,20 @@ def test_rgb_design_previews_each_wavelength(app):
 
 
 # ---------------------------------------------------------------------------- the Estimate page
-@pytest.fixture
-def estimate_page(tmp_path, monkeypatch):
-    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path))
+def _page_with_jobs(page: str, home, monkeypatch) -> AppTest:
+    """``page`` opened through the router, with a studio home of its own whose workers exit soon."""
+    monkeypatch.setenv("ONN_STUDIO_HOME", str(home))
     monkeypatch.setenv("ONN_JOB_IDLE_EXIT_S", "3")
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
-    at.switch_page("../pages/estimate.py").run()
+    at.switch_page(f"../pages/{page}").run()
     assert not at.exception, at.exception
     return at
+
+
+@pytest.fixture
+def estimate_page(tmp_path, monkeypatch):
+    return _page_with_jobs("estimate.py", tmp_path, monkeypatch)
 
 
 def test_estimate_page_answers_instantly_with_curves(estimate_page):
@@ -263,12 +268,7 @@ def test_data_page_adds_an_upload_previews_it_as_the_design_sees_it_and_removes_
 def test_search_page_runs_a_job_draws_the_front_and_applies_a_design(tmp_path, monkeypatch):
     from onn_core import jobs
 
-    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path))
-    monkeypatch.setenv("ONN_JOB_IDLE_EXIT_S", "3")
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    at.switch_page("../pages/search.py").run()
-    assert not at.exception, at.exception
+    at = _page_with_jobs("search.py", tmp_path, monkeypatch)
     assert [t.value for t in at.title] == ["Design search"]
     at.number_input(key="search.budget").set_value(30)
     next(b for b in at.button if b.label == "Search (background job)").click().run()
