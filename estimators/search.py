@@ -37,6 +37,10 @@ FREE_FIELDS = ("metasurface_height", "metasurface_width", "kernel_size", "kernel
 OBJECTIVES = {"accuracy": "maximize", "area": "minimize", "kernels": "minimize", "macs": "minimize"}
 STUDY_NAME = "design-search"
 MAX_BUDGET = 100_000
+# Without a surrogate (a designer's own data before a sweep) every trial is an exact estimate on a
+# smaller regression (seconds a trial), so the budget is bounded.
+MAX_EXACT_BUDGET = 200
+EXACT_TRIAL_SETTINGS = {"train_size": 1000, "val_size": 300, "test_size": 500, "inits": 1}
 
 
 CHOICE_FIELDS = ("kernel_taps", "sensor_bit_depth")  # whole-number fields: searched among the swept values
@@ -214,9 +218,14 @@ def run_search(
     scheduler: str | None = None,
     jobs: int | None = None,
     exact_settings: dict[str, Any] | None = None,
+    exact: bool = False,
     on_trial: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Search (or resume searching) ``dataset``'s designs; returns {"front", "trials", "seconds", "study"}."""
+    """Search (or resume searching) ``dataset``'s designs; returns {"front", "trials", "seconds", "study"}.
+
+    ``exact``: every trial is an exact NTK-regression estimate (``exact_settings``, default
+    ``EXACT_TRIAL_SETTINGS``) instead of the surrogate: for data no sweep covers; budget ≤
+    ``MAX_EXACT_BUDGET``."""
     import optuna
 
     objectives = objectives or ["accuracy", "area"]
@@ -230,12 +239,21 @@ def run_search(
         raise SearchError(f"--budget: give a whole number of trials from 1 to {MAX_BUDGET}; got {budget!r}.")
     if isinstance(exact_top, bool) or not isinstance(exact_top, int) or not 0 <= exact_top <= 32:
         raise SearchError(f"--exact-top: give 0 … 32 designs to confirm exactly; got {exact_top!r}.")
+    if exact and budget > MAX_EXACT_BUDGET:
+        raise SearchError(f"--budget: an exact search runs one NTK regression a trial; give at most "
+                          f"{MAX_EXACT_BUDGET} trials, or sweep the dataset first (python -m onn_core sweep "
+                          f"--dataset {dataset}) and search its surrogate.")  # fmt: skip
     space = search_space(dataset, fixed, bounds)
     probe = _probe(dataset, space)
-    try:
-        surrogate = surrogate_for(dataset, probe)
-    except SurrogateUnavailable as exc:
-        raise SearchError(f"the search asks the surrogate, and there is none for {dataset}: {exc}") from None
+    if exact:
+        surrogate = ExactTrials(dataset, exact_settings or EXACT_TRIAL_SETTINGS)
+    else:
+        try:
+            surrogate = surrogate_for(dataset, probe)
+        except SurrogateUnavailable as exc:
+            raise SearchError(f"the search asks the surrogate, and there is none for {dataset}: {exc} Or "
+                              f"search with an exact estimate a trial: --exact --budget ≤ {MAX_EXACT_BUDGET}."
+                              ) from None  # fmt: skip
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{out / 'study.db'}"
@@ -293,6 +311,38 @@ def run_search(
     return {"front": front, "trials": len(study.trials), "feasible_trials": feasible,
             "seconds": round(time.perf_counter() - started, 2), "study": str(out / "study.db"),
             "objectives": objectives, "surrogate": {"kind": surrogate.kind, "n_points": surrogate.n_points}}
+
+
+@dataclass
+class _ExactAnswer:
+    accuracy: float
+    low: float
+    high: float
+    extrapolation: bool = False
+
+
+class ExactTrials:
+    """Answers a trial with the exact NTK-regression estimate (calibrated), as the surrogate would."""
+
+    kind = "exact NTK regression"
+
+    def __init__(self, dataset: str, settings: dict[str, Any]) -> None:
+        from .ntk_regression import EstimateSettings
+
+        self.dataset, self.n_points = dataset, 0
+        self.settings = EstimateSettings(**settings)
+        self._data: dict[tuple[int, int, int], Any] = {}
+
+    def predict(self, design: Design) -> _ExactAnswer:
+        from onn_core.data.registry import load_for_design
+
+        from .ntk_regression import estimate
+
+        if design.input_shape not in self._data:  # the data once per input shape, not once a trial
+            self._data[design.input_shape] = load_for_design(self.dataset, design, seed=self.settings.split_seed)
+        result = estimate(design, self.dataset, self.settings, data=self._data[design.input_shape], threads=1)
+        self.n_points += 1
+        return _ExactAnswer(result.accuracy, result.low, result.high)
 
 
 def _probe(dataset: str, space: SearchSpace) -> Design:

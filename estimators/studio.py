@@ -70,7 +70,7 @@ def estimate_progress_text(update: Any) -> str:
 
 
 # ---------------------------------------------------------------------------- the search job
-SEARCH_KEYS = {"dataset", "objectives", "budget", "seed", "fixed", "bounds", "exact_top"}
+SEARCH_KEYS = {"dataset", "objectives", "budget", "seed", "fixed", "bounds", "exact_top", "exact"}
 FRONT_EVERY = 25  # trials between snapshots of the growing front (the page draws it)
 
 
@@ -82,7 +82,7 @@ def search_options(config: dict[str, Any]) -> dict[str, Any]:
         raise JobError(f"unknown dataset {config.get('dataset')!r}; choose one of {', '.join(SPECS)}.")
     return {"objectives": config.get("objectives") or ["accuracy", "area"], "budget": config.get("budget", 300),
             "seed": config.get("seed", 0), "fixed": config.get("fixed"), "bounds": config.get("bounds"),
-            "exact_top": config.get("exact_top", 0)}  # fmt: skip
+            "exact_top": config.get("exact_top", 0), "exact": bool(config.get("exact", False))}  # fmt: skip
 
 
 def validate_search(config: dict[str, Any]) -> None:
@@ -117,7 +117,7 @@ JOB_KINDS = (
     JobKind("estimate", run_estimate, validate_estimate, "the accuracy a design can reach, before training",
             "design, dataset, settings (EstimateSettings keys)", estimate_progress_text),
     JobKind("search", run_search_job, validate_search, "the Pareto front of accuracy against metasurface area",
-            "dataset, objectives, budget, seed, fixed, bounds, exact_top", search_progress_text),
+            "dataset, objectives, budget, seed, fixed, bounds, exact_top, exact", search_progress_text),
 )  # fmt: skip
 
 
@@ -222,7 +222,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     objectives = [name.strip() for name in args.objectives.split(",")]
     result = run_search(args.dataset, args.out, objectives=objectives, budget=args.budget, seed=args.seed,
                         fixed=args.fixed, bounds=args.bounds, exact_top=args.exact_top, backend=args.backend,
-                        scheduler=args.scheduler, on_trial=progress)  # fmt: skip
+                        scheduler=args.scheduler, exact=args.exact, on_trial=progress)  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -276,6 +276,9 @@ def register_commands(commands: argparse._SubParsersAction) -> None:
                         help="ranges of the free fields (SI; default: the shipped sweeps' ranges)")  # fmt: skip
     search.add_argument("--exact-top", type=int, default=0, metavar="K",
                         help="confirm K front designs, spread along the area, by the exact NTK regression")  # fmt: skip
+    search.add_argument("--exact", action="store_true",
+                        help="an exact NTK regression a trial (data no sweep covers; seconds a trial; "
+                             "budget ≤ 200)")  # fmt: skip
     search.add_argument("--backend", choices=("loky", "dask"), default="loky")
     search.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler for the exact checks")
     search.add_argument("--out", required=True, metavar="DIR", help="the study (SQLite) lives here; resumes")

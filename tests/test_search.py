@@ -100,3 +100,16 @@ def test_segmentation_searches_its_own_ranges_with_the_students_taps(studio_home
         assert 3 <= row["kernels"] <= 72
     with pytest.raises(SearchError, match="fixed at 3"):
         run_search("shapes-seg", studio_home / "seg2", budget=5, bounds="kernel_taps=3:7")
+
+
+def test_data_no_sweep_covers_is_searched_with_an_exact_estimate_a_trial(studio_home):
+    with pytest.raises(SearchError, match="--exact --budget"):
+        run_search("digits", studio_home / "surrogate", budget=5)
+    with pytest.raises(SearchError, match="at most 200"):
+        run_search("digits", studio_home / "big", budget=500, exact=True)
+    settings = {"train_size": 40, "val_size": 20, "test_size": 40, "inits": 1}
+    result = run_search("digits", studio_home / "exact", budget=4, exact=True, exact_settings=settings,
+                        bounds="metasurface_height=5e-4:2e-3,metasurface_width=5e-4:2e-3")  # fmt: skip
+    assert result["trials"] == 4 and result["surrogate"]["kind"] == "exact NTK regression"
+    assert result["surrogate"]["n_points"] == result["feasible_trials"] >= 1  # one estimate a buildable trial
+    assert all(0 < row["accuracy"] <= 1 and row["low"] <= row["accuracy"] <= row["high"] for row in result["front"])
