@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from app_widgets import job_panel, sidebar_design, through_the_router, use_design
-from estimators.search import FREE_FIELDS, describe, search_space
+from estimators.search import FREE_FIELDS, MAX_EXACT_BUDGET, describe, search_space
 from estimators.surrogate import surrogate_for
 from onn_core import jobs
 from onn_core.data.registry import SPECS
@@ -59,10 +59,16 @@ dataset = st.selectbox("Dataset", SWEPT + tuple(d for d in SPECS if d not in SWE
 metric = headline_label(SPECS[dataset].task)
 try:
     space = search_space(dataset)
-    surrogate = surrogate_for(dataset, design)
-except (SearchError, SurrogateUnavailable, SweepError, DesignError) as reason:
+except (SearchError, DesignError) as reason:
     st.info(f"No search on {dataset}: {reason}")
     st.stop()
+try:
+    surrogate = surrogate_for(dataset, design)
+except (SurrogateUnavailable, SweepError, DesignError):
+    surrogate = None  # data no sweep covers: an exact estimate a trial
+    st.info(f"No sweep covers {dataset}, so each trial runs an exact NTK regression (seconds each, at most "
+            f"{MAX_EXACT_BUDGET} trials). Sweep it once (`python -m onn_core sweep --dataset {dataset}`) and the "
+            "search asks an instant surrogate instead.")  # fmt: skip
 
 with st.form("search.form"):
     columns = st.columns(3)
@@ -77,8 +83,12 @@ with st.form("search.form"):
     extra = st.multiselect("Also minimise", ["kernels", "macs"], key="search.objectives",
                            help="Accuracy (maximised) and area (minimised) are always objectives.")  # fmt: skip
     columns = st.columns(3)
-    budget = columns[0].number_input("Trials", 20, 5000, 300, step=50, key="search.budget",
-                                     help="Each trial asks the surrogate for one design (milliseconds).")  # fmt: skip
+    if surrogate is None:
+        budget = columns[0].number_input("Trials", 2, MAX_EXACT_BUDGET, 30, step=10, key="search.budget_exact",
+                                         help="Each trial runs an exact NTK regression (seconds).")  # fmt: skip
+    else:
+        budget = columns[0].number_input("Trials", 20, 5000, 300, step=50, key="search.budget",
+                                         help="Each trial asks the surrogate (milliseconds).")  # fmt: skip
     seed = columns[1].number_input("Seed", 0, 10_000, 0, key="search.seed")
     exact_top = columns[2].number_input("Confirm exactly", 0, 8, 0, key="search.exact",
                                         help="Front designs (spread along the area) checked by the exact NTK "
@@ -91,7 +101,8 @@ fixed += f",signed_kernels={design.signed_kernels},wavelengths=" + ";".join(f"{w
 if taps and len(taps) < len(space.taps):
     bounds.append(f"kernel_taps={min(taps)}:{max(taps)}")
 config = {"dataset": dataset, "objectives": ["accuracy", "area", *extra], "budget": int(budget), "seed": int(seed),
-          "fixed": fixed, "bounds": ",".join(bounds) or None, "exact_top": int(exact_top)}  # fmt: skip
+          "fixed": fixed, "bounds": ",".join(bounds) or None, "exact_top": int(exact_top),
+          "exact": surrogate is None}  # fmt: skip
 if submitted:
     if not taps:
         st.error("Choose at least one tap count.")
@@ -114,7 +125,7 @@ def search_panel() -> None:
     if not front:
         return
     try:
-        current = describe(design, dataset, surrogate.predict(design))
+        current = describe(design, dataset, surrogate.predict(design)) if surrogate is not None else None
     except DesignError:
         current = None
     st.plotly_chart(search_front_figure(front, metric, current), width="stretch")

@@ -292,3 +292,18 @@ def test_search_page_runs_a_job_draws_the_front_and_applies_a_design(tmp_path, m
     held = at.session_state["design"].to_dict()  # the sidebar now holds it (to the form's precision)
     for name, value in chosen["design"].items():
         assert held[name] == (pytest.approx(value, rel=1e-9) if isinstance(value, float) else value), name
+
+
+def test_search_page_on_data_no_sweep_covers_offers_an_exact_search(tmp_path, monkeypatch):
+    from onn_core import jobs
+
+    at = _page_with_jobs("search.py", tmp_path, monkeypatch)
+    at.selectbox(key="search.dataset").set_value("digits").run()
+    assert any("No sweep covers digits" in i.value and "sweep --dataset digits" in i.value for i in at.info)
+    assert at.number_input(key="search.budget_exact").max == 200
+    at.number_input(key="search.budget_exact").set_value(2)
+    next(b for b in at.button if b.label == "Search (background job)").click().run()
+    [job] = jobs.list_jobs()
+    assert job.kind == "search" and job.config["exact"] is True and job.config["budget"] == 2
+    jobs.cancel(job.id)  # the exact trials themselves are tested in test_search.py
+    assert not at.exception
