@@ -1,4 +1,4 @@
-"""Design search: the Pareto front of accuracy against metasurface area (and kernels, MACs).
+"""Design search: the Pareto front of accuracy against metasurface area (and kernels, MACs, energy).
 
 A designer's question runs the other way round from an estimate: *the smallest metasurface that
 reaches 95 % on my task, under my fab's rules*. The search asks the surrogate (milliseconds a
@@ -28,13 +28,17 @@ from typing import Any
 from onn_core.data.registry import SPECS
 from onn_core.design import Design
 from onn_core.errors import DesignError, SearchError, SurrogateUnavailable
+from onn_core.models.energy import DEFAULT_ENERGY_MODEL, EnergyModel, energy_per_image
 
 from .surrogate import surrogate_for
 
 SPEC_FOLDER = Path(__file__).resolve().parents[1] / "assets" / "sweeps" / "specs"
 FREE_FIELDS = ("metasurface_height", "metasurface_width", "kernel_size", "kernel_spacing", "sensor_distance",
                "kernel_taps")  # fmt: skip
-OBJECTIVES = {"accuracy": "maximize", "area": "minimize", "kernels": "minimize", "macs": "minimize"}
+OBJECTIVES = {"accuracy": "maximize", "area": "minimize", "kernels": "minimize", "macs": "minimize",
+              "energy": "minimize"}
+OBJECTIVE_KEYS = {"accuracy": "accuracy", "area": "area_mm2", "kernels": "kernels", "macs": "macs",
+                  "energy": "energy_j"}  # the front row's key for each objective
 STUDY_NAME = "design-search"
 MAX_BUDGET = 100_000
 # Without a surrogate (a designer's own data before a sweep) every trial is an exact estimate on a
@@ -162,32 +166,36 @@ def search_space(dataset: str, fixed: str | None = None, bounds: str | None = No
 
 
 @functools.lru_cache(maxsize=256)
-def _macs(kernels: int, taps: int, input_shape: tuple[int, int, int], task: str, classes: int, signed: bool) -> int:
-    """Digital + optical MACs per image of the student (they depend on the kernel count and taps)."""
+def _student_cost(kernels: int, taps: int, input_shape: tuple[int, int, int], task: str, classes: int,
+                  signed: bool) -> dict[str, Any]:  # fmt: skip
+    """The student's MACs and sensor values per image (they depend on the kernel count and taps)."""
     from onn_core.models import build_student, count_cost, default_student
 
     design = Design(kernel_taps=taps, signed_kernels=signed, input_channels=input_shape[0],
                     input_height=input_shape[1], input_width=input_shape[2])  # fmt: skip
     model = build_student(default_student(task, input_shape[0]), design, classes, kernels=kernels)
-    cost = count_cost(model, input_shape)
-    return int(cost["digital_macs"] + cost["optical_macs"])
+    return count_cost(model, input_shape)
 
 
-def describe(design: Design, dataset: str, answer: Any) -> dict[str, Any]:
-    """One front row: the design and what the search measured for it."""
+def describe(design: Design, dataset: str, answer: Any, energy_model: EnergyModel = DEFAULT_ENERGY_MODEL
+             ) -> dict[str, Any]:  # fmt: skip
+    """One front row: the design, what the search measured for it (energy per image in joules,
+    by ``energy_model``), and the codes of its design warnings."""
     spec = SPECS[dataset]
+    cost = _student_cost(design.kernel_count, design.kernel_taps, design.input_shape, spec.task, len(spec.classes),
+                         design.signed_kernels)  # fmt: skip
     return {
         "design": design.to_dict(), "design_id": design.design_id, "accuracy": answer.accuracy,
         "low": answer.low, "high": answer.high, "extrapolation": answer.extrapolation,
         "area_mm2": design.metasurface_height * design.metasurface_width * 1e6, "kernels": design.kernel_count,
-        "macs": _macs(design.kernel_count, design.kernel_taps, design.input_shape, spec.task, len(spec.classes),
-                      design.signed_kernels),
+        "macs": int(cost["digital_macs"] + cost["optical_macs"]),
+        "energy_j": float(f"{energy_per_image(cost, design, energy_model)['total_j']:.4g}"),
+        "warnings": [w.code for w in design.warnings if w.severity == "warning"],
     }  # fmt: skip
 
 
 def _objective_values(row: dict[str, Any], objectives: list[str]) -> list[float]:
-    key = {"accuracy": "accuracy", "area": "area_mm2", "kernels": "kernels", "macs": "macs"}
-    return [float(row[key[name]]) for name in objectives]
+    return [float(row[OBJECTIVE_KEYS[name]]) for name in objectives]
 
 
 def _worst(objectives: list[str]) -> list[float]:
@@ -219,13 +227,15 @@ def run_search(
     jobs: int | None = None,
     exact_settings: dict[str, Any] | None = None,
     exact: bool = False,
+    energy_model: EnergyModel = DEFAULT_ENERGY_MODEL,
     on_trial: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Search (or resume searching) ``dataset``'s designs; returns {"front", "trials", "seconds", "study"}.
 
     ``exact``: every trial is an exact NTK-regression estimate (``exact_settings``, default
     ``EXACT_TRIAL_SETTINGS``) instead of the surrogate: for data no sweep covers; budget ≤
-    ``MAX_EXACT_BUDGET``."""
+    ``MAX_EXACT_BUDGET``. ``energy_model``: the costs behind the ``energy`` objective and every
+    row's ``energy_j`` (see :mod:`onn_core.models.energy`)."""
     import optuna
 
     objectives = objectives or ["accuracy", "area"]
@@ -264,12 +274,15 @@ def run_search(
     recorded = study.user_attrs.get("search")
     asked = {"dataset": dataset, "objectives": objectives, "fixed": space.fixed, "bounds": space.bounds,
              "choices": {name: list(values) for name, values in space.choices.items()}}  # fmt: skip
+    if "energy" in objectives:  # another energy model is another question
+        asked["energy_model"] = {"mac_energy": energy_model.mac_energy,
+                                 "conversion_step_energy": energy_model.conversion_step_energy}  # fmt: skip
     asked = json.loads(json.dumps(asked))  # tuples → lists, as stored
     if recorded is None:
         study.set_user_attr("search", asked)
     elif recorded != asked:
         raise SearchError(f"{out} holds a search of another question ({recorded['dataset']}, "
-                          f"{','.join(recorded['objectives'])}, other bounds or fixed fields); "
+                          f"{','.join(recorded['objectives'])}, other bounds, fixed fields or energy model); "
                           "choose another --out to start a new one.")  # fmt: skip
 
     def objective(trial: optuna.Trial) -> list[float]:
@@ -286,7 +299,7 @@ def run_search(
         low_k, high_k = space.kernel_range
         if not low_k <= design.kernel_count <= high_k:  # outside what the surrogate was fitted on
             return infeasible(trial, f"{design.kernel_count} kernels, outside the swept {low_k}–{high_k}")
-        row = describe(design, dataset, surrogate.predict(design))
+        row = describe(design, dataset, surrogate.predict(design), energy_model)
         trial.set_constraint("cannot_build", 0.0)
         trial.set_user_attr("feasible", True)
         trial.set_user_attr("row", row)
@@ -309,6 +322,8 @@ def run_search(
                         settings=exact_settings)  # fmt: skip
     feasible = sum(1 for t in study.trials if t.user_attrs.get("feasible"))
     return {"front": front, "trials": len(study.trials), "feasible_trials": feasible,
+            "energy_model": {"mac_energy_j": energy_model.mac_energy,
+                             "conversion_step_energy_j": energy_model.conversion_step_energy},
             "seconds": round(time.perf_counter() - started, 2), "study": str(out / "study.db"),
             "objectives": objectives, "surrogate": {"kind": surrogate.kind, "n_points": surrogate.n_points}}
 

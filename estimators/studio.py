@@ -70,7 +70,7 @@ def estimate_progress_text(update: Any) -> str:
 
 
 # ---------------------------------------------------------------------------- the search job
-SEARCH_KEYS = {"dataset", "objectives", "budget", "seed", "fixed", "bounds", "exact_top", "exact"}
+SEARCH_KEYS = {"dataset", "objectives", "budget", "seed", "fixed", "bounds", "exact_top", "exact", "energy_model"}
 FRONT_EVERY = 25  # trials between snapshots of the growing front (the page draws it)
 
 
@@ -82,7 +82,22 @@ def search_options(config: dict[str, Any]) -> dict[str, Any]:
         raise JobError(f"unknown dataset {config.get('dataset')!r}; choose one of {', '.join(SPECS)}.")
     return {"objectives": config.get("objectives") or ["accuracy", "area"], "budget": config.get("budget", 300),
             "seed": config.get("seed", 0), "fixed": config.get("fixed"), "bounds": config.get("bounds"),
-            "exact_top": config.get("exact_top", 0), "exact": bool(config.get("exact", False))}  # fmt: skip
+            "exact_top": config.get("exact_top", 0), "exact": bool(config.get("exact", False)),
+            "energy_model": energy_model(config.get("energy_model") or {})}  # fmt: skip
+
+
+def energy_model(values: dict[str, Any]) -> Any:
+    """An :class:`~onn_core.models.energy.EnergyModel` from {"mac_energy", "conversion_step_energy"}
+    (joules; either may be left out for the default), refused in the designer's terms."""
+    from onn_core.models.energy import EnergyModel
+
+    unknown = sorted(set(values) - {"mac_energy", "conversion_step_energy"})
+    if unknown:
+        raise JobError(f"energy_model takes mac_energy and conversion_step_energy (joules); not {', '.join(unknown)}.")
+    try:
+        return EnergyModel(**{name: value for name, value in values.items() if value is not None})
+    except ValueError as exc:
+        raise JobError(f"energy model: {exc}") from None
 
 
 def validate_search(config: dict[str, Any]) -> None:
@@ -117,7 +132,7 @@ JOB_KINDS = (
     JobKind("estimate", run_estimate, validate_estimate, "the accuracy a design can reach, before training",
             "design, dataset, settings (EstimateSettings keys)", estimate_progress_text),
     JobKind("search", run_search_job, validate_search, "the Pareto front of accuracy against metasurface area",
-            "dataset, objectives, budget, seed, fixed, bounds, exact_top, exact", search_progress_text),
+            "dataset, objectives, budget, seed, fixed, bounds, exact_top, exact, energy_model", search_progress_text),
 )  # fmt: skip
 
 
@@ -222,7 +237,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     objectives = [name.strip() for name in args.objectives.split(",")]
     result = run_search(args.dataset, args.out, objectives=objectives, budget=args.budget, seed=args.seed,
                         fixed=args.fixed, bounds=args.bounds, exact_top=args.exact_top, backend=args.backend,
-                        scheduler=args.scheduler, exact=args.exact, on_trial=progress)  # fmt: skip
+                        scheduler=args.scheduler, exact=args.exact, on_trial=progress,
+                        energy_model=energy_model({"mac_energy": args.mac_energy,
+                                                   "conversion_step_energy": args.conversion_step_energy}))  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -230,7 +247,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
           f"({result['seconds']:.1f} s); study {result['study']}")  # fmt: skip
     for row in result["front"]:
         exact = f"  exact {100 * row['exact_accuracy']:.1f} %" if "exact_accuracy" in row else ""
-        print(f"  {row['area_mm2']:8.3f} mm²  {row['kernels']:3d} kernels  {100 * row['accuracy']:5.1f} % "
+        print(f"  {row['area_mm2']:8.3f} mm²  {row['kernels']:3d} kernels  {row['energy_j'] * 1e6:8.3f} µJ  "
+              f"{100 * row['accuracy']:5.1f} % "
               f"[{100 * row['low']:.1f}–{100 * row['high']:.1f}]{exact}  {row['design_id']}")  # fmt: skip
     return 0
 
@@ -267,7 +285,7 @@ def register_commands(commands: argparse._SubParsersAction) -> None:
     search = commands.add_parser("search", help="the Pareto front of accuracy against metasurface area (and cost)")
     search.add_argument("--dataset", required=True)
     search.add_argument("--objectives", default="accuracy,area",
-                        help="two or more of accuracy, area, kernels, macs (default accuracy,area)")  # fmt: skip
+                        help="two or more of accuracy, area, kernels, macs, energy (default accuracy,area)")
     search.add_argument("--budget", type=int, default=300, help="total trials (a resumed search runs the rest)")
     search.add_argument("--seed", type=int, default=0)
     search.add_argument("--fixed", default=None, metavar="FIELD=VALUE,…",
@@ -279,6 +297,10 @@ def register_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--exact", action="store_true",
                         help="an exact NTK regression a trial (data no sweep covers; seconds a trial; "
                              "budget ≤ 200)")  # fmt: skip
+    search.add_argument("--mac-energy", type=float, default=None, metavar="J",
+                        help="energy model: joules per digital MAC (default 4.6e-12; docs/ENERGY.md)")
+    search.add_argument("--conversion-step-energy", type=float, default=None, metavar="J",
+                        help="energy model: joules per ADC conversion step, × 2^bits a conversion (default 1e-12)")
     search.add_argument("--backend", choices=("loky", "dask"), default="loky")
     search.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler for the exact checks")
     search.add_argument("--out", required=True, metavar="DIR", help="the study (SQLite) lives here; resumes")

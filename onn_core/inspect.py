@@ -77,7 +77,9 @@ def compare_runs(runs: list[FinishedRun]) -> list[dict[str, Any]]:
             f"teacher {run.score_name} (%)": round(100 * teacher[run.score_name], 2) if teacher.get(run.score_name)
             else None,
             "parameters": cost.get("parameters"), "digital MACs / image": cost.get("digital_macs"),
-            "optical MACs / image": cost.get("optical_macs"), "epochs": metrics.get("epochs_run"),
+            "optical MACs / image": cost.get("optical_macs"),
+            "energy / image (µJ)": round(cost["energy"]["total_j"] * 1e6, 3) if cost.get("energy") else None,
+            "epochs": metrics.get("epochs_run"),
             "train time (s)": round(metrics.get("train_seconds", 0.0), 1),
         })  # fmt: skip
     return rows

@@ -191,7 +191,10 @@ def search_front_figure(front: list[dict], metric: str, current: dict | None = N
         design = row["design"]
         return (f"{row['kernels']} kernels, {design['kernel_taps']} taps<br>k {design['kernel_size'] * 1e6:.0f} µm, "
                 f"d {design['kernel_spacing'] * 1e6:.0f} µm, z {design['sensor_distance'] * 1e3:.2f} mm<br>"
-                f"{design['metasurface_height'] * 1e3:.2f} × {design['metasurface_width'] * 1e3:.2f} mm")  # fmt: skip
+                f"{design['metasurface_height'] * 1e3:.2f} × {design['metasurface_width'] * 1e3:.2f} mm"
+                + (f"<br>{row['energy_j'] * 1e6:.3g} µJ / image, {design['sensor_bit_depth']} bits"
+                   if "energy_j" in row else "")
+                + (f"<br>warnings: {', '.join(row['warnings'])}" if row.get("warnings") else ""))  # fmt: skip
 
     figure = go.Figure()
     if front:

@@ -14,9 +14,12 @@ from onn_core import jobs
 from onn_core.data.registry import SPECS
 from onn_core.design import Design
 from onn_core.errors import DesignError, SearchError, SurrogateUnavailable, SweepError
+from onn_core.models.energy import DEFAULT_ENERGY_MODEL
 from onn_core.plots import search_front_figure
 from onn_core.training.metrics import headline_label
 from onn_core.units import MM, UM
+
+PJ = 1e-12  # joules per picojoule, for the energy model's inputs
 
 SWEPT = ("mnist", "fashion-mnist", "shapes-seg")
 # Free field → (label, display unit name, metres per display unit).
@@ -40,10 +43,13 @@ def front_csv(front: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     names = list(FREE_FIELDS)
-    writer.writerow(["design_id", "accuracy", "low", "high", "area_mm2", "kernels", "macs", "exact_accuracy", *names])
+    writer.writerow(["design_id", "accuracy", "low", "high", "area_mm2", "kernels", "macs", "energy_j",
+                     "exact_accuracy", "warnings", *names, "sensor_bit_depth"])  # fmt: skip
     for row in front:
         writer.writerow([row["design_id"], row["accuracy"], row["low"], row["high"], row["area_mm2"], row["kernels"],
-                         row["macs"], row.get("exact_accuracy", ""), *(row["design"][n] for n in names)])  # fmt: skip
+                         row["macs"], row.get("energy_j", ""), row.get("exact_accuracy", ""),
+                         ";".join(row.get("warnings", [])), *(row["design"][n] for n in names),
+                         row["design"]["sensor_bit_depth"]])  # fmt: skip
     return buffer.getvalue()
 
 
@@ -62,6 +68,10 @@ try:
 except (SearchError, DesignError) as reason:
     st.info(f"No search on {dataset}: {reason}")
     st.stop()
+try:  # the bit depths the sweeps measured, if any
+    bit_depths = search_space(dataset, bounds="sensor_bit_depth=1:16").choices["sensor_bit_depth"]
+except SearchError:
+    bit_depths = ()
 try:
     surrogate = surrogate_for(dataset, design)
 except (SurrogateUnavailable, SweepError, DesignError):
@@ -80,8 +90,21 @@ with st.form("search.form"):
         if chosen != (low / scale, high / scale):
             bounds.append(f"{name}={chosen[0] * scale:.6g}:{chosen[1] * scale:.6g}")
     taps = columns[2].multiselect("Taps per kernel", list(space.taps), default=list(space.taps), key="search.taps")
-    extra = st.multiselect("Also minimise", ["kernels", "macs"], key="search.objectives",
-                           help="Accuracy (maximised) and area (minimised) are always objectives.")  # fmt: skip
+    extra = st.multiselect("Also minimise", ["kernels", "macs", "energy"], key="search.objectives",
+                           help="Accuracy (maximised) and area (minimised) are always objectives. Energy per "
+                                "image: digital MACs and the sensor's read-out (docs/ENERGY.md).")  # fmt: skip
+    search_bits = bool(bit_depths) and st.checkbox(
+        f"Let the search choose the sensor's bit depth (among {', '.join(map(str, bit_depths))})",
+        key="search.bits", help="Fewer bits read out for less energy, at some accuracy; otherwise the "
+                                "sidebar's bit depth is held.")  # fmt: skip
+    with st.expander("Energy model"):
+        columns = st.columns(2)
+        mac_pj = columns[0].number_input("Energy per digital MAC (pJ)", 0.001, 1000.0,
+                                         DEFAULT_ENERGY_MODEL.mac_energy / PJ, key="search.mac_energy",
+                                         help="Default: a 32-bit float multiply-add in 45 nm CMOS.")  # fmt: skip
+        step_pj = columns[1].number_input("ADC energy per conversion step (pJ)", 0.001, 1000.0,
+                                          DEFAULT_ENERGY_MODEL.conversion_step_energy / PJ, key="search.step_energy",
+                                          help="One b-bit conversion costs this × 2^b; set your sensor's.")  # fmt: skip
     columns = st.columns(3)
     if surrogate is None:
         budget = columns[0].number_input("Trials", 2, MAX_EXACT_BUDGET, 30, step=10, key="search.budget_exact",
@@ -95,14 +118,21 @@ with st.form("search.form"):
                                              "regression, about half a minute each.")  # fmt: skip
     submitted = st.form_submit_button("Search (background job)", icon=":material/travel_explore:")
 
-HELD = ("meta_atom_pitch", "sensor_pixel_pitch", "sensor_bit_depth", "sensor_pixels_per_tap", "input_channels")
+HELD = ("meta_atom_pitch", "sensor_pixel_pitch", "sensor_pixels_per_tap", "input_channels")
 fixed = ",".join(f"{name}={getattr(design, name):.6g}" for name in HELD)
+if search_bits:
+    bounds.append(f"sensor_bit_depth={min(bit_depths)}:{max(bit_depths)}")
+else:
+    fixed += f",sensor_bit_depth={design.sensor_bit_depth}"
 fixed += f",signed_kernels={design.signed_kernels},wavelengths=" + ";".join(f"{w:.6g}" for w in design.wavelengths)
 if taps and len(taps) < len(space.taps):
     bounds.append(f"kernel_taps={min(taps)}:{max(taps)}")
 config = {"dataset": dataset, "objectives": ["accuracy", "area", *extra], "budget": int(budget), "seed": int(seed),
           "fixed": fixed, "bounds": ",".join(bounds) or None, "exact_top": int(exact_top),
           "exact": surrogate is None}  # fmt: skip
+if "energy" in extra:  # the model is part of the question only when energy is an objective
+    config["energy_model"] = {"mac_energy": float(f"{mac_pj * PJ:.6g}"),
+                              "conversion_step_energy": float(f"{step_pj * PJ:.6g}")}  # fmt: skip
 if submitted:
     if not taps:
         st.error("Choose at least one tap count.")

@@ -294,6 +294,22 @@ def test_search_page_runs_a_job_draws_the_front_and_applies_a_design(tmp_path, m
         assert held[name] == (pytest.approx(value, rel=1e-9) if isinstance(value, float) else value), name
 
 
+def test_search_page_asks_for_energy_with_the_designers_energy_model_and_bit_depths(tmp_path, monkeypatch):
+    from onn_core import jobs
+
+    at = _page_with_jobs("search.py", tmp_path, monkeypatch)
+    at.multiselect(key="search.objectives").set_value(["energy"])
+    at.checkbox(key="search.bits").check()
+    at.number_input(key="search.step_energy").set_value(2.0)  # pJ a conversion step
+    next(b for b in at.button if b.label == "Search (background job)").click().run()
+    [job] = jobs.list_jobs()
+    assert job.config["objectives"] == ["accuracy", "area", "energy"]
+    assert job.config["energy_model"] == {"mac_energy": 4.6e-12, "conversion_step_energy": 2e-12}
+    assert "sensor_bit_depth=4:12" in job.config["bounds"] and "sensor_bit_depth" not in job.config["fixed"]
+    jobs.cancel(job.id)  # the energy objective itself is tested in test_search.py
+    assert not at.exception
+
+
 def test_search_page_on_data_no_sweep_covers_offers_an_exact_search(tmp_path, monkeypatch):
     from onn_core import jobs
 

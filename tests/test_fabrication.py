@@ -509,6 +509,7 @@ def test_exports_write_what_a_fab_and_a_collaborator_need(designed_run, tmp_path
     assert set(written) == {"npz", "png", "csv", "gds", "json", "safetensors", "html"}
     page = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in page and "kernel correlation" in page and "<script" not in page
+    assert "energy / image</th><td>" in page and "µJ (sensor read-out" in page  # the run's cost.energy
 
 
 def test_exports_that_need_meta_atoms_say_to_run_inverse_design_first(small_run, tmp_path):

@@ -8,6 +8,7 @@ import torch
 from onn_core.design import Design
 from onn_core.errors import DesignError
 from onn_core.models import (
+    EnergyModel,
     FrontendOptions,
     IdealFrontend,
     PhysicalFrontend,
@@ -15,6 +16,7 @@ from onn_core.models import (
     build_student,
     build_teacher,
     count_cost,
+    energy_per_image,
 )
 from onn_core.models.frontends import _convolve
 from onn_core.optics import default_meta_atom_table, incoherent_image
@@ -137,6 +139,28 @@ def test_compressed_meta_cost_splits_optical_and_digital_work():
     subtraction = kernels * 28 * 28
     assert cost["digital_macs"] == subtraction + kernels * 14 * 14 * 128 + 128 * 10
     assert cost["optical_parameters"] == kernels * 49
+
+
+def test_energy_per_image_is_the_digital_macs_and_every_sensor_conversion_by_hand():
+    design = Design(sensor_bit_depth=10, sensor_pixels_per_tap=3)
+    cost = count_cost(build_student("compressed-meta", design, 10), (1, 28, 28))
+    kernels = design.kernel_count
+    assert cost["sensor_values"] == 2 * kernels * 28 * 28  # K⁺ and K⁻ captures, every output pixel
+    model = EnergyModel(mac_energy=2e-12, conversion_step_energy=0.5e-12)
+    energy = energy_per_image(cost, design, model)
+    conversions = 2 * kernels * 28 * 28 * 3 * 3  # each value spans 3 × 3 sensor pixels
+    assert energy["sensor_conversions"] == conversions
+    assert energy["sensor_j"] == pytest.approx(conversions * 0.5e-12 * 2**10)
+    assert energy["digital_j"] == pytest.approx(cost["digital_macs"] * 2e-12)
+    assert energy["total_j"] == pytest.approx(energy["sensor_j"] + energy["digital_j"])
+    fewer_bits = energy_per_image(cost, design.replace(sensor_bit_depth=6), model)
+    assert fewer_bits["sensor_j"] == pytest.approx(energy["sensor_j"] / 16)  # 2^10 / 2^6 steps
+    with pytest.raises(ValueError, match="mac_energy"):
+        EnergyModel(mac_energy=-1.0)
+
+
+def test_an_electronic_teacher_reads_no_sensor():
+    assert count_cost(build_teacher("lenet", 1, (28, 28), 10), (1, 28, 28))["sensor_values"] == 0
 
 
 def test_segmentation_student_uses_the_method_groups_or_splits_fewer_kernels_1_2_4():

@@ -113,3 +113,27 @@ def test_data_no_sweep_covers_is_searched_with_an_exact_estimate_a_trial(studio_
     assert result["trials"] == 4 and result["surrogate"]["kind"] == "exact NTK regression"
     assert result["surrogate"]["n_points"] == result["feasible_trials"] >= 1  # one estimate a buildable trial
     assert all(0 < row["accuracy"] <= 1 and row["low"] <= row["accuracy"] <= row["high"] for row in result["front"])
+
+
+def test_energy_trades_bits_and_kernels_against_accuracy_and_its_model_is_part_of_the_question(studio_home, capsys):
+    from onn_core.models import EnergyModel, build_student, count_cost, energy_per_image
+
+    out = studio_home / "energy"
+    result = run_search("mnist", out, objectives=["accuracy", "energy"], budget=40, seed=2,
+                        bounds="sensor_bit_depth=4:12")  # fmt: skip
+    front = result["front"]
+    assert front and result["energy_model"] == {"mac_energy_j": 4.6e-12, "conversion_step_energy_j": 1e-12}
+    for row in front:  # each row's energy is the model's answer for its own student, bits and sensor
+        design = Design.from_dict(row["design"])
+        cost = count_cost(build_student("compressed-meta", design, 10), design.input_shape)
+        assert row["energy_j"] == pytest.approx(energy_per_image(cost, design)["total_j"], rel=1e-3)
+        assert isinstance(row["warnings"], list)
+    for a in front:  # non-dominated in accuracy and energy
+        assert not any(b["accuracy"] >= a["accuracy"] and b["energy_j"] < a["energy_j"] for b in front if b is not a)
+    assert len({row["design"]["sensor_bit_depth"] for row in front}) > 1  # the bit depth is a lever it uses
+    with pytest.raises(SearchError, match="another question"):
+        run_search("mnist", out, objectives=["accuracy", "energy"], budget=45, bounds="sensor_bit_depth=4:12",
+                   energy_model=EnergyModel(conversion_step_energy=5e-12))  # fmt: skip
+    code = main(["search", "--dataset", "mnist", "--budget", "5", "--objectives", "accuracy,energy",
+                 "--mac-energy", "-1", "--out", str(studio_home / "bad-energy")])  # fmt: skip
+    assert code == 2 and "mac_energy must be a positive energy" in capsys.readouterr().err

@@ -270,6 +270,14 @@ def export_gds(run: FinishedRun, out: Path, *, quantisation: float = 1e-9) -> li
     return [path, out / "metasurface_gds.json"]
 
 
+def _energy_text(energy: dict[str, Any] | None) -> str:
+    """The energy model's answer in µJ (runs recorded before it have none)."""
+    if not energy:
+        return "–"
+    return (f"{energy['total_j'] * 1e6:.3g} µJ (sensor read-out {energy['sensor_j'] * 1e6:.3g}, "
+            f"digital {energy['digital_j'] * 1e6:.3g}; docs/ENERGY.md)")  # fmt: skip
+
+
 def export_html(run: FinishedRun, out: Path) -> list[Path]:
     """A self-contained HTML report: metrics, design, training curve, kernels, metasurface."""
     import base64
@@ -301,6 +309,7 @@ def export_html(run: FinishedRun, out: Path) -> list[Path]:
         ("teacher", str((metrics.get("teacher") or {}).get("model") or "–")),
         ("parameters", f"{cost['parameters']:,}" if "parameters" in cost else "–"),
         ("digital MACs / image", f"{cost['digital_macs']:,}" if "digital_macs" in cost else "–"),
+        ("energy / image", _energy_text(cost.get("energy"))),
         ("seed", str(config.seed)),
     ]  # fmt: skip
     layout = design.report()["layout"]

@@ -1,6 +1,7 @@
 """Hybrid ONN students (optical frontends + digital backends), electronic teachers, their cost."""
 
 from .cost import count_cost
+from .energy import DEFAULT_ENERGY_MODEL, EnergyModel, energy_per_image
 from .frontends import IdealFrontend, OpticalFrontend, PhysicalFrontend, SensorSettings, default_phase_pixel
 from .zoo import (
     STUDENTS,
@@ -13,8 +14,10 @@ from .zoo import (
 )
 
 __all__ = [
+    "DEFAULT_ENERGY_MODEL",
     "STUDENTS",
     "TEACHERS",
+    "EnergyModel",
     "FrontendOptions",
     "IdealFrontend",
     "OpticalFrontend",
@@ -26,4 +29,5 @@ __all__ = [
     "default_phase_pixel",
     "default_student",
     "default_teacher",
+    "energy_per_image",
 ]

@@ -2,7 +2,9 @@
 
 Digital MACs count every multiply-accumulate a processor does (convolutions, transposed
 convolutions, linear layers, and the frontend's K⁺ − K⁻ subtraction and gains). Optical MACs are
-the convolutions the meta-optic performs with light: they cost no digital energy.
+the convolutions the meta-optic performs with light: they cost no digital energy. Sensor values
+are what the backend reads from the sensor per image (every capture's output pixels); with the
+design's sensor they give the read-out energy (:mod:`onn_core.models.energy`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .frontends import OpticalFrontend
 
 def count_cost(model: nn.Module, image_shape: tuple[int, int, int]) -> dict[str, Any]:
     """Parameters and per-image MACs of ``model`` on images of (channels, height, width)."""
-    counts = {"digital_macs": 0, "optical_macs": 0}
+    counts = {"digital_macs": 0, "optical_macs": 0, "sensor_values": 0}
 
     def layer_hook(module: nn.Module, inputs, output) -> None:
         if isinstance(module, nn.Linear):
@@ -33,6 +35,7 @@ def count_cost(model: nn.Module, image_shape: tuple[int, int, int]) -> dict[str,
         height, width = inputs[0].shape[-2:]
         counts["optical_macs"] += module.optical_macs(height, width)
         counts["digital_macs"] += module.digital_macs(height, width)
+        counts["sensor_values"] += module.sensor_values(height, width)
 
     handles = []
     optical_parameters = 0

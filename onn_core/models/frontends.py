@@ -176,6 +176,10 @@ class OpticalFrontend(nn.Module):
         pixels = (height // self.scale) * (width // self.scale)
         return self.kernels * self.captures_per_kernel * self.channels * self.taps**2 * pixels
 
+    def sensor_values(self, height: int, width: int) -> int:
+        """Values read from the sensor per image: every capture's output pixels."""
+        return self.kernels * self.captures_per_kernel * (height // self.scale) * (width // self.scale)
+
     def digital_macs(self, height: int, width: int) -> int:
         """Digital work of the frontend per image, counting each add, multiply or divide as one MAC:
         the K⁺ − K⁻ subtraction, capture gains, and the auto-exposure (mean of the input, one

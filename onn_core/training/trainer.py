@@ -40,6 +40,7 @@ from ..models import (
     count_cost,
     default_student,
     default_teacher,
+    energy_per_image,
 )
 from ..models.frontends import held_kernels
 from ..paths import studio_home
@@ -386,6 +387,8 @@ def _train(
                                train_limit=config.train_limit)  # fmt: skip
     model, model_name = build_model(design, config, data)
     cost = count_cost(model, data.image_shape)
+    if config.role == "student" and design is not None:
+        cost["energy"] = energy_per_image(cost, design)
     optimiser = _optimiser(model, config)
     scheduler = _scheduler(optimiser, config)
     loss_fn, teacher_info = _transfer_loss(config, data, log, progress)
