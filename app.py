@@ -17,9 +17,10 @@ from onn_core.design import Design
 from onn_core.design_form import FORM_FIELDS, design_from_form, form_values
 from onn_core.design_link import from_link, to_link
 from onn_core.errors import DesignError
+from onn_core.user_input import MAX_JSON_BYTES
 
 PAGES = Path(__file__).resolve().parent / "pages"
-MAX_DESIGN_UPLOAD_BYTES = 64 * 1024
+BAD_LINK = "bad_design_link"  # the link that failed to load: kept in the URL until the design is edited
 FORM_PREFIX = "form."
 
 st.set_page_config(page_title="ONN Design Studio", page_icon=":material/blur_on:", layout="wide")
@@ -51,16 +52,8 @@ def _on_upload() -> None:
     upload = st.session_state.get("design_upload")
     if upload is None:
         return
-    if upload.size > MAX_DESIGN_UPLOAD_BYTES:
-        st.session_state["upload_message"] = (
-            f"{upload.name} is {upload.size // 1024} KiB; a design file is at most 64 KiB."
-        )
-        return
     try:
-        design = Design.from_json(upload.getvalue().decode("utf-8"))
-    except UnicodeDecodeError:
-        st.session_state["upload_message"] = f"{upload.name} is not a UTF-8 text file."
-        return
+        design = Design.from_json(upload.getvalue())  # size, encoding and structure checked there
     except DesignError as error:
         st.session_state["upload_message"] = f"{upload.name} was not loaded: {error}"
         return
@@ -75,6 +68,7 @@ def _design_from_link() -> Design:
         return from_link(code)
     except DesignError as error:
         st.session_state["upload_message"] = f"The design in the link was not loaded: {error}"
+        st.session_state[BAD_LINK] = (code, None)  # None: the design the form first shows for it
         return Design()
 
 
@@ -132,6 +126,13 @@ def design_sidebar() -> None:
         st.session_state["design"], st.session_state["design_error"] = design, None
         # The design travels in the URL, so a link reproduces the view (page switches clear it).
         link = to_link(design)
+        bad_link, shown = st.session_state.get(BAD_LINK) or (None, None)
+        if bad_link is not None and shown is None:
+            st.session_state[BAD_LINK] = bad_link, shown = bad_link, design
+        if bad_link is not None and design == shown:
+            link = bad_link  # the designer keeps the link they opened (to fix or report) until they edit
+        else:
+            st.session_state.pop(BAD_LINK, None)
         if st.query_params.get("design", "") != link:
             if link:
                 st.query_params["design"] = link
@@ -155,6 +156,7 @@ def design_sidebar() -> None:
             type=["json"],
             key="design_upload",
             on_change=_on_upload,
+            max_upload_size=MAX_JSON_BYTES // 2**20,
             help="A design saved from this app or by `python -m onn_core design default --json`.",
         )
         if st.session_state.get("upload_message"):

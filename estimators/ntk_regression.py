@@ -122,8 +122,18 @@ class EstimateSettings:
         if self.kernels is not None and (isinstance(self.kernels, bool) or not isinstance(self.kernels, int)
                                          or not 1 <= self.kernels <= 1024):  # fmt: skip
             raise DesignError("kernels", self.kernels, "must be a whole number of kernels from 1 to 1024, or null.")
-        if not self.ridge_grid or any(not (r > 0 and math.isfinite(r)) for r in self.ridge_grid):
+        if not self.ridge_grid or any(isinstance(r, bool) or not isinstance(r, int | float) or not (
+                r > 0 and math.isfinite(r)) for r in self.ridge_grid):  # fmt: skip
             raise DesignError("ridge_grid", self.ridge_grid, "must list positive, finite ridge values.")
+        for name in ("seed", "split_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+                raise DesignError(name, value, "must be a whole number from 0 to 2³²−1.")
+        if self.data_root is not None and (not isinstance(self.data_root, str) or not self.data_root):
+            raise DesignError("data_root", self.data_root, "must be a folder path (text), or null.")
+        for name in ("band_limit", "sensor_noise"):
+            if not isinstance(getattr(self, name), bool):
+                raise DesignError(name, getattr(self, name), "must be true or false.")
 
 
 @dataclass

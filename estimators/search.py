@@ -212,6 +212,31 @@ def _spread(front: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
     return [front[i] for i in picks]
 
 
+def check_request(*, objectives: list[str], budget: Any, seed: Any, exact_top: Any, exact: Any,
+                  dataset: str) -> None:  # fmt: skip
+    """Refuse a search that cannot run as asked, before anything is built (also at job submit)."""
+    if not isinstance(objectives, list) or not all(isinstance(name, str) for name in objectives):
+        raise SearchError(f"--objectives: give a list of names; got {objectives!r}.")
+    unknown = [name for name in objectives if name not in OBJECTIVES]
+    if unknown or len(set(objectives)) != len(objectives) or len(objectives) < 2:
+        raise SearchError(f"--objectives: give two or more of {', '.join(OBJECTIVES)} (no repeats); "
+                          f"got {','.join(objectives)}.")  # fmt: skip
+    if "accuracy" not in objectives:
+        raise SearchError("--objectives must include accuracy: it is what the front trades against cost.")
+    if isinstance(budget, bool) or not isinstance(budget, int) or not 1 <= budget <= MAX_BUDGET:
+        raise SearchError(f"--budget: give a whole number of trials from 1 to {MAX_BUDGET}; got {budget!r}.")
+    if isinstance(exact_top, bool) or not isinstance(exact_top, int) or not 0 <= exact_top <= 32:
+        raise SearchError(f"--exact-top: give 0 … 32 designs to confirm exactly; got {exact_top!r}.")
+    if exact and budget > MAX_EXACT_BUDGET:
+        raise SearchError(f"--budget: an exact search runs one NTK regression a trial; give at most "
+                          f"{MAX_EXACT_BUDGET} trials, or sweep the dataset first (python -m onn_core sweep "
+                          f"--dataset {dataset}) and search its surrogate.")  # fmt: skip
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise SearchError(f"--seed: give a whole number from 0 to 2³²−1; got {seed!r}.")
+    if not isinstance(exact, bool):
+        raise SearchError(f"exact must be true or false; got {exact!r}.")
+
+
 def run_search(
     dataset: str,
     out: str | Path,
@@ -239,20 +264,8 @@ def run_search(
     import optuna
 
     objectives = objectives or ["accuracy", "area"]
-    unknown = [name for name in objectives if name not in OBJECTIVES]
-    if unknown or len(set(objectives)) != len(objectives) or len(objectives) < 2:
-        raise SearchError(f"--objectives: give two or more of {', '.join(OBJECTIVES)} (no repeats); "
-                          f"got {','.join(objectives)}.")  # fmt: skip
-    if "accuracy" not in objectives:
-        raise SearchError("--objectives must include accuracy: it is what the front trades against cost.")
-    if isinstance(budget, bool) or not isinstance(budget, int) or not 1 <= budget <= MAX_BUDGET:
-        raise SearchError(f"--budget: give a whole number of trials from 1 to {MAX_BUDGET}; got {budget!r}.")
-    if isinstance(exact_top, bool) or not isinstance(exact_top, int) or not 0 <= exact_top <= 32:
-        raise SearchError(f"--exact-top: give 0 … 32 designs to confirm exactly; got {exact_top!r}.")
-    if exact and budget > MAX_EXACT_BUDGET:
-        raise SearchError(f"--budget: an exact search runs one NTK regression a trial; give at most "
-                          f"{MAX_EXACT_BUDGET} trials, or sweep the dataset first (python -m onn_core sweep "
-                          f"--dataset {dataset}) and search its surrogate.")  # fmt: skip
+    check_request(objectives=objectives, budget=budget, seed=seed, exact_top=exact_top, exact=exact,
+                  dataset=dataset)  # fmt: skip
     space = search_space(dataset, fixed, bounds)
     probe = _probe(dataset, space)
     if exact:

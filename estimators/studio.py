@@ -21,7 +21,7 @@ from onn_core.errors import SurrogateUnavailable, SweepError
 from onn_core.jobs.kinds import JobKind, eta_text
 from onn_core.jobs.store import JobError
 from onn_core.jobs.worker import job_threads
-from onn_core.run_files import atomic_write_text
+from onn_core.run_files import atomic_write_json
 from onn_core.training.metrics import headline
 from onn_core.training.progress import counting
 
@@ -61,7 +61,7 @@ def run_estimate(config: dict[str, Any], folder: Path, progress: Callable) -> di
     """The exact NTK-regression estimate of a design (seconds to a minute), as a job."""
     design, dataset, settings = estimate_inputs(config)
     result = estimate(design, dataset, settings, threads=job_threads(), progress=counting(progress, "estimate"))
-    atomic_write_text(folder / "estimate.json", json.dumps(result.to_dict(), indent=2))
+    atomic_write_json(folder / "estimate.json", result.to_dict())
     return result.to_dict()
 
 
@@ -82,7 +82,7 @@ def search_options(config: dict[str, Any]) -> dict[str, Any]:
         raise JobError(f"unknown dataset {config.get('dataset')!r}; choose one of {', '.join(SPECS)}.")
     return {"objectives": config.get("objectives") or ["accuracy", "area"], "budget": config.get("budget", 300),
             "seed": config.get("seed", 0), "fixed": config.get("fixed"), "bounds": config.get("bounds"),
-            "exact_top": config.get("exact_top", 0), "exact": bool(config.get("exact", False)),
+            "exact_top": config.get("exact_top", 0), "exact": config.get("exact", False),
             "energy_model": energy_model(config.get("energy_model") or {})}  # fmt: skip
 
 
@@ -101,9 +101,14 @@ def energy_model(values: dict[str, Any]) -> Any:
 
 
 def validate_search(config: dict[str, Any]) -> None:
-    from .search import search_space
+    from .search import check_request, search_space
 
     options = search_options(config)
+    check_request(dataset=config["dataset"], **{key: options[key] for key in ("objectives", "budget", "seed",
+                                                                             "exact_top", "exact")})  # fmt: skip
+    for key in ("fixed", "bounds"):
+        if options[key] is not None and not isinstance(options[key], str):
+            raise JobError(f"{key} is FIELD=VALUE pairs separated by commas (text); got {options[key]!r}.")
     search_space(config["dataset"], options["fixed"], options["bounds"])  # refuses bad fields and bounds now
 
 
@@ -117,10 +122,10 @@ def run_search_job(config: dict[str, Any], folder: Path, progress: Callable) -> 
     def on_trial(done: int, total: int) -> None:
         report(done, total)
         if done % FRONT_EVERY == 0:
-            atomic_write_text(folder / "front.json", json.dumps(load_front(out)))
+            atomic_write_json(folder / "front.json", load_front(out), indent=None)
 
     result = run_search(config["dataset"], out, jobs=job_threads(), on_trial=on_trial, **search_options(config))
-    atomic_write_text(folder / "front.json", json.dumps(result["front"]))
+    atomic_write_json(folder / "front.json", result["front"], indent=None)
     return {key: value for key, value in result.items() if key != "front"} | {"front_size": len(result["front"])}
 
 

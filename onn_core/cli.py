@@ -7,10 +7,13 @@ the message on stderr (and as ``{"error": ...}`` on stdout with ``--json``).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 
+from .budget import BUDGET_VARIABLE, format_bytes, memory_estimate
 from .design import Design
 from .errors import (
     DataFormatError,
@@ -23,6 +26,7 @@ from .errors import (
 )
 from .jobs.store import JobError
 from .units import format_length
+from .user_input import read_json
 
 
 def _print_report_text(design: Design) -> None:
@@ -50,12 +54,10 @@ def _print_report_text(design: Design) -> None:
 
 def read_design(path: str) -> Design:
     """The design in a JSON file; a DesignError names the file when it cannot be read."""
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DesignError("design", path, f"cannot read {path}: {exc.strerror or exc}.") from None
-    return Design.from_json(text)
+    def refuse(problem: str, hint: str) -> DesignError:
+        return DesignError("design", path, f"{path} {problem}", hint)
+
+    return Design.from_dict(read_json(path, refuse, what="design JSON file"))
 
 
 def _cmd_design(args: argparse.Namespace) -> int:
@@ -63,10 +65,16 @@ def _cmd_design(args: argparse.Namespace) -> int:
     if args.action == "default":
         print(design.to_json())
         return 0
+    memory = memory_estimate(design)
     if args.json:
-        print(json.dumps({"valid": True, "design": design.to_dict(), **design.report()}, indent=2))
-    else:
-        _print_report_text(design)
+        print(json.dumps({"valid": True, "design": design.to_dict(), **design.report(), "memory": memory}, indent=2))
+        return 0
+    _print_report_text(design)
+    physical, images, budget = (memory[key] for key in ("physical_frontend_bytes", "bytes_per_10000_images",
+                                                         "budget_bytes"))  # fmt: skip
+    over = " — over the budget: train it with the ideal frontend" if physical > budget else ""
+    print(f"  memory: physical frontend ≈ {format_bytes(physical)}{over}; data ≈ {format_bytes(images)} per 10 000 "
+          f"images at this input; budget {format_bytes(budget)} ({BUDGET_VARIABLE} or half this machine's memory)")
     return 0
 
 
@@ -230,12 +238,12 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
         print(json.dumps({"jobs_run": ran}) if args.json else f"worker finished: {ran} job(s) run")
         return 0
     if args.action == "submit":
-        try:
-            config = json.loads(Path(args.config).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise jobs.JobError(f"cannot read {args.config}: {exc.strerror or exc}.") from None
-        except ValueError as exc:
-            raise jobs.JobError(f"{args.config} is not valid JSON ({exc}).") from None
+        def refuse(problem: str, hint: str) -> jobs.JobError:
+            return jobs.JobError(f"{args.config} {problem}" + (f" Fix: {hint}" if hint else ""))
+
+        config = read_json(args.config, refuse, what="job config")
+        if not isinstance(config, dict):
+            raise jobs.JobError(f"{args.config} must hold a JSON object of settings, not a {type(config).__name__}.")
         job_id = jobs.submit(args.kind, config, database=database, on_worker_death=args.on_worker_death,
                              start_worker=not args.no_worker)  # fmt: skip
         print(json.dumps({"id": job_id}) if args.json else job_id)
@@ -458,3 +466,27 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"error": str(exc)}))
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader stopped early (`… --json | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush is quiet too
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (MemoryError, OSError, RecursionError) as exc:
+        print(f"error: {_resource_message(exc)}", file=sys.stderr)
+        return 2
+
+
+def _resource_message(exc: BaseException) -> str:
+    """What ran out, in the user's terms (the cause of a fault nobody's input check could see)."""
+    if isinstance(exc, MemoryError):
+        return ("this machine ran out of memory. Fix: a smaller design or input, fewer images, or a machine with "
+                "more memory.")  # fmt: skip
+    if isinstance(exc, RecursionError):
+        return "an input nests too deeply to be read. Fix: give the file as the studio wrote it."
+    if getattr(exc, "errno", None) == errno.ENOSPC:
+        if "disk is full" in (exc.strerror or ""):  # run_files.DiskFullError: already in the designer's terms
+            return f"{exc.strerror}."
+        return f"the disk is full ({exc.filename or 'while writing'}). Fix: free some space and run it again."
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    return f"{exc.strerror or exc}{where}."

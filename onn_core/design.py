@@ -378,12 +378,14 @@ class Design:
         return cls(**data)
 
     @classmethod
-    def from_json(cls, text: str) -> Design:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DesignError("design", text[:40], f"is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
-        return cls.from_dict(data)
+    def from_json(cls, text: str | bytes) -> Design:
+        """A design from its JSON (text, or UTF-8 bytes as uploaded), at most 1 MiB and 32 levels deep."""
+        from .user_input import parse_json
+
+        def refuse(problem: str, hint: str) -> DesignError:
+            return DesignError("design", "the JSON given", problem, hint)
+
+        return cls.from_dict(parse_json(text, refuse))
 
     @property
     def design_id(self) -> str:

@@ -12,6 +12,7 @@ import json
 
 from .design import Design
 from .errors import DesignError
+from .user_input import parse_json
 
 # A link longer than this is not one of ours (every field changed encodes to well under it).
 MAX_LINK_CHARACTERS = 4096
@@ -33,8 +34,15 @@ def from_link(code: str) -> Design:
         return Design()
     if len(code) > MAX_LINK_CHARACTERS:
         raise DesignError("link", f"{len(code)} characters", "is too long to be a design link.")
+    def refuse(_problem: str = "", _hint: str = "") -> DesignError:
+        return DesignError("link", code[:40], "is not a design link (damaged or cut short).",
+                           "open the link as it was shared, or set the design in the sidebar.")  # fmt: skip
+
     try:
-        data = json.loads(base64.urlsafe_b64decode(code + "=" * (-len(code) % 4)))
+        raw = base64.urlsafe_b64decode(code + "=" * (-len(code) % 4))
     except (ValueError, binascii.Error):
-        raise DesignError("link", code[:40], "is not a design link (damaged or cut short).") from None
+        raise refuse() from None
+    data = parse_json(raw, refuse)
+    if not isinstance(data, dict):
+        raise refuse()
     return Design.from_dict(data)

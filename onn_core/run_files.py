@@ -1,15 +1,24 @@
-"""Files a run leaves behind: written atomically, and its log.
+"""Files a run leaves behind: written atomically, as strict JSON, and its log.
 
 Every result file (checkpoints, weights, metrics, metasurfaces, caches) is written to a
-temporary file beside its target and renamed over it, so a crash or a cancelled job never
-leaves a half-written file: what is on disk is the old version or the new one. Files keep the
-umask's permissions (``mkstemp``'s 0600 would follow them; results are meant to be shared).
+temporary file beside its target (``.<name>.<random>.tmp``) and renamed over it, so a crash or a
+cancelled job never leaves a half-written file: what is on disk is the old version or the new
+one. Files keep the umask's permissions (``mkstemp``'s 0600 would follow them; results are
+meant to be shared). A full disk is reported as :class:`DiskFullError`, naming the file and the
+folder to free, and the temporary file is removed.
+
+JSON files are strict JSON (RFC 8259): a NaN or infinite number, which Python's ``json`` would
+write as the bare words ``NaN`` / ``Infinity`` that browsers and other readers refuse, is
+written as ``null`` (:func:`json_text`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -19,12 +28,45 @@ from typing import IO, Any
 import torch
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+TEMPORARY_SUFFIX = ".tmp"
+# ENOSPC: no space left; EDQUOT: the user's quota is spent. Either way the fix is freeing space.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class DiskFullError(OSError):
+    """The disk (or the user's quota) filled up while a result file was written.
+
+    Its message is in the designer's terms: which file, which folder to free, and that the run
+    resumes from what was written before (every earlier file is intact: writes are atomic).
+    """
+
+    def __init__(self, path: str | Path, *, what: str | None = None) -> None:
+        """``path``: the file being written; or, with ``what`` (e.g. "the job's results"), its folder."""
+        path = Path(path)
+        folder = path if what is not None else path.parent
+        super().__init__(errno.ENOSPC, f"the disk is full while writing {what or path.name}; free space in {folder} "
+                         "and resume", str(path))  # fmt: skip
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write ``path`` through ``write(handle)`` on a temporary file, then rename it into place."""
+    """Write ``path`` through ``write(handle)`` on a temporary file, then rename it into place.
+
+    Raises :class:`DiskFullError` (after removing the temporary file) when the disk fills up.
+    """
     path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(path) from exc
+        raise
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
@@ -32,13 +74,50 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as exc:
         Path(temporary).unlink(missing_ok=True)
+        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            raise DiskFullError(path) from exc
         raise
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files of atomic writes left in ``folder`` (by a process killed mid-write).
+
+    Only names of the temporary pattern (``.<name>.<random>.tmp``) are touched; returns them.
+    """
+    removed = []
+    for temporary in Path(folder).glob(f".*{TEMPORARY_SUFFIX}"):
+        if temporary.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
+                removed.append(temporary)
+    return removed
+
+
+def finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None, through dicts, lists and tuples."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(item) for item in value]
+    return value
+
+
+def json_text(value: Any, *, indent: int | None = 2) -> str:
+    """Strict JSON of ``value``: NaN and ±inf become null (``allow_nan=False`` catches any that slip by)."""
+    return json.dumps(finite_or_null(value), indent=indent, allow_nan=False)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def atomic_write_json(path: Path, value: Any, *, indent: int | None = 2) -> None:
+    """``value`` as strict JSON (:func:`json_text`), written atomically."""
+    atomic_write_text(path, json_text(value, indent=indent))
 
 
 def atomic_save(obj: Any, path: Path) -> None:

@@ -50,7 +50,7 @@ design = sidebar_design()
 with st.form("data.add", clear_on_submit=False):
     name = st.text_input("Name", placeholder="e.g. my-parts", help="lower-case letters, digits, - and _",
                          key="data.name")
-    upload = st.file_uploader(f"Upload a .zip or .npz (at most {MAX_ARCHIVE_BYTES // 2**20} MiB)", type=["zip", "npz"])
+    upload = st.file_uploader("Upload a .zip or .npz", type=["zip", "npz"], max_upload_size=MAX_ARCHIVE_BYTES // 2**20)
     folder = st.text_input(f"…or a folder on this server, under {data_home()}", placeholder="parts/",
                            key="data.folder")
     columns = st.columns(3)

@@ -9,6 +9,7 @@ from onn_core.errors import DesignError
 from onn_core.plots import kernel_realisation_figure, layout_figure, metasurface_map_figure, mtf_figure, psf_figure
 from onn_core.preview import PREVIEW_KERNELS, kernel_preview, lens_preview, preview_kernel
 from onn_core.units import format_length
+from onn_core.user_input import MAX_JSON_BYTES
 
 PINNED = "design.pinned"  # design A of a comparison, as JSON
 
@@ -87,15 +88,14 @@ st.subheader("Compare with another design")
 left, right = st.columns(2)
 if left.button("Pin this design as A", help="Then edit the sidebar: the table compares A with what you edit (B)."):
     st.session_state[PINNED] = design.to_json()
-other = right.file_uploader("…or load A from a design JSON", type=["json"], key="design.compare_upload")
+other = right.file_uploader("…or load A from a design JSON", type=["json"], key="design.compare_upload",
+                            max_upload_size=MAX_JSON_BYTES // 2**20)  # fmt: skip
 # A file loads once (when it changes), so pinning afterwards still works while it stays in the uploader.
 if other is not None and st.session_state.get("design.compare_file") != other.file_id:
     st.session_state["design.compare_file"] = other.file_id
     try:
-        if other.size > 64 * 1024:
-            raise DesignError("file", other.name, f"is {other.size // 1024} KiB; a design file is at most 64 KiB.")
-        st.session_state[PINNED] = Design.from_json(other.getvalue().decode("utf-8")).to_json()
-    except (UnicodeDecodeError, DesignError) as error:
+        st.session_state[PINNED] = Design.from_json(other.getvalue()).to_json()
+    except DesignError as error:
         st.error(f"{other.name} was not loaded as design A: {error}")
 if PINNED in st.session_state:
     pinned = Design.from_json(st.session_state[PINNED])

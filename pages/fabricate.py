@@ -93,7 +93,8 @@ with st.expander("Measured data from the bench (optional)"):
     st.caption("**Measured PSFs**: an .npz with `psfs` (sub-optics × taps × taps, K⁺ of every kernel, then K⁻), at "
                f"most {MAX_MEASURED_BYTES // 2**20} MiB. They replace the simulated optics; the error model's capture "
                "and camera terms still apply.")  # fmt: skip
-    upload = st.file_uploader("Measured PSF stack", type=["npz"], key="fabricate.upload")
+    upload = st.file_uploader("Measured PSF stack", type=["npz"], key="fabricate.upload",
+                              max_upload_size=MAX_MEASURED_BYTES // 2**20)  # fmt: skip
     measured_path = None
     if upload is not None:
         accepted = accepted_upload(upload, lambda path: read_measured_psfs(path, run.frontends(), run.design),
@@ -107,8 +108,9 @@ with st.expander("Measured data from the bench (optional)"):
                "Maps of test images are scored here; with maps of training images too, compensation fine-tunes "
                "on the captures themselves.")  # fmt: skip
     captured: dict[str, str] = {}
-    for upload in st.file_uploader("Captured feature maps", type=["npz"], accept_multiple_files=True,
-                                   key="fabricate.captured") or []:  # fmt: skip
+    uploads = st.file_uploader("Captured feature maps", type=["npz"], accept_multiple_files=True,
+                               key="fabricate.captured", max_upload_size=MAX_MEASURED_BYTES // 2**20)  # fmt: skip
+    for upload in uploads or []:
         accepted = accepted_upload(upload, lambda path: load_captured_maps(run, path), MAX_MEASURED_BYTES)
         if accepted is None:
             continue

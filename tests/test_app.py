@@ -1,5 +1,6 @@
 """The app, headless through Streamlit's AppTest: the Design page and the sidebar design."""
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -185,10 +186,19 @@ def test_the_design_travels_in_the_url():
     assert metrics["Kernels"] == "16"  # the link's design, not the default
     at.sidebar.number_input(key="form.metasurface_height").set_value(8.0).run()
     assert from_link(at.query_params["design"]).metasurface_height == pytest.approx(8e-3)
+
+
+@pytest.mark.parametrize("code", ["garbage!", base64.urlsafe_b64encode(b"[" * 3000).decode().rstrip("="),
+                                  base64.urlsafe_b64encode(b'{"kernel_size": NaN}').decode().rstrip("=")])
+def test_a_bad_link_is_said_so_and_kept_in_the_url_until_the_design_is_edited(code):
     broken = AppTest.from_file(APP, default_timeout=120)
-    broken.query_params["design"] = "garbage!"
+    broken.query_params["design"] = code
     broken.run()
+    assert not broken.exception
     assert any("link was not loaded" in e.value for e in broken.sidebar.error)
+    assert broken.query_params["design"] in (code, [code])  # the designer keeps what they opened
+    broken.sidebar.number_input(key="form.metasurface_height").set_value(8.0).run()
+    assert broken.query_params["design"] not in (code, [code])  # an edit writes the new design's link
 
 
 # ---------------------------------------------------------------------------- the Data page

@@ -42,7 +42,7 @@ def test_invalid_design_exits_2_with_the_reason(tmp_path):
     assert payload["valid"] is False and payload["parameter"] == "kernel_size"
     assert "does not fit" in result.stderr
     missing = run("design", "check", "--design", str(tmp_path / "nope.json"))
-    assert missing.returncode == 2 and "cannot read" in missing.stderr
+    assert missing.returncode == 2 and "nope.json does not exist" in missing.stderr
 
 
 def test_text_report():

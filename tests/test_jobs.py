@@ -157,11 +157,22 @@ def test_cancel_stops_a_running_job_within_5_seconds_and_keeps_its_artifacts(stu
 
 
 def test_failing_job_ends_failed_with_error_and_traceback(studio):
-    job_id = jobs.submit("train", {"dataset": "cifar10", "data_root": str(studio / "nowhere"), "threads": 1})
+    # The batches are there (so the job is queued) but damaged: it fails in its worker.
+    root = studio / "cifar-10-batches-py"
+    root.mkdir()
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):
+        (root / name).write_bytes(b"not a pickle")
+    job_id = jobs.submit("train", {"dataset": "cifar10", "data_root": str(root), "threads": 1})
     job = wait_for(lambda: (j := jobs.status(job_id)).state in jobs.FINAL_STATES and j, timeout=60)
     assert job.state == "failed"
-    assert "cifar10 is not available" in job.error
+    assert "not a readable CIFAR-10 batch" in job.error or "not a safe CIFAR-10 batch" in job.error, job.error
     assert "Traceback" in job.traceback and (Path(job.artifact_dir) / "error.txt").is_file()
+
+
+def test_a_job_whose_data_is_not_there_is_refused_at_submit(studio):
+    with pytest.raises(jobs.JobError, match="cifar10 is not available"):
+        jobs.submit("train", {"dataset": "cifar10", "data_root": str(studio / "nowhere"), "threads": 1})
+    assert jobs.list_jobs() == []
 
 
 def test_bad_submissions_are_refused_before_queueing(studio):

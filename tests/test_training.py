@@ -1,6 +1,7 @@
 """Trainer: learns, resumes exactly, refuses to go on after NaN, and the CLI prints JSON metrics."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -151,3 +152,83 @@ def test_rgb_student_and_alexnet_teacher_train_on_cifar_files(tmp_path):
     assert student["data"]["image_shape"] == [3, 32, 32] and 0 <= student["accuracy"] <= 1
     teacher = train(config.replace(role="teacher", model="alexnet"), tmp_path / "teacher")
     assert teacher["model"] == "alexnet" and teacher["cost"]["optical_macs"] == 0
+
+
+def _strict_json(path: Path):
+    """Parse as RFC 8259 JSON: the bare NaN / Infinity Python's json writes are refused."""
+
+    def refuse(word: str):
+        raise AssertionError(f"{path.name} is not strict JSON: it holds {word}")
+
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "good_epochs"),
+    [
+        (64, 0),  # several steps an epoch: NaN within the first epoch, before any checkpoint
+        (1000, 1),  # one step an epoch: epoch 1 ends finite; epoch 2's validation loss is NaN
+    ],
+    ids=["diverges-in-epoch-1", "diverges-after-epoch-1"],
+)
+def test_a_diverging_run_keeps_only_a_good_checkpoint_and_says_truthfully_whether_there_is_one(
+    tmp_path, batch_size, good_epochs
+):
+    config = TrainConfig(dataset="digits", epochs=3, train_limit=200, threads=2, batch_size=batch_size,
+                         learning_rate=1e9)  # fmt: skip
+    with pytest.raises(TrainingError, match="Lower the learning rate") as diverged:
+        train(config, tmp_path, design=Design())
+    message = str(diverged.value)
+    checkpoint = tmp_path / "checkpoint.pt"
+    if good_epochs == 0:
+        assert "no good checkpoint exists" in message and "is kept" not in message
+        assert not checkpoint.exists()
+        return
+    assert f"the last good checkpoint (epoch {good_epochs}, finite weights and loss) is kept in {checkpoint}" in message
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["epoch"] == good_epochs
+    assert all(torch.isfinite(tensor).all() for tensor in state["model"].values() if tensor.is_floating_point())
+    history = _strict_json(tmp_path / "history.json")
+    assert [row["epoch"] for row in history] == [1]
+    assert all(math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"]) for row in history)
+    _strict_json(tmp_path / "config.json")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "allowed"),
+    [
+        ("phase_pixel", float("inf"), r"phase_pixel must be a finite number in \(0, 0.001\] metres or null; got inf"),
+        ("phase_pixel", 1e308, r"phase_pixel .*; got 1e\+308"),
+        ("phase_pixel", 0, r"phase_pixel must be a finite number in \(0, 0.001\]"),
+        ("data_root", 5, r"data_root must be a path \(text\) or null; got 5"),
+        ("teacher", "  ", r"teacher must be a path \(text\) or null"),
+        ("model", None, r"model must be text; got None"),
+        ("learning_rate", float("nan"), r"learning_rate must be a finite number in \(0, ∞\); got nan"),
+        ("learning_rate", 0, r"learning_rate must be a finite number in \(0, ∞\); got 0"),
+        ("weight_decay", -1e-4, r"weight_decay must be a finite number in \[0, ∞\)"),
+        ("temperature", float("inf"), r"temperature must be a finite number in \(0, ∞\)"),
+        ("ntk_epsilon", "small", r"ntk_epsilon must be a finite number"),
+        ("kd_alpha", 2, r"kd_alpha must be a finite number in \[0, 1\]; got 2"),
+        ("val_fraction", 0.0, r"val_fraction must be a finite number in \(0, 1\)"),
+        ("epochs", 10**6, r"epochs must be a whole number from 1 to 100000; got 1000000"),
+        ("epochs", 2.0, r"epochs must be a whole number"),
+        ("batch_size", True, r"batch_size must be a whole number from 1 to 1000000; got True"),
+        ("seed", -1, r"seed must be a whole number from 0 to 4294967295; got -1"),
+        ("split_seed", 2**40, r"split_seed must be a whole number from 0 to 4294967295"),
+        ("train_limit", 0, r"train_limit must be a whole number from 1 to 1000000000 or null; got 0"),
+        ("ntk_batch", 1, r"ntk_batch must be a whole number from 2 to 1000000 or null; got 1"),
+        ("sensor_noise", 1, r"sensor_noise must be true or false; got 1"),
+        ("method", ["kd"], r"method must be one of e2e, kd, ntkd, kd\+ntkd; got \['kd'\]"),
+    ],
+)
+def test_every_setting_is_checked_for_type_finiteness_and_range(setting, value, allowed):
+    with pytest.raises(TrainingError, match=allowed):
+        TrainConfig.from_dict({"dataset": "mnist", setting: value})
+
+
+def test_a_missing_dataset_or_teacher_is_said_before_any_work(tmp_path):
+    with pytest.raises(TrainingError, match=r"cifar10 is not available"):
+        TrainConfig(dataset="cifar10", data_root=str(tmp_path / "nowhere")).check_sources()
+    with pytest.raises(TrainingError, match=r"is not a finished teacher run folder \(it lacks config.json"):
+        TrainConfig(dataset="digits", method="kd", teacher=str(tmp_path)).check_sources()
+    TrainConfig(dataset="digits").check_sources()

@@ -12,11 +12,9 @@ Images come back as uint8 arrays (N, H, W) or (N, C, H, W); labels as int64 (N,)
 
 from __future__ import annotations
 
-import gzip
 import math
 import pickle
 import re
-import zlib
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,12 +22,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataFormatError
+from ..user_input import MAX_GUNZIPPED_BYTES, gunzip, image_limits, load_npz, read_bytes
 
 # IDX type codes → numpy dtypes (big-endian on disk).
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _GZIP_MAGIC = b"\x1f\x8b"
 # A CIFAR-10 batch is ~31 MB; anything far larger is not one.
-MAX_CIFAR_BATCH_BYTES = 256 * 1024 * 1024
+MAX_CIFAR_BATCH_BYTES = 64 * 1024 * 1024
 CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST_BATCH = "test_batch"
 
@@ -43,18 +42,14 @@ IDX_NAMES = {
 
 def _read_bytes(path: Path) -> bytes:
     """File contents, transparently gunzipped (detected by magic bytes, not by the name)."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataFormatError(path, "file not found.") from None
-    except OSError as exc:
-        raise DataFormatError(path, f"cannot be read: {exc.strerror or exc}.") from None
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            return gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise DataFormatError(path, f"is a damaged or truncated gzip file ({exc}).", "download it again.") from None
-    return raw
+    refuse = _refusal(path)
+    raw = read_bytes(path, MAX_GUNZIPPED_BYTES, refuse, what="dataset file")
+    return gunzip(raw, refuse) if raw[:2] == _GZIP_MAGIC else raw
+
+
+def _refusal(path: Path):
+    """The ``fail`` of :mod:`onn_core.user_input` for a dataset file: a DataFormatError naming it."""
+    return lambda problem, hint: DataFormatError(path, problem, hint)
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -70,6 +65,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(data) < header_end:
         raise DataFormatError(path, "is truncated inside its header.")
     shape = tuple(int(v) for v in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    if 0 in shape[1:]:
+        raise DataFormatError(path, f"declares items of shape {shape[1:]}: an image has at least one pixel a side.",
+                              "download it again.")  # fmt: skip
     dtype = np.dtype(_IDX_TYPES[type_code])
     expected = math.prod(shape) * dtype.itemsize
     actual = len(data) - header_end
@@ -138,14 +136,8 @@ def check_labels(labels: np.ndarray, path: object, classes: int) -> np.ndarray:
 def read_keras_npz(path: str | Path) -> dict[str, np.ndarray]:
     """A Keras ``mnist.npz`` (x_train, y_train, x_test, y_test), loaded with pickle disabled."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise DataFormatError(path, "file not found.") from None
-    except (ValueError, OSError, zlib.error, EOFError) as exc:
-        raise DataFormatError(path, f"is not a readable .npz archive ({exc}).") from None
-    missing = [key for key in ("x_train", "y_train", "x_test", "y_test") if key not in arrays]
+    arrays = load_npz(path, _refusal(path))
+    missing = [key for key in ("x_train", "y_train", "x_test", "y_test") if arrays.get(key) is None]
     if missing:
         raise DataFormatError(path, f"lacks the arrays {', '.join(missing)} of the Keras MNIST layout.")
     for split in ("train", "test"):
@@ -213,12 +205,25 @@ class _CifarUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR-10 batch never contains it")
 
 
-def _materialise(value, path: Path):
+# A batch is a dict of four entries, two of them lists of 10 000 items, nesting two deep. A pickle
+# can share one list among many (a few hundred bytes describing billions of items), so walking it
+# is bounded by items visited, not by the file's size.
+MAX_CIFAR_ITEMS = 200_000
+MAX_CIFAR_DEPTH = 4
+
+
+def _materialise(value, path: Path, visited: list[int] | None = None, depth: int = 0):
     """Turn array recipes inside ``value`` (dicts/lists) into checked numpy arrays."""
+    visited = [0] if visited is None else visited
+    visited[0] += 1
+    if visited[0] > MAX_CIFAR_ITEMS or depth > MAX_CIFAR_DEPTH:
+        raise DataFormatError(path, f"nests deeper than {MAX_CIFAR_DEPTH} levels or holds more than "
+                              f"{MAX_CIFAR_ITEMS:,} items: not a CIFAR-10 batch.",
+                              "use the cifar-10-batches-py files as downloaded.")  # fmt: skip
     if isinstance(value, dict):
-        return {key: _materialise(item, path) for key, item in value.items()}
+        return {key: _materialise(item, path, visited, depth + 1) for key, item in value.items()}
     if isinstance(value, list):
-        return [_materialise(item, path) for item in value]
+        return [_materialise(item, path, visited, depth + 1) for item in value]
     if isinstance(value, _DtypeRecipe | _NdarrayMarker) or value is _NdarrayMarker:
         raise DataFormatError(path, "holds a stray numpy type outside an array.")
     if not isinstance(value, _ArrayRecipe):
@@ -319,20 +324,22 @@ def carvana_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
 def read_carvana_pair(image_path: Path, mask_path: Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """One Carvana image (uint8 (3, H, W)) and its binary mask (uint8 (H, W)), resized to ``size``."""
     height, width = size
-    try:
-        with Image.open(image_path) as image:
-            original_size = image.size
-            image.draft("RGB", (width * 2, height * 2))  # JPEG decodes at reduced scale: much faster
-            rgb = np.asarray(image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataFormatError(image_path, f"is not a readable JPEG ({exc}).") from None
-    try:
-        with Image.open(mask_path) as mask_image:
-            if mask_image.size != original_size:
-                raise DataFormatError(
-                    mask_path, f"is {mask_image.size} pixels but {image_path.name} is {original_size}."
-                )
-            mask = np.asarray(mask_image.convert("L").resize((width, height), Image.Resampling.NEAREST))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataFormatError(mask_path, f"is not a readable mask image ({exc}).") from None
+    with image_limits(_refusal(image_path)):
+        try:
+            with Image.open(image_path) as image:
+                original_size = image.size
+                image.draft("RGB", (width * 2, height * 2))  # JPEG decodes at reduced scale: much faster
+                rgb = np.asarray(image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DataFormatError(image_path, f"is not a readable JPEG ({exc}).") from None
+    with image_limits(_refusal(mask_path)):
+        try:
+            with Image.open(mask_path) as mask_image:
+                if mask_image.size != original_size:
+                    raise DataFormatError(
+                        mask_path, f"is {mask_image.size} pixels but {image_path.name} is {original_size}."
+                    )
+                mask = np.asarray(mask_image.convert("L").resize((width, height), Image.Resampling.NEAREST))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DataFormatError(mask_path, f"is not a readable mask image ({exc}).") from None
     return rgb.transpose(2, 0, 1).copy(), (mask > 0).astype(np.uint8)

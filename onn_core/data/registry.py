@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..budget import check_fits, dataset_bytes
 from ..errors import DataFormatError
 from . import formats, shapes_seg, user
 
@@ -471,11 +472,15 @@ def load_dataset(
         original = train_x.shape[-2:]
         if tuple(original) != tuple(size):
             notes.append(f"resized from {original[0]}×{original[1]} to {size[0]}×{size[1]} pixels")
+    stored = 1 if train_x.ndim == 3 else train_x.shape[1]
+    count = sum(len(images) for images, _ in result.values())
+    check_fits(dataset_bytes(count, channels or stored, size[0], size[1], masks=spec.task == "segmentation"),
+               "input_height", size[0], f"the {count:,} images of {name} at {size[0]} × {size[1]} pixels",
+               "use a smaller input (input_height, input_width) or fewer training images (train_limit)")  # fmt: skip
     tensors = {
         key: Split(_to_channels(_to_tensor(images, size), channels), _targets(targets, spec.task, size))
         for key, (images, targets) in result.items()
     }
-    stored = 1 if train_x.ndim == 3 else train_x.shape[1]
     if channels is not None and channels != stored:
         notes.append("converted from RGB to grey (BT.601 luma)" if channels == 1 else "converted from grey to RGB")
     return DatasetSplits(spec, source, seed, tensors["train"], tensors["val"], tensors["test"], notes)

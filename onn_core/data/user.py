@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import tempfile
-import warnings
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +39,7 @@ from PIL import Image
 
 from ..errors import DataFormatError
 from ..paths import studio_home
+from ..user_input import MAX_IMAGE_PIXELS, image_limits, load_npz
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
@@ -48,7 +48,6 @@ TASKS = ("classification", "segmentation")
 MAX_ARCHIVE_BYTES = 512 * 2**20  # a zip file as uploaded
 MAX_UNPACKED_BYTES = 2 * 2**30  # its entries, uncompressed
 MAX_FILES = 200_000  # entries in a zip, or images in a folder
-MAX_IMAGE_PIXELS = 25_000_000  # one image (Pillow's decompression-bomb guard)
 MAX_STORED_BYTES = 2 * 2**30  # the stored copy, uint8 at the common size
 # Every class needs this many test images and the validation split at least one, at the default
 # fractions (test 20 % of a set without its own test split, validation 10 % of training); the
@@ -169,22 +168,15 @@ def unpack_zip(archive: Path, target: Path) -> Path:
 
 def _open_image(path: Path, channels: int | None) -> Image.Image:
     """The image at ``path``, fully decoded (a truncated or corrupt file is refused, naming it)."""
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with image_limits(lambda problem, hint: DataFormatError(path, problem, hint), max_pixels=MAX_IMAGE_PIXELS):
+        try:
             with Image.open(path) as image:
                 image.load()
                 if image.width * image.height > MAX_IMAGE_PIXELS:
                     raise Image.DecompressionBombError("too many pixels")
                 return image.copy()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DataFormatError(path, f"has more than {MAX_IMAGE_PIXELS:,} pixels, the limit for one image.") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DataFormatError(path, f"is not a readable image (corrupt or truncated: {exc}).") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise DataFormatError(path, f"is not a readable image (corrupt or truncated: {exc}).") from None
 
 
 def _is_colour(image: Image.Image) -> bool:
@@ -313,11 +305,8 @@ def _read_segmentation_folder(folder: Path, size: tuple[int, int] | None, channe
 
 
 def _read_npz(path: Path, task: str | None, size: tuple[int, int] | None, channels: int | None) -> UserDataset:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataFormatError(path, f"is not a readable npz without pickled objects ({exc}).") from None
+    arrays = {key: value for key, value in load_npz(path, lambda problem, hint: DataFormatError(path, problem, hint),
+                                                       max_expanded=MAX_UNPACKED_BYTES).items() if value is not None}
     missing = [key for key in ("x", "y") if key not in arrays]
     if missing:
         raise DataFormatError(path, f"lacks {', '.join(missing)}; an npz dataset holds x (N, H, W[, C]) and y (N,), "

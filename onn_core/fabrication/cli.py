@@ -70,8 +70,10 @@ def _cmd_inverse_design(args: argparse.Namespace) -> int:
 
 
 def _cmd_fabricate(args: argparse.Namespace) -> int:
-    from .evaluate import describe_drop, error_curve, monte_carlo
+    from .evaluate import check_evaluation, describe_drop, error_curve, monte_carlo, parse_factors
 
+    factors = parse_factors(args.factors) if args.curve else None  # refused before anything is loaded
+    check_evaluation(draws=args.draws, images=args.images, threshold=args.threshold, factors=factors)
     run = load_run(args.run)
     if args.captured_maps:
         from .evaluate import captured_score, load_captured_maps
@@ -82,7 +84,6 @@ def _cmd_fabricate(args: argparse.Namespace) -> int:
     metasurface, measured = _optics(args, run)
     errors = _errors(args, metasurface, measured)
     if args.curve:
-        factors = [float(value) for value in args.factors.split(",")]
         points = error_curve(run, errors, factors, args.draws, metasurface=metasurface, images=args.images,
                              progress=_progress(args, "draw"))  # fmt: skip
         rows = [vars(point) for point in points]

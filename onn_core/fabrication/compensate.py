@@ -42,7 +42,7 @@ from ..data.registry import stratified_split
 from ..errors import MeasuredDataError, TrainingError
 from ..models import OpticalFrontend
 from ..models.zoo import BackendOnFeatures
-from ..run_files import atomic_save, atomic_write_text, run_log
+from ..run_files import atomic_save, atomic_write_json, run_log
 from ..training.config import METHODS
 from ..training.loop import train_epoch
 from ..training.losses import TransferLoss, needs_teacher, uses_ntk
@@ -101,8 +101,23 @@ class CompensationSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise TrainingError(f"{name} must be a whole number ≥ 1; got {value!r}.")
         if not (isinstance(self.learning_rate, int | float) and math.isfinite(self.learning_rate)
-                and self.learning_rate > 0):  # fmt: skip
-            raise TrainingError(f"learning_rate must be > 0; got {self.learning_rate!r}.")
+                and 0 < self.learning_rate <= 1):  # fmt: skip
+            raise TrainingError(f"learning_rate must be a number in (0, 1]; got {self.learning_rate!r}.")
+        for name in ("weight_decay", "alpha", "beta", "temperature", "kd_alpha"):
+            value = getattr(self, name)
+            if value is None and name != "weight_decay":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                    or not 0 <= value <= 1e3 or (name == "temperature" and value == 0):  # fmt: skip
+                low = "above 0" if name == "temperature" else "from 0"
+                raise TrainingError(f"{name} must be a finite number {low} to 1000; got {value!r}.")
+        if self.ntk_draws is not None and (isinstance(self.ntk_draws, bool) or not isinstance(self.ntk_draws, int)
+                                           or not 1 <= self.ntk_draws <= 1024):  # fmt: skip
+            raise TrainingError(f"ntk_draws must be a whole number from 1 to 1024; got {self.ntk_draws!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise TrainingError(f"seed must be a whole number from 0 to 2³²−1; got {self.seed!r}.")
+        if self.teacher is not None and (not isinstance(self.teacher, str) or not self.teacher):
+            raise TrainingError(f"teacher must be a run folder (text), or left out; got {self.teacher!r}.")
 
 
 @dataclass
@@ -217,7 +232,7 @@ def _finish(result: CompensationResult, model: nn.Module, run: FinishedRun, fold
              result.method, result.best_epoch, result.source)  # fmt: skip
     if folder is not None:
         atomic_save(model.state_dict(), folder / "model.pt")
-        atomic_write_text(folder / RESULT_FILE, json.dumps({"run": str(run.folder), **result.to_dict()}, indent=2))
+        atomic_write_json(folder / RESULT_FILE, {"run": str(run.folder), **result.to_dict()})
     return result
 
 

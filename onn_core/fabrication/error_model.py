@@ -203,21 +203,16 @@ class ErrorModel:
 
     @classmethod
     def from_json(cls, text: str) -> ErrorModel:
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise DesignError("error_model", "JSON", f"is not valid JSON ({exc}).") from None
-        return cls.from_dict(data)
+        from ..user_input import parse_json
+
+        return cls.from_dict(parse_json(text, lambda problem, hint: DesignError("error_model", "JSON", problem, hint)))
 
     @classmethod
     def from_file(cls, path: str | Path) -> ErrorModel:
-        path = Path(path)
-        if not path.is_file():
-            raise DesignError("error_model", str(path), "no such file.")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise DesignError("error_model", str(path), f"is larger than {MAX_FILE_BYTES // 1024} KiB; "
-                              "an error model is a small JSON object.")  # fmt: skip
-        return cls.from_json(path.read_text(encoding="utf-8"))
+        from ..user_input import read_json
+
+        return cls.from_dict(read_json(path, lambda problem, hint: DesignError("error_model", str(path), problem, hint),
+                                       max_bytes=MAX_FILE_BYTES, what="error-model JSON file"))  # fmt: skip
 
     def describe(self) -> list[str]:
         """The non-zero terms in a designer's units, e.g. ['radius σ 5 nm', 'gain α 0.9']."""

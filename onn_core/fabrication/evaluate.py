@@ -21,12 +21,51 @@ import torch
 from torch import nn
 
 from ..data import Split
+from ..errors import DesignError
 from ..training.metrics import headline
 from ..training.run import FinishedRun
 from ..training.trainer import evaluate
 from .error_model import ErrorModel
 from .fabricated import fabricate
 from .inverse_design import Metasurface
+
+MAX_DRAWS = 10_000
+MAX_FACTOR = 100.0
+
+
+def _whole(name: str, value: Any, low: int, high: int, hint: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise DesignError(name, value, f"must be a whole number from {low:,} to {high:,}; got {value!r}.", hint)
+
+
+def check_evaluation(*, draws: Any = 1, images: Any = None, threshold: Any = None,
+                     factors: Sequence[Any] | None = None) -> None:  # fmt: skip
+    """Refuse a fabrication evaluation that would score nothing or something else than asked:
+    draws 1 … MAX_DRAWS; images None (all) or ≥ 1; a threshold a score can reach (0–1); factors
+    finite, 0 … MAX_FACTOR, at least one."""
+    _whole("draws", draws, 1, MAX_DRAWS, "give the number of fabricated copies to score, e.g. 20.")
+    if images is not None:
+        _whole("images", images, 1, 10**9, "give how many test images to score (or leave it out for all).")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)
+                                  or not math.isfinite(threshold) or not 0 <= threshold <= 1):  # fmt: skip
+        raise DesignError("threshold", threshold, "is the score a fabricated copy must reach, a fraction 0–1; got "
+                          f"{threshold!r}.", "e.g. 0.9 for 90 %.")  # fmt: skip
+    if factors is not None:
+        bad = [f for f in factors if isinstance(f, bool) or not isinstance(f, int | float) or not math.isfinite(f)
+               or not 0 <= f <= MAX_FACTOR]  # fmt: skip
+        if not factors or bad:
+            raise DesignError("factors", list(factors), f"are error-model scale factors, numbers 0–{MAX_FACTOR:g} "
+                              "(0 = perfect optics); at least one.", "e.g. 0,0.5,1,2.")  # fmt: skip
+
+
+def parse_factors(text: str) -> list[float]:
+    """``"0,0.5,1"`` → [0.0, 0.5, 1.0], refused in the designer's terms when a value is not a number."""
+    try:
+        factors = [float(value) for value in text.split(",") if value.strip()]
+    except ValueError:
+        raise DesignError("factors", text, "must be numbers separated by commas.", "e.g. 0,0.5,1,2.") from None
+    check_evaluation(factors=factors)
+    return factors
 
 
 def split_head(split: Split, images: int | None) -> Split:
@@ -113,8 +152,7 @@ def monte_carlo(
         progress: called as (draws done, draws).
         split: "test", or "val" to calibrate an error model without reading the test split.
     """
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise ValueError(f"draws must be a whole number ≥ 1; got {draws!r}.")
+    check_evaluation(draws=draws, images=images)
     started = time.perf_counter()
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val'; got {split!r}.")
@@ -157,6 +195,7 @@ def error_curve(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[CurvePoint]:
     """Score vs error magnitude: the error model scaled by each factor (0 = perfect optics)."""
+    check_evaluation(draws=draws, images=images, factors=list(factors))
     for factor in factors:  # refuse an implausible scale before any work is done
         errors.scaled(float(factor))
     points, total, done = [], len(factors) * draws, 0

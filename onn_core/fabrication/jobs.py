@@ -7,20 +7,19 @@ the job store like training does, and writes its results into the job's artifact
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import DesignError, TrainingError
 from ..jobs.kinds import JobKind
-from ..run_files import atomic_write_text
+from ..run_files import atomic_write_json
 from ..training.progress import counting
 from ..training.run import REQUIRED_FILES, load_run
 from .cli import register as register_commands  # noqa: F401 (the CLI reads it from here)
 from .compensate import CompensationSettings, compensate, compensate_captured
 from .error_model import ErrorModel
-from .evaluate import error_curve, load_captured_maps, monte_carlo
+from .evaluate import check_evaluation, error_curve, load_captured_maps, monte_carlo
 from .export import FORMATS, export, fabricated_optics
 from .inverse_design import InverseDesignSettings, inverse_design
 
@@ -35,6 +34,17 @@ _KEYS = {
 
 
 
+def _existing_path(name: str, value: Any) -> None:
+    """A bench file named in a config: text naming something that exists (or left out)."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not value:
+        raise DesignError(name, value, "must be the path of a file or folder (text), or left out.")
+    if not Path(value).exists():
+        raise DesignError(name, value, "no such file or folder.",
+                          "upload it again (the Fabricate page) or fix the path.")  # fmt: skip
+
+
 def validate(kind: str, config: dict[str, Any]) -> None:
     """Refuse a config that cannot work, before it is queued (raises ValueError subclasses)."""
     unknown = sorted(set(config) - _KEYS[kind])
@@ -45,7 +55,17 @@ def validate(kind: str, config: dict[str, Any]) -> None:
     if not config.get("run") or missing:
         raise TrainingError(f"{folder} is not a finished student run ({', '.join(missing) or 'no folder given'}).")
     if config.get("error_model") is not None:
+        if not isinstance(config["error_model"], dict):
+            raise DesignError("error_model", config["error_model"], "must be an object of error terms (SI units).")
         ErrorModel.from_dict(config["error_model"])
+    for name in ("measured_psfs", "captured_maps", "captured_test_maps"):
+        _existing_path(name, config.get(name))
+    if not isinstance(config.get("use_metasurface", True), bool):
+        raise DesignError("use_metasurface", config["use_metasurface"], "must be true or false.")
+    if kind == "export" and config.get("out") is not None and (not isinstance(config["out"], str) or not config["out"]):
+        raise DesignError("out", config["out"], "must be a folder path (text), or left out for the job's folder.")
+    if kind == "fabricate":
+        check_evaluation(draws=config.get("draws", 20), images=config.get("images"), factors=config.get("factors"))
     if kind == "compensate":
 
         CompensationSettings(**(config.get("settings") or {}))
@@ -74,7 +94,7 @@ def run_inverse_design(config: dict[str, Any], folder: Path, progress: Callable)
     metasurface = inverse_design(run.model, run.design, settings, progress=counting(progress, "inverse-design"))
     metasurface.save(run.folder)
     summary = {**metasurface.summary(), "fidelity": metasurface.fidelity(), "run": str(run.folder)}
-    atomic_write_text(folder / "inverse_design.json", json.dumps(summary, indent=2))
+    atomic_write_json(folder / "inverse_design.json", summary)
     return summary
 
 
@@ -83,7 +103,7 @@ def run_fabricate(config: dict[str, Any], folder: Path, progress: Callable) -> d
     run = load_run(config["run"])
     errors = ErrorModel.from_dict(config.get("error_model") or {})
     metasurface, measured = _optics(config, run)
-    draws, images = int(config.get("draws", 20)), config.get("images")
+    draws, images = config.get("draws", 20), config.get("images")
     result = monte_carlo(run, errors, draws, metasurface=metasurface, measured=measured, images=images,
                          progress=counting(progress, "fabricate"))  # fmt: skip
     answer: dict[str, Any] = {"yield": result.to_dict()}
@@ -91,7 +111,7 @@ def run_fabricate(config: dict[str, Any], folder: Path, progress: Callable) -> d
         points = error_curve(run, errors, config["factors"], max(1, draws // 4), metasurface=metasurface,
                              images=images, progress=counting(progress, "error curve"))  # fmt: skip
         answer["curve"] = [vars(point) for point in points]
-    atomic_write_text(folder / "fabricate.json", json.dumps(answer, indent=2))
+    atomic_write_json(folder / "fabricate.json", answer)
     return {"metric": result.metric, "mean": result.mean, "std": result.std, "trained": result.trained}
 
 

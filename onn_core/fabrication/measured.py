@@ -14,8 +14,9 @@ kernel (signed), in the frontend's channel order:
   prefix for groups after the first.
 
 Images may be sampled per kernel tap (t × t) or per sensor pixel (t·p × t·p with p sensor
-pixels per tap, summed onto taps here). Absolute scale is rarely known on a bench, so each PSF
-is rescaled to its designed capture's total power when used (:func:`~.fabricated.fabricate`).
+pixels per tap, summed onto taps here). Absolute scale is rarely known on a bench, so the stack
+is brought to a peak of 1 here and rescaled as a whole to the designed captures' total power when
+used (:func:`~.fabricated.fabricate`), which keeps the measured relative efficiencies.
 
 **Captured feature maps** — ``.npz`` with ``features`` (N, K, H, W) (the frontend's output
 after the K⁺ − K⁻ subtraction, in the simulation's units), ``split`` ("train", "val" or
@@ -25,7 +26,6 @@ after the K⁺ − K⁻ subtraction, in the simulation's units), ``split`` ("tra
 from __future__ import annotations
 
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from PIL import Image
 from ..design import Design
 from ..errors import MeasuredDataError
 from ..models.frontends import OpticalFrontend
+from ..user_input import image_limits, load_npz
 
 MAX_MEASURED_BYTES = 64 * 1024 * 1024  # a PSF stack or a few thousand feature maps
 MAX_UNCOMPRESSED_BYTES = 512 * 1024 * 1024  # what an .npz may expand to (a small file can hold a bomb)
@@ -56,42 +57,10 @@ def _check_size(path: Path) -> None:
                                 "crop each PSF to its kernel window before uploading.")  # fmt: skip
 
 
-def _load_npz(path: Path, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-    """The arrays ``names`` (all when None) of an .npz, never unpickling and never expanding past
-    MAX_UNCOMPRESSED_BYTES."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            expanded = sum(member.file_size for member in archive.infolist())
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        if _is_pickle(path):
-            raise MeasuredDataError(path, "holds pickled Python objects, which are never loaded.",
-                                    "save plain numeric arrays (numpy.savez).") from None  # fmt: skip
-        raise MeasuredDataError(path, f"is not a readable .npz archive ({type(exc).__name__}).",
-                                "save it with numpy.savez or numpy.savez_compressed.") from None  # fmt: skip
-    if expanded > MAX_UNCOMPRESSED_BYTES:
-        limit = MAX_UNCOMPRESSED_BYTES // 2**20
-        raise MeasuredDataError(path, f"expands to {expanded / 2**20:.0f} MiB; the limit is {limit} MiB.",
-                                "keep only the arrays the run needs.")  # fmt: skip
-    try:
-        # A zip archive (checked above) always loads as an NpzFile; only the wanted members are read.
-        with np.load(path, allow_pickle=False) as archive:
-            wanted = archive.files if names is None else [name for name in names if name in archive.files]
-            loaded: dict[str, np.ndarray | None] = dict.fromkeys(archive.files)
-            loaded.update({name: archive[name] for name in wanted})
-            return loaded
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise MeasuredDataError(path, "holds pickled Python objects, which are never loaded.",
-                                    "save plain numeric arrays (numpy.savez).") from None  # fmt: skip
-        raise MeasuredDataError(path, f"is not a readable .npz archive ({exc}).") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise MeasuredDataError(path, f"is not a readable .npz archive ({type(exc).__name__}).",
-                                "save it with numpy.savez or numpy.savez_compressed.") from None  # fmt: skip
-
-
-def _is_pickle(path: Path) -> bool:
-    with path.open("rb") as handle:
-        return handle.read(2) in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+def _load_npz(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray | None]:
+    """The arrays ``names`` of an .npz (see :func:`onn_core.user_input.load_npz`)."""
+    return load_npz(path, lambda problem, hint: MeasuredDataError(path, problem, hint), names=names,
+                    max_expanded=MAX_UNCOMPRESSED_BYTES)  # fmt: skip
 
 
 def _expected_shapes(frontends: list[OpticalFrontend], design: Design) -> list[tuple[int, int, int, int]]:
@@ -134,9 +103,14 @@ def _validate_stack(stack: np.ndarray, expected: tuple[int, int, int, int], wher
     if stack.shape[1] != channels:
         raise MeasuredDataError(path, f"{where}: the model reads {channels} colour channel(s); the PSFs have "
                                 f"{stack.shape[1]}.")  # fmt: skip
-    values = _to_taps(stack.astype(np.float64), taps, pixels_per_tap, where, path)
+    values = stack.astype(np.float64)
     if not np.isfinite(values).all():
         raise MeasuredDataError(path, f"{where}: holds NaN or infinite values.")
+    # The absolute scale is not used (the stack is rescaled as a whole to the designed power), and
+    # a stack scaled by 1e-60 or 1e308 must give the same answer: bring the peak to 1 before any
+    # sum (which would overflow) or clamp and cast (which would underflow).
+    largest = float(np.abs(values).max()) if values.size else 0.0
+    values = _to_taps(values / largest if largest > 0 else values, taps, pixels_per_tap, where, path)
     peak = float(values.max()) if values.size else 0.0
     if peak <= 0:
         raise MeasuredDataError(path, f"{where}: every value is ≤ 0; a PSF is a measured intensity.")
@@ -144,11 +118,12 @@ def _validate_stack(stack: np.ndarray, expected: tuple[int, int, int, int], wher
         raise MeasuredDataError(path, f"{where}: has values down to {values.min():.3g} (peak {peak:.3g}); an "
                                 "intensity is non-negative.", "subtract the background and clip at zero.")  # fmt: skip
     values = np.clip(values, 0.0, None)
-    dark = [s for s in range(count) if values[s].sum() <= 0]
+    power = values.sum(axis=(1, 2, 3))
+    dark = [s for s in range(count) if power[s] <= 0]
     if dark:
         raise MeasuredDataError(path, f"{where}: PSF(s) {dark[:8]} hold no light.",
                                 "re-measure those sub-optics or check the file order.")  # fmt: skip
-    return torch.as_tensor(values)
+    return torch.as_tensor(values)  # float64, peak 1: relative powers kept, absolute scale gone
 
 
 def read_measured_psfs(path: str | Path, frontends: list[OpticalFrontend], design: Design) -> list[torch.Tensor]:
@@ -175,6 +150,11 @@ def read_measured_psfs(path: str | Path, frontends: list[OpticalFrontend], desig
 
 def _read_image(file: Path, sides: tuple[int, ...]) -> np.ndarray:
     """A grey or RGB image as (C, H, W) float64; its size is checked before it is decoded."""
+    with image_limits(lambda problem, hint: MeasuredDataError(file, problem, hint)):
+        return _decode_image(file, sides)
+
+
+def _decode_image(file: Path, sides: tuple[int, ...]) -> np.ndarray:
     try:
         with Image.open(file) as image:
             if image.width != image.height or image.width not in sides:
@@ -187,7 +167,7 @@ def _read_image(file: Path, sides: tuple[int, ...]) -> np.ndarray:
             if image.mode in ("L", "I", "I;16", "I;16B", "I;16L", "F"):
                 return np.asarray(image, dtype=np.float64)[None]
             raise MeasuredDataError(file, f"image mode {image.mode} is not a grey or RGB intensity.")
-    except (OSError, Image.DecompressionBombError) as exc:
+    except OSError as exc:
         raise MeasuredDataError(file, f"is not a readable PNG/TIFF image ({exc}).") from None
 
 

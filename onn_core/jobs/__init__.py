@@ -31,14 +31,19 @@ def submit(
 
 
 def _reap(store: JobStore) -> None:
-    """Detect dead workers; if that re-queued work, make sure a worker will take it.
+    """Detect dead workers; a job that re-queued gets a worker as a submitted one does.
 
     (Reading never starts workers otherwise: a job queued with ``start_worker=False`` waits
     for a worker the user starts.)
     """
     from .worker import stale_after
 
-    if store.reap(stale_after()):
+    _give_workers(store, store.reap(stale_after()))
+
+
+def _give_workers(store: JobStore, reaped: list[str]) -> None:
+    """Start workers (as :func:`submit` does) if any of the ``reaped`` jobs went back to the queue."""
+    if any(store.get(job_id).state == "queued" for job_id in reaped):
         ensure_workers(store)
 
 
@@ -67,8 +72,10 @@ def cancel(job_id: str, *, database: str | Path | None = None) -> Job:
     from .worker import stale_after
 
     with JobStore(database) as store:
-        store.reap(stale_after())
-        return store.cancel(job_id)
+        reaped = store.reap(stale_after())
+        job = store.cancel(job_id)  # before any worker starts: a re-queued job being cancelled stays cancelled
+        _give_workers(store, reaped)
+        return job
 
 
 def resume(job_id: str, *, database: str | Path | None = None, start_worker: bool = True) -> Job:

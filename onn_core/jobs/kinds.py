@@ -15,6 +15,7 @@ the other way round.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -106,14 +107,44 @@ def job_kind(name: str) -> JobKind:
     return kinds[name]
 
 
+def check_plain_json(kind: str, value: Any, field: str = "") -> None:
+    """Refuse a config that is not plain, finite JSON, naming the field (``settings.kernels``).
+
+    Every kind's config crosses to the worker as JSON, and JSON has no NaN or Infinity: Python's
+    reader accepts them, and a kind's own checks may not think of them (``x > 0`` holds for
+    infinity), so they would fail only inside the worker. This runs for every kind before its own
+    checks of types and ranges.
+    """
+    where = f"field {field!r} of the {kind} config" if field else f"the {kind} config"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise JobError(f"{where} is {value}; it must be a finite number (JSON has no NaN or Infinity).")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise JobError(f"{where} has the key {key!r}; keys must be text.")
+            check_plain_json(kind, item, f"{field}.{key}" if field else key)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            check_plain_json(kind, item, f"{field}[{index}]")
+    elif not (value is None or isinstance(value, str | bool | int | float)):
+        raise JobError(f"{where} is a {type(value).__name__} ({value!r}); a config holds only JSON values "
+                       "(text, numbers, true/false, null, lists and objects).")  # fmt: skip
+
+
 def validate_job(kind: str, config: dict[str, Any]) -> None:
-    """Refuse, before queueing, a job whose kind or config cannot work (clear message)."""
+    """Refuse, before queueing, a job whose kind or config cannot work (clear message).
+
+    Every kind's config must be plain, finite JSON (:func:`check_plain_json`); then the kind's own
+    ``validate`` checks each field's type and range. Its errors become a :class:`JobError` that
+    keeps its message (which names the field, the value and what is allowed).
+    """
     declared = job_kind(kind)
     if not isinstance(config, dict):
         raise JobError(f"a {kind} job's config must be a JSON object, got {type(config).__name__}.")
+    check_plain_json(kind, config)
     try:
         declared.validate(config)
     except JobError:
         raise
-    except (ValueError, TypeError, TrainingError) as exc:  # DesignError, DataFormatError, unknown keys
+    except (ValueError, TypeError, OverflowError, TrainingError) as exc:  # DesignError, unknown keys, huge numbers
         raise JobError(f"the {kind} config is not valid: {exc}") from None

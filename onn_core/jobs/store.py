@@ -11,7 +11,8 @@ Tables:
 * ``schema_version`` — the migrations applied so far.
 
 Every write is a short transaction; claiming a job uses ``BEGIN IMMEDIATE`` so two workers never
-take the same one. Times are Unix seconds (UTC).
+take the same one. Times are Unix seconds (UTC). Configs, metrics and events are stored as strict
+JSON (a NaN or infinite number becomes null), so every reader can parse them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..paths import studio_home
+from ..run_files import json_text
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATES = ("succeeded", "failed", "cancelled")
@@ -141,15 +143,42 @@ class JobStore:
     def __init__(self, path: str | Path | None = None) -> None:
         # Resolved: workers start in another directory and must open this same file.
         self.path = (Path(path) if path is not None else default_database()).expanduser().resolve()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JobError(
+                f"cannot create the folder of the job store {self.path} ({exc.strerror or exc}). Fix: point "
+                "ONN_STUDIO_HOME (or --database) at a folder you can write."
+            ) from None
         self.jobs_dir = self.path.parent / "jobs"
-        # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit.
-        self._connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        self._connection.row_factory = sqlite3.Row
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=NORMAL")
-        self._connection.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        self._connection = None
+        try:
+            # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit.
+            self._connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self._connection.row_factory = sqlite3.Row
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("PRAGMA synchronous=NORMAL")
+            self._connection.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            if self._connection is not None:
+                self._connection.close()
+            raise self._unusable(exc) from None
+
+    def _unusable(self, error: sqlite3.DatabaseError) -> JobError:
+        """Why the file at ``path`` cannot serve as the job store, and what to do, as a JobError."""
+        code = getattr(error, "sqlite_errorname", "")
+        if code in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+            problem = "is not a job store: the file is not an SQLite database (or is damaged)"
+            fix = (f"move it aside (e.g. rename it to {self.path.name}.bad) and the studio starts a new, empty job "
+                   "store there, or point ONN_STUDIO_HOME (or --database) elsewhere")  # fmt: skip
+        elif code == "SQLITE_CANTOPEN":
+            problem = "cannot be opened as the job store (a folder, or a file this user cannot read and write)"
+            fix = "point ONN_STUDIO_HOME (or --database) at a writable file path"
+        else:
+            problem = f"cannot be used as the job store ({error})"
+            fix = "retry; if it persists, move the file aside or point ONN_STUDIO_HOME (or --database) elsewhere"
+        return JobError(f"{self.path} {problem}. Fix: {fix}.")
 
     def close(self) -> None:
         self._connection.close()
@@ -194,15 +223,20 @@ class JobStore:
         """Queue a job; returns its id. Its artifact folder is created with ``job.json``."""
         if on_worker_death not in ON_WORKER_DEATH:
             raise JobError(f"on_worker_death must be one of {', '.join(ON_WORKER_DEATH)}, got {on_worker_death!r}.")
+        try:
+            # Strict: a config is stored as given, so a NaN or infinity in it is refused, not nulled.
+            stored = json.dumps(config, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise JobError(f"a {kind} job's config must be plain JSON with finite numbers ({exc}).") from None
         job_id = time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + uuid.uuid4().hex[:8]
         folder = self.jobs_dir / job_id
         folder.mkdir(parents=True)
-        (folder / "job.json").write_text(json.dumps({"id": job_id, "kind": kind, "config": config}, indent=2))
+        (folder / "job.json").write_text(json_text({"id": job_id, "kind": kind, "config": config}))
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO jobs (id, kind, config, state, created, artifact_dir, on_worker_death) "
                 "VALUES (?, ?, ?, 'queued', ?, ?, ?)",
-                (job_id, kind, json.dumps(config), time.time(), str(folder), on_worker_death),
+                (job_id, kind, stored, time.time(), str(folder), on_worker_death),
             )
         return job_id
 
@@ -300,18 +334,19 @@ class JobStore:
                event: dict[str, Any] | None = None, event_kind: str = "progress") -> None:  # fmt: skip
         """Update a claimed job's progress (and metrics so far), optionally appending an event."""
         now = time.time()
+        stored_metrics = json_text(metrics, indent=None) if metrics is not None else None
         with self._transaction() as db:
             updated = db.execute(
                 f"UPDATE jobs SET progress = ?, message = ?, metrics = COALESCE(?, metrics), heartbeat = ? "
                 f"WHERE {self._OWNED}",
-                (progress, message, json.dumps(metrics) if metrics is not None else None, now, *self._lease(job)),
+                (progress, message, stored_metrics, now, *self._lease(job)),
             )
             if updated.rowcount == 0:
                 raise LostJob(job.id)
             if event is not None:
                 db.execute(
                     "INSERT INTO events (job_id, time, kind, data) VALUES (?, ?, ?, ?)",
-                    (job.id, now, event_kind, json.dumps(event)),
+                    (job.id, now, event_kind, json_text(event, indent=None)),
                 )
 
     def finish(self, job: Job, state: str, *, message: str, metrics: dict[str, Any] | None = None,
@@ -324,8 +359,8 @@ class JobStore:
                 "UPDATE jobs SET state = ?, finished = CASE WHEN ? = 'queued' THEN NULL ELSE ? END, message = ?, "
                 "metrics = COALESCE(?, metrics), error = ?, traceback = ?, "
                 f"progress = CASE WHEN ? = 'succeeded' THEN 1.0 ELSE progress END WHERE {self._OWNED}",
-                (state, state, time.time(), message, json.dumps(metrics) if metrics is not None else None, error,
-                 traceback, state, *self._lease(job)),
+                (state, state, time.time(), message, json_text(metrics, indent=None) if metrics is not None else None,
+                 error, traceback, state, *self._lease(job)),
             )  # fmt: skip
             db.execute("UPDATE workers SET job_id = NULL WHERE job_id = ?", (job.id,))
         return updated.rowcount == 1
@@ -392,8 +427,8 @@ class JobStore:
         reaped = []
         with self._transaction(immediate=True) as db:
             rows = db.execute(
-                "SELECT id, worker_pid, worker_host, heartbeat, on_worker_death, attempts, cancel_requested "
-                "FROM jobs WHERE state = 'running' AND heartbeat < ?",
+                "SELECT id, worker_pid, worker_host, heartbeat, on_worker_death, attempts, cancel_requested, "
+                "artifact_dir, started FROM jobs WHERE state = 'running' AND heartbeat < ?",
                 (cutoff,),
             ).fetchall()
             for row in rows:
@@ -404,6 +439,9 @@ class JobStore:
                     f"its worker (pid {row['worker_pid']} on {row['worker_host']}) stopped answering "
                     f"{silence:.0f} s ago"
                 )
+                cause = recorded_cause(Path(row["artifact_dir"]), since=row["started"])
+                if cause:  # it wrote down why before it could tell the store (a full disk, say)
+                    reason += f" after recording: {cause}"
                 db.execute("DELETE FROM workers WHERE pid = ? AND host = ?", (row["worker_pid"], row["worker_host"]))
                 if row["cancel_requested"]:
                     db.execute(
@@ -424,6 +462,24 @@ class JobStore:
                     )  # fmt: skip
                 reaped.append(row["id"])
         return reaped
+
+
+def recorded_cause(folder: Path, *, since: float | None) -> str | None:
+    """The last line of the ``error.txt`` a job's worker wrote into ``folder`` during this attempt, if any.
+
+    A worker that fails writes the cause there before it tells the store; when telling the store
+    fails too (the disk that filled up holds the store), the cause survives in the file.
+    """
+    path = folder / "error.txt"
+    try:
+        # File times run on the kernel's coarse clock (milliseconds behind time.time()); attempts
+        # are seconds apart (a death is noticed after missed heartbeats), so a second of slack is safe.
+        if since is not None and path.stat().st_mtime < since - 1.0:
+            return None  # an earlier attempt's
+        lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError:
+        return None
+    return next((line for line in reversed(lines) if line), None)
 
 
 def process_alive(pid: int | None) -> bool:

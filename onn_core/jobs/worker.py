@@ -8,7 +8,13 @@ instruction, whatever phase the job is in), so cancel takes effect within a seco
 of one uninterruptible tensor operation. Checkpoints and logs are written atomically, so what was
 written stays. A worker silent for three heartbeats whose process is gone is declared dead by
 whichever worker or client looks next (``JobStore.reap``). SIGTERM or Ctrl-C stop a worker
-cleanly: its job is re-queued (if it asked for that) or failed with the reason.
+cleanly: its job is failed with the reason, or, if it asked to be re-queued, re-queued and given
+a worker the way a submitted job is (:func:`ensure_workers`), so it runs again without anyone
+having to start one.
+
+A job that fails keeps its cause: in the store (error and traceback) and in ``error.txt`` in its
+folder. A full disk is told in the designer's terms (which file, which folder to free), the
+temporary files of its interrupted writes are removed, and the last checkpoint stays as it was.
 
 The store is one SQLite file in WAL mode: every worker and client must run on the host that
 holds it (WAL needs shared memory; network filesystems are not supported).
@@ -20,6 +26,7 @@ knows none of them.
 from __future__ import annotations
 
 import _thread
+import contextlib
 import os
 import signal
 import sqlite3
@@ -34,7 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..run_files import atomic_write_text
+from ..run_files import DiskFullError, atomic_write_text, finite_or_null, is_disk_full, remove_temporaries
 from .kinds import job_kind
 from .store import Job, JobStore, LostJob
 
@@ -116,6 +123,7 @@ def run_job(store: JobStore, job: Job) -> str:
     """Run a claimed job to its end in this (main) thread; returns the final state."""
     folder = Path(job.artifact_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(folder)  # half-written files of an attempt whose worker was killed mid-write
     cancelled, lost, stop = threading.Event(), threading.Event(), threading.Event()
 
     def watch() -> None:
@@ -189,19 +197,62 @@ def run_job(store: JobStore, job: Job) -> str:
                          error=f"the worker was stopped ({reason}); `jobs resume {job.id}` continues from the "
                          "last checkpoint.")  # fmt: skip
         raise
-    except Exception as exc:  # any failure ends the job as failed, with its reason kept
+    except Exception as exc:  # any failure ends the job as failed, with its cause kept
+        # First, so a full disk has room again to record why (and no half-written file stays).
+        remove_temporaries(folder)
         trace = traceback.format_exc()
-        atomic_write_text(folder / "error.txt", trace)
-        store.finish(job, "failed", message=str(exc)[:500], error=f"{type(exc).__name__}: {exc}", traceback=trace)
+        disk_full = _disk_full(exc, folder, store.path)
+        if disk_full is not None:
+            error = f"{disk_full} (`python -m onn_core jobs resume {job.id}` continues from the last checkpoint)"
+        else:
+            error = f"{type(exc).__name__}: {exc}"
+        _write_error_file(folder / "error.txt", trace if error in trace else f"{trace}\n{error}\n")
+        _finish_failed(store, job, message=str(disk_full or exc)[:500], error=error, traceback=trace)
         return "failed"
     finally:
         signal.signal(signal.SIGUSR1, previous)
 
 
 def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics as strict JSON values: unknown types as text, NaN and infinities as None."""
     import json
 
-    return json.loads(json.dumps(metrics, default=str))
+    return json.loads(json.dumps(finite_or_null(metrics), default=str, allow_nan=False))
+
+
+def _disk_full(error: BaseException, folder: Path, database: Path) -> DiskFullError | None:
+    """The full disk behind ``error`` (or anything it was raised from), told in the designer's terms; else None."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, DiskFullError):
+            return error
+        if is_disk_full(error):
+            filename = getattr(error, "filename", None)
+            return DiskFullError(filename) if filename else DiskFullError(folder, what="the job's results")
+        if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorname", "") == "SQLITE_FULL":
+            return DiskFullError(database)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _write_error_file(path: Path, text: str) -> None:
+    """Best effort: on a disk that is still full the store's record is what remains (and is tried next)."""
+    with contextlib.suppress(OSError):
+        atomic_write_text(path, text)
+
+
+def _finish_failed(store: JobStore, job: Job, *, message: str, error: str, traceback: str, tries: int = 3) -> None:
+    """Record a failure, retrying a store that is briefly full or locked; the last try's error propagates
+    (the worker then dies, and the reaper reports the cause kept in ``error.txt``)."""
+    for attempt in range(tries):
+        try:
+            store.finish(job, "failed", message=message, error=error, traceback=traceback)
+            return
+        except sqlite3.OperationalError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(1.0)
 
 
 # ---------------------------------------------------------------------------- the worker loop
@@ -221,6 +272,7 @@ def work(database: str | Path | None = None, *, idle_exit: float | None = 30.0, 
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     ran = 0
     idle_since = time.monotonic()
+    handed_back = False  # whether this worker re-queued its job when it was stopped
     try:
         while True:
             store.reap(stale_after())
@@ -232,7 +284,11 @@ def work(database: str | Path | None = None, *, idle_exit: float | None = 30.0, 
                     return ran
                 time.sleep(POLL_S)
                 continue
-            run_job(store, job)
+            try:
+                run_job(store, job)
+            except (WorkerStopped, KeyboardInterrupt):
+                handed_back = job.on_worker_death == "requeue"
+                raise
             ran += 1
             idle_since = time.monotonic()
             if once:
@@ -242,6 +298,8 @@ def work(database: str | Path | None = None, *, idle_exit: float | None = 30.0, 
     finally:
         signal.signal(signal.SIGTERM, previous)
         store.unregister_worker(pid)
+        if handed_back:  # gone from the workers first, so the job it re-queued counts as needing one
+            ensure_workers(store)
         store.close()
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..budget import SubopticGrid, check_fits
 from ..design import Design
 from ..errors import DesignError
 from ..optics.metasurface import MetaAtomTable, default_meta_atom_table
@@ -292,6 +293,18 @@ def default_phase_pixel(design: Design) -> float:
     return atoms * design.meta_atom_pitch
 
 
+def suboptic_grid(design: Design, captures: int, phase_pixel: float | None = None, scale: int = 1) -> SubopticGrid:
+    """How a physical frontend of ``design`` samples its ``captures`` sub-optics (phase pixel in
+    metres; default :func:`default_phase_pixel`), computed without allocating anything."""
+    pitch = float(phase_pixel or default_phase_pixel(design))
+    samples = max(1, round(design.kernel_size / pitch))
+    # Only the kernel window on the sensor matters: pad just enough to keep it alias-free.
+    padding = suboptic_padding(samples, phase_pixel=pitch, wavelengths=design.wavelengths,
+                               distance=design.sensor_distance,
+                               window=design.kernel_taps * design.tap_pitch * scale)  # fmt: skip
+    return SubopticGrid(samples, padding, captures, len(design.wavelengths))
+
+
 class PhysicalFrontend(OpticalFrontend):
     """Kernels are PSFs of learnable meta-atom radius maps, one square sub-optic per capture.
 
@@ -334,7 +347,12 @@ class PhysicalFrontend(OpticalFrontend):
                 "phase_pixel", self.phase_pixel, "must be a whole number of meta-atom pitches.",
                 f"use a multiple of {design.meta_atom_pitch * 1e9:.0f} nm.",
             )  # fmt: skip
-        self.samples = max(1, round(design.kernel_size / self.phase_pixel))
+        grid = suboptic_grid(design, kernels * self.captures_per_kernel, self.phase_pixel, self.scale)
+        check_fits(grid.bytes, "kernel_size", design.kernel_size,
+                   f"simulating {grid.captures} sub-optics of {grid.samples} × {grid.samples} phase pixels "
+                   f"({self.phase_pixel * 1e9:.0f} nm) with wave optics",
+                   "use smaller kernels (kernel_size), fewer of them, or the ideal frontend")  # fmt: skip
+        self.samples = grid.samples
         if len(design.wavelengths) != self.channels:
             raise DesignError(
                 "wavelengths", design.wavelengths,
@@ -345,11 +363,7 @@ class PhysicalFrontend(OpticalFrontend):
             self.table._row(wavelength)  # raises a clear error if the table lacks it
         low, high = self.table.radius_range
         self.radius_low, self.radius_span = low, high - low
-        # Only the kernel window on the sensor matters: pad just enough to keep it alias-free.
-        self.padding = suboptic_padding(
-            self.samples, phase_pixel=self.phase_pixel, wavelengths=design.wavelengths,
-            distance=design.sensor_distance, window=design.kernel_taps * design.tap_pitch * self.scale,
-        )  # fmt: skip
+        self.padding = grid.padding
         captures = kernels * self.captures_per_kernel
         generator = torch.Generator().manual_seed(seed)
         shape = (captures, self.samples, self.samples)

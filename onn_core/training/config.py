@@ -7,9 +7,10 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from ..data import SPECS
+from ..data import SPECS, dataset_status
 from ..errors import TrainingError
 from .ntk import NORMALISATIONS
 
@@ -31,6 +32,28 @@ TRANSFER_DEFAULTS: dict[str, Any] = {
 _IDENTITY_NEUTRAL: dict[str, Any] = {**TRANSFER_DEFAULTS, "ntk_engine": "estimator", "ntk_batch": None}
 _NTK_SETTINGS = frozenset(name for name in TRANSFER_DEFAULTS if "ntk" in name)
 ROLES = ("student", "teacher")
+SEED_LIMIT = 2**32 - 1  # seeds feed torch's and NumPy's generators, which take 64-bit state
+# Whole-number settings: (least, most, whether null is allowed). The upper limits are far past
+# any useful run; they exist so a typo (1e9 epochs) is refused at once, not after hours.
+WHOLE_NUMBERS: dict[str, tuple[int, int, bool]] = {
+    "epochs": (1, 100_000, False), "batch_size": (1, 1_000_000, False), "early_stopping_patience": (1, 100_000, True),
+    "seed": (0, SEED_LIMIT, False), "split_seed": (0, SEED_LIMIT, False), "threads": (1, 4096, True),
+    "train_limit": (1, 10**9, True), "ntk_draws": (1, 1000, False), "ntk_sketch": (1, 65_536, False),
+    "ntk_output_pool": (1, 4096, False), "ntk_batch": (2, 1_000_000, True),
+}  # fmt: skip
+# Real-number settings: (lower, upper, lower allowed, upper allowed, null allowed); always finite.
+REAL_NUMBERS: dict[str, tuple[float, float, bool, bool, bool]] = {
+    "learning_rate": (0.0, math.inf, False, False, False), "weight_decay": (0.0, math.inf, True, False, False),
+    "val_fraction": (0.0, 1.0, False, False, False), "alpha": (0.0, math.inf, True, False, False),
+    "beta": (0.0, math.inf, True, False, False), "temperature": (0.0, math.inf, False, False, False),
+    "kd_alpha": (0.0, 1.0, True, True, False), "ntk_epsilon": (0.0, math.inf, False, False, False),
+    # metres: a phase map's pitch is a few meta-atoms (hundreds of nm to µm), never beyond a millimetre
+    "phase_pixel": (0.0, 1e-3, False, True, True),
+}  # fmt: skip
+TEXTS: dict[str, bool] = {"dataset": False, "model": False, "data_root": True, "teacher": True}  # name: null allowed
+PATHS = ("data_root", "teacher")  # texts that name a file or folder: never empty
+TEACHER_FILES = ("config.json", "metrics.json", "model.pt")  # what a finished teacher run folder holds
+FLAGS = ("augment", "sensor_noise", "normalise_intensity", "ntk_unbiased")
 OPTIMISERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "none")
 
@@ -126,6 +149,13 @@ class TrainConfig:
     ntk_batch: int | None = 32
 
     def __post_init__(self) -> None:
+        """Refuse, naming the setting, its value and what is allowed, any setting that cannot work.
+
+        Every field is checked for its type and range first (a job config is JSON from anywhere:
+        ``Infinity``, ``1e308`` or a number where a path belongs must be refused before it is
+        queued, not in the worker), then the combinations.
+        """
+        _check_types_and_ranges(self)
         choices = {"role": ROLES, "method": METHODS, "optimiser": OPTIMISERS, "schedule": SCHEDULES,
                    "frontend": ("ideal", "physical"), "ntk_engine": STUDENT_NTK_ENGINES,
                    "teacher_ntk": TEACHER_NTK_ENGINES, "ntk_normalisation": NORMALISATIONS,
@@ -133,30 +163,6 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise TrainingError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}.")
-        positive_ints = {"epochs": self.epochs, "batch_size": self.batch_size, "ntk_draws": self.ntk_draws,
-                         "ntk_sketch": self.ntk_sketch, "ntk_output_pool": self.ntk_output_pool}  # fmt: skip
-        for name, value in positive_ints.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TrainingError(f"{name} must be a whole number ≥ 1; got {value!r}.")
-        for name in (
-            "learning_rate",
-            "weight_decay",
-            "val_fraction",
-            "alpha",
-            "beta",
-            "temperature",
-            "kd_alpha",
-            "ntk_epsilon",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise TrainingError(f"{name} must be a finite number ≥ 0; got {value!r}.")
-        if self.learning_rate <= 0:
-            raise TrainingError(f"learning_rate must be > 0; got {self.learning_rate}.")
-        if self.temperature <= 0 or self.ntk_epsilon <= 0:
-            raise TrainingError(f"temperature and ntk_epsilon must be > 0; got {self.temperature}, {self.ntk_epsilon}.")
-        if self.kd_alpha > 1:
-            raise TrainingError(f"kd_alpha weighs KD against the task loss, so it lies in [0, 1]; got {self.kd_alpha}.")
         if self.method != "e2e" and self.role == "teacher":
             raise TrainingError(f"a teacher is trained on the task loss (method e2e), not {self.method!r}.")
         if self.ntk_unbiased and (self.ntk_engine != "estimator" or self.ntk_draws < 2):
@@ -167,24 +173,31 @@ class TrainConfig:
                 "the teacher sketch caches the teacher's Jacobian of the un-shifted training images, so it cannot "
                 "be used with augment. Fix: set teacher_ntk to estimator or exact, or drop --augment."
             )
-        if not 0 < self.val_fraction < 1:
-            raise TrainingError(f"val_fraction must lie strictly between 0 and 1; got {self.val_fraction}.")
-        for name in ("early_stopping_patience", "threads", "train_limit", "ntk_batch"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise TrainingError(f"{name} must be a whole number ≥ 1 or null; got {value!r}.")
-        if self.ntk_batch is not None and self.ntk_batch < 2:
-            raise TrainingError(f"ntk_batch must be ≥ 2 images (a kernel compares pairs); got {self.ntk_batch}.")
-        for name in ("seed", "split_seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise TrainingError(f"{name} must be a whole number ≥ 0; got {value!r}.")
         if self.augment and self.dataset in SPECS and SPECS[self.dataset].task == "segmentation":
             raise TrainingError(
                 f"augment shifts images but not masks, so it cannot be used with {self.dataset}. Fix: drop --augment."
             )
-        if self.phase_pixel is not None and not (isinstance(self.phase_pixel, int | float) and self.phase_pixel > 0):
-            raise TrainingError(f"phase_pixel must be a positive length in metres; got {self.phase_pixel!r}.")
+
+    def check_sources(self) -> None:
+        """Refuse a run whose inputs are not there: its dataset (in ``data_root``) and its named teacher.
+
+        Kept apart from construction (a config read back from a finished run must load even when
+        its data has moved): the trainer calls it before any work, and a job's validator calls it
+        so a job that cannot start is refused at submit rather than failing in its worker.
+        """
+        if self.dataset not in SPECS:
+            raise TrainingError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(SPECS)}.")
+        status = dataset_status(self.dataset, self.data_root)
+        if not status["available"]:
+            raise TrainingError(f"{self.dataset} is not available: {status['reason']}")
+        if self.teacher is not None and self.role == "student" and self.method != "e2e":
+            folder = Path(self.teacher)
+            missing = [name for name in TEACHER_FILES if not (folder / name).is_file()]
+            if missing:
+                raise TrainingError(
+                    f"teacher {self.teacher!r} is not a finished teacher run folder (it lacks {', '.join(missing)}). "
+                    "Fix: give the run folder of a trained teacher, or leave teacher out to use the teacher store's."
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -212,3 +225,44 @@ class TrainConfig:
         }
         values["design_id"] = design_id
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _interval(lower: float, upper: float, lower_in: bool, upper_in: bool) -> str:
+    """An interval as a designer reads it: [0, 1), (0, ∞)."""
+    high = "∞" if math.isinf(upper) else f"{upper:g}"
+    return f"{'[' if lower_in else '('}{lower:g}, {high}{']' if upper_in else ')'}"
+
+
+def _check_types_and_ranges(config: TrainConfig) -> None:
+    """Each setting alone: its type, finiteness and range (TrainingError naming it, its value, what is allowed)."""
+    for name, (least, most, nullable) in WHOLE_NUMBERS.items():
+        value = getattr(config, name)
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+            null = " or null" if nullable else ""
+            raise TrainingError(f"{name} must be a whole number from {least} to {most}{null}; got {value!r}.")
+    for name, (lower, upper, lower_in, upper_in, nullable) in REAL_NUMBERS.items():
+        value = getattr(config, name)
+        if value is None and nullable:
+            continue
+        fits = (
+            not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+            and (lower <= value if lower_in else lower < value) and (value <= upper if upper_in else value < upper)
+        )  # fmt: skip
+        if not fits:
+            unit = " metres" if name == "phase_pixel" else ""
+            null = " or null" if nullable else ""
+            raise TrainingError(f"{name} must be a finite number in {_interval(lower, upper, lower_in, upper_in)}"
+                                f"{unit}{null}; got {value!r}.")  # fmt: skip
+    for name, nullable in TEXTS.items():
+        value = getattr(config, name)
+        if value is None and nullable:
+            continue
+        if not isinstance(value, str) or (name in PATHS and not value.strip()):
+            what = "a path (text)" if name in PATHS else "text"
+            raise TrainingError(f"{name} must be {what}{' or null' if nullable else ''}; got {value!r}.")
+    for name in FLAGS:
+        value = getattr(config, name)
+        if not isinstance(value, bool):
+            raise TrainingError(f"{name} must be true or false; got {value!r}.")

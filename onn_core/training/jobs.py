@@ -52,6 +52,7 @@ def _validator(role: str) -> Callable[[dict[str, Any]], None]:
         kind = "train" if role == "student" else "teacher"
         if train_config.model and train_config.model not in models:
             raise JobError(f"unknown {kind} model {train_config.model!r}; choose one of {', '.join(models)}.")
+        train_config.check_sources()  # its data and teacher are there: refused now, not in the worker
 
     return validate
 

@@ -4,7 +4,8 @@
 sees the same batches, optionally augmented, the configured loss, a guard that stops on a NaN or
 infinite loss with the reason, and per-step progress. The trainer and compensation both use it.
 :class:`RunState` is what a checkpoint holds besides the modules: epoch, history, best weights,
-patience, elapsed time, and the run's identity.
+patience, elapsed time, and the run's identity. :func:`divergence` says whether an epoch's end is
+a good one to keep (finite weights and losses): a checkpoint is only ever written of those.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import TrainingError
+from ..run_files import json_text
 from .losses import TransferLoss
 
 StepCallback = Callable[[int, int, float, dict[str, float]], None]  # (step, steps, mean loss, mean terms)
@@ -92,6 +94,26 @@ def train_epoch(
     return EpochTotals(running / max(seen, 1), {name: total / max(seen, 1) for name, total in sums.items()})
 
 
+def divergence(model: nn.Module, losses: dict[str, float]) -> str | None:
+    """Why the model's state is not a good one to keep, or None if it is.
+
+    Good means every weight and buffer of ``model`` and every loss in ``losses`` (name → value,
+    e.g. ``{"training loss": …, "validation loss": …}``) is finite. Weights blown up to huge but
+    finite values give an infinite or NaN validation loss, so they are caught through it.
+    """
+    for name, value in losses.items():
+        if not math.isfinite(value):
+            return f"the {name} became {value}"
+    with torch.no_grad():
+        broken = [name for name, tensor in model.state_dict().items()
+                  if tensor.is_floating_point() or tensor.is_complex()
+                  if not bool(torch.isfinite(tensor).all())]  # fmt: skip
+    if broken:
+        listed = ", ".join(broken[:3]) + (f" and {len(broken) - 3} more" if len(broken) > 3 else "")
+        return f"the weights became infinite or NaN ({listed})"
+    return None
+
+
 @dataclass
 class RunState:
     """Where a run stands after ``epoch`` epochs: what its checkpoint holds besides the modules.
@@ -129,7 +151,7 @@ class RunState:
         return {
             "run_id": self.run_id, "rng_state": torch.get_rng_state(), "elapsed_s": self.elapsed_s,
             "epoch": self.epoch, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
-            "scheduler": scheduler.state_dict(), "history": json.dumps(self.history),
+            "scheduler": scheduler.state_dict(), "history": json_text(self.history, indent=None),
             "best_score": self.best_score, "best_model": self.best_model, "stale": self.stale,
         }  # fmt: skip
 

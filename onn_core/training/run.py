@@ -7,12 +7,10 @@ what is missing.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..data import SPECS, DatasetSplits, load_for_design
@@ -20,6 +18,7 @@ from ..design import Design
 from ..errors import DesignError, TrainingError
 from ..models import OpticalFrontend
 from ..models.zoo import STUDENTS, FrontendOptions, SensorSettings, build_student, default_student
+from ..user_input import load_weights, read_json
 from .config import TrainConfig
 from .metrics import headline
 
@@ -94,19 +93,29 @@ def load_run(folder: str | Path, *, data: DatasetSplits | None = None) -> Finish
             f"{folder} is not a finished student run: {', '.join(missing)} missing.{hint} "
             "A finished run folder holds config.json, design.json, metrics.json and model.pt."
         )
+    def refuse(name: str):
+        return lambda problem, hint: TrainingError(f"{folder / name} {problem}" + (f" Fix: {hint}" if hint else ""))
+
     try:
-        config = TrainConfig.from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
-        design = Design.from_json((folder / "design.json").read_text(encoding="utf-8"))
-        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        config = TrainConfig.from_dict(read_json(folder / "config.json", refuse("config.json")))
+        design = Design.from_dict(read_json(folder / "design.json", refuse("design.json")))
+        metrics = read_json(folder / "metrics.json", refuse("metrics.json"))
+    except (TypeError, ValueError) as exc:  # TrainingError (from refuse) passes through
         raise TrainingError(f"{folder} holds an unreadable run description: {exc}") from None
+    if not isinstance(metrics, dict):
+        raise TrainingError(f"{folder / 'metrics.json'} must hold a JSON object, not a {type(metrics).__name__}.")
     if config.role != "student":
         raise TrainingError(f"{folder} is a teacher run; fabrication and export apply to optical students.")
     try:
         # A run names the student it trained (older runs may predate a change of default).
         recorded = metrics.get("model") if not config.model and metrics.get("model") in STUDENTS else None
         model = build_run_model(config.replace(model=recorded) if recorded else config, design)
-        model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
+        weights = load_weights(folder / "model.pt", refuse("model.pt"))
+        if not isinstance(weights, dict):
+            raise TrainingError(f"{folder / 'model.pt'} holds a {type(weights).__name__}, not a model's weights.")
+        model.load_state_dict(weights)
+    except TrainingError:
+        raise
     except (RuntimeError, DesignError) as exc:
         raise TrainingError(f"{folder}/model.pt does not match the run's config and design: {exc}") from None
     model.eval()

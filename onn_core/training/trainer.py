@@ -7,7 +7,10 @@ A run folder holds everything needed to inspect or resume the run:
     history.json     per-epoch metrics         metrics.json  final test metrics
     kernels.npz      kernels / PSFs (students) train.log     human-readable log
 
-Checkpoints hold only tensors, numbers and strings, so they load with ``weights_only=True``.
+Checkpoints hold only tensors, numbers and strings, so they load with ``weights_only=True``, and
+only good states: an epoch whose weights or losses are not finite ends the run with the reason
+instead of being saved, so "the last good checkpoint" is one a resumed run can go on from. The
+JSON files are strict JSON (a NaN is written as null).
 """
 
 from __future__ import annotations
@@ -44,9 +47,10 @@ from ..models import (
 )
 from ..models.frontends import held_kernels
 from ..paths import studio_home
-from ..run_files import atomic_save, atomic_write_text, close_logger, run_logger
+from ..run_files import atomic_save, atomic_write_json, atomic_write_text, close_logger, run_logger
+from ..user_input import load_weights, read_json
 from .config import TrainConfig
-from .loop import RunState, train_epoch
+from .loop import RunState, divergence, train_epoch
 from .losses import METHOD_TERMS, TransferLoss, needs_teacher, uses_ntk
 from .metrics import classification_metrics, headline, segmentation_counts, segmentation_metrics, task_loss
 from .ntk import TeacherKernelTable, TeacherSketch, flat_outputs
@@ -156,10 +160,13 @@ def load_teacher(config: TrainConfig, data: DatasetSplits) -> tuple[nn.Module, P
                 "--teacher RUN_DIR."
             )
         folder = found[0]
+    def refuse(name: str):
+        return lambda problem, hint: TrainingError(f"its {name} {problem}" + (f" Fix: {hint}" if hint else ""))
+
     try:
-        teacher_config = TrainConfig.from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
-        teacher_metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-        weights = torch.load(folder / "model.pt", weights_only=True)
+        teacher_config = TrainConfig.from_dict(read_json(folder / "config.json", refuse("config.json")))
+        teacher_metrics = read_json(folder / "metrics.json", refuse("metrics.json"))
+        weights = load_weights(folder / "model.pt", refuse("model.pt"))
     except (OSError, ValueError, RuntimeError, TrainingError) as exc:
         raise TrainingError(
             f"{folder} is not a finished teacher run (config.json, metrics.json and model.pt): {exc}"
@@ -354,7 +361,8 @@ def train(
     """Train one model; resume from ``out_dir/checkpoint.pt`` if it holds this same run.
 
     Returns the final metrics (test split, best-validation weights) and writes the run folder.
-    Raises TrainingError if the loss becomes NaN/Inf (the last good checkpoint is kept).
+    Raises TrainingError if the loss or the weights become NaN/Inf (the last good checkpoint, if
+    an epoch ended with finite weights and losses, is kept; the message says whether there is one).
     """
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -382,6 +390,7 @@ def _train(
 ) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     if data is None:
+        config.check_sources()  # a missing dataset or teacher is said before any work
         data = load_for_design(config.dataset, design, root=config.data_root,
                                seed=config.split_seed, val_fraction=config.val_fraction,
                                train_limit=config.train_limit)  # fmt: skip
@@ -392,10 +401,10 @@ def _train(
     optimiser = _optimiser(model, config)
     scheduler = _scheduler(optimiser, config)
     loss_fn, teacher_info = _transfer_loss(config, data, log, progress)
-    atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+    atomic_write_json(run_dir / "config.json", config.to_dict())
     student_design = design if config.role == "student" else None
     if student_design is not None:
-        atomic_write_text(run_dir / "design.json", student_design.to_json())
+        atomic_write_text(run_dir / "design.json", student_design.to_json())  # a validated design is finite
     run_id = config.run_id(student_design.design_id if student_design is not None else None)
     state = _resumed_state(run_dir / CHECKPOINT, run_id, model, optimiser, scheduler, config, log)
     log.info(
@@ -419,7 +428,7 @@ def _train(
     }  # fmt: skip
     atomic_save(model.state_dict(), run_dir / "model.pt")
     export_kernels(model, run_dir / "kernels.npz")
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_json(run_dir / "metrics.json", metrics)
     log.info("test %s = %.4f", score_name, test[score_name])
     if progress:
         steps = math.ceil(len(data.train) / config.batch_size)
@@ -477,6 +486,19 @@ def _resumed_state(
     return resumed
 
 
+def _divergence_hint(state: RunState, checkpoint: Path) -> str:
+    """What to do when the run diverges now, and truthfully whether a good checkpoint exists.
+
+    Only epochs that ended with finite weights and losses are checkpointed, so one exists exactly
+    when this run has finished an epoch (a foreign checkpoint at the path was not resumed).
+    """
+    advice = "Lower the learning rate or turn off sensor noise"
+    if state.epoch:
+        return (f"{advice}; the last good checkpoint (epoch {state.epoch}, finite weights and loss) is kept in "
+                f"{checkpoint}.")  # fmt: skip
+    return f"{advice}; no good checkpoint exists: no epoch of this run ended with finite weights and loss."
+
+
 def _run_epochs(
     config: TrainConfig, data: DatasetSplits, model: nn.Module, loss_fn: TransferLoss,
     optimiser: torch.optim.Optimizer, scheduler: Any, state: RunState, run_dir: Path, log: logging.Logger,
@@ -487,10 +509,9 @@ def _run_epochs(
     steps = math.ceil(len(data.train) / config.batch_size)
     clock = Stopwatch(config.epochs * steps, done_before=state.epoch * steps, elapsed_before=state.elapsed_s)
     checkpoint = run_dir / CHECKPOINT
-    hint = (f"Lower the learning rate or turn off sensor noise; the last good checkpoint is kept in "
-            f"{checkpoint}.")  # fmt: skip
     while state.epoch < config.epochs and not state.patience_spent(config.early_stopping_patience):
         epoch = state.epoch
+        hint = _divergence_hint(state, checkpoint)
 
         def on_step(step: int, steps: int, loss: float, terms: dict[str, float], epoch: int = epoch) -> None:
             if progress:
@@ -504,6 +525,12 @@ def _run_epochs(
                              log=log)  # fmt: skip
         scheduler.step()
         validation = evaluate(model, data.val, task, classes)
+        problem = divergence(model, {"training loss": totals.loss, "validation loss": validation["loss"]})
+        if problem is not None:
+            message = (f"{problem} at the end of epoch {epoch + 1} (learning rate "
+                       f"{optimiser.param_groups[0]['lr']:.3g}), so that epoch is not saved. {hint}")  # fmt: skip
+            log.error(message)
+            raise TrainingError(message)
         row = {
             "epoch": epoch + 1, "train_loss": totals.loss,
             **{f"train_{name}": value for name, value in totals.components.items()},
@@ -513,8 +540,10 @@ def _run_epochs(
         state.elapsed_s = row["elapsed_s"]
         state.record(row, validation[score_name], model)
         log.info("epoch %d/%d %s", epoch + 1, config.epochs, json.dumps(row))
+        # History first: if either write fails (a full disk), the checkpoint is still the previous
+        # epoch's, and resuming redoes this epoch and rewrites the history from the checkpoint's.
+        atomic_write_json(run_dir / "history.json", state.history)
         atomic_save(state.to_checkpoint(model, optimiser, scheduler), checkpoint)
-        atomic_write_text(run_dir / "history.json", json.dumps(state.history, indent=2))
         if progress:
             score = {f"val_{score_name}": validation[score_name]}
             progress(Progress("validate", epoch + 1, config.epochs, steps, steps, totals.loss, clock.elapsed(),
