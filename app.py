@@ -21,6 +21,7 @@ from onn_core.user_input import MAX_JSON_BYTES
 
 PAGES = Path(__file__).resolve().parent / "pages"
 BAD_LINK = "bad_design_link"  # the link that failed to load: kept in the URL until the design is edited
+LINK_MESSAGE = "bad_design_link_message"
 FORM_PREFIX = "form."
 
 st.set_page_config(page_title="ONN Design Studio", page_icon=":material/blur_on:", layout="wide")
@@ -67,7 +68,7 @@ def _design_from_link() -> Design:
     try:
         return from_link(code)
     except DesignError as error:
-        st.session_state["upload_message"] = f"The design in the link was not loaded: {error}"
+        st.session_state[LINK_MESSAGE] = f"The design in the link was not loaded: {error} The default design is shown."
         st.session_state[BAD_LINK] = (code, None)  # None: the design the form first shows for it
         return Design()
 
@@ -82,6 +83,7 @@ def design_sidebar() -> None:
     current = st.session_state[FORM_VALUES]
     sidebar = st.sidebar
     sidebar.header("Frontend design")
+    link_notice = sidebar.empty()  # filled below while the link that failed to load is still in the URL
     values = {}
     for group in ("Metasurface", "Sensor", "Network"):
         with sidebar.expander(group, expanded=group == "Metasurface"):
@@ -133,6 +135,8 @@ def design_sidebar() -> None:
             link = bad_link  # the designer keeps the link they opened (to fix or report) until they edit
         else:
             st.session_state.pop(BAD_LINK, None)
+        if st.session_state.get(BAD_LINK):
+            link_notice.error(st.session_state[LINK_MESSAGE])
         if st.query_params.get("design", "") != link:
             if link:
                 st.query_params["design"] = link

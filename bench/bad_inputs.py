@@ -50,7 +50,7 @@ EXAMPLE_RUN = ROOT / "assets" / "example_run"
 @dataclass
 class Case:
     name: str
-    kind: str  # the class: scores over nothing, tracebacks, unbounded cost, wrong answers, faults, server
+    kind: str  # the class: scores over nothing, bad files and arguments, unbounded cost, wrong answers, faults
     build: Callable[[Path], list[str]]  # scratch folder → CLI arguments after ``python -m onn_core``
     expect: str = "refused"  # or "ok"
     check: Callable[[Path, str], str | None] | None = None  # ok cases: None when right, else what is wrong
@@ -184,37 +184,37 @@ def _(folder):
 
 
 # ---------------------------------------------------------------------------- 2. tracebacks
-@case("design JSON not UTF-8", "traceback")
+@case("design JSON not UTF-8", "bad files and arguments")
 def _(folder):
     (folder / "design.json").write_bytes(b'{"kernel_size": 1e-4, "name": "\xff\xfe"}')
     return ["design", "check", "--design", str(folder / "design.json")]
 
 
-@case("design JSON nested 100 000 deep", "traceback")
+@case("design JSON nested 100 000 deep", "bad files and arguments")
 def _(folder):
     (folder / "design.json").write_text("[" * 100_000 + "]" * 100_000)
     return ["design", "check", "--design", str(folder / "design.json")]
 
 
-@case("design JSON a list, not an object", "traceback")
+@case("design JSON a list, not an object", "bad files and arguments")
 def _(folder):
     (folder / "design.json").write_text("[1, 2, 3]")
     return ["design", "check", "--design", str(folder / "design.json")]
 
 
-@case("design JSON of 20 MB", "traceback")
+@case("design JSON of 20 MB", "bad files and arguments")
 def _(folder):
     (folder / "design.json").write_text('{"kernel_size": 1e-4' + " " * 20_000_000 + "}")
     return ["design", "check", "--design", str(folder / "design.json")]
 
 
-@case("IDX images of height 0", "traceback")
+@case("IDX images of height 0", "bad files and arguments")
 def _(folder):
     root = idx_folder(folder, gzip.compress(idx_bytes((100, 0, 28), b"")))
     return ["train", "--dataset", "mnist", "--data-root", str(root), "--epochs", "1", "--out", str(folder / "out")]
 
 
-@case("npz whose npy header claims TiBs", "traceback")
+@case("npz whose npy header claims TiBs", "bad files and arguments")
 def _(folder):
     text = "{'descr': '|u1', 'fortran_order': False, 'shape': (1099511627776, 8, 8), }"
     text += " " * (-(10 + len(text) + 1) % 64) + "\n"  # npy v1: the header pads to a multiple of 64
@@ -225,12 +225,12 @@ def _(folder):
     return ["data", "add", "tib", str(folder / "d.npz")]
 
 
-@case("JPEG decompression bomb in an image folder", "traceback")
+@case("JPEG decompression bomb in an image folder", "bad files and arguments")
 def _(folder):
     return ["data", "add", "jpeg-bomb", str(class_folder_with(folder, "bomb.jpg", jpeg_bomb()))]
 
 
-@case("GIF decompression bomb as a Carvana mask", "traceback")
+@case("GIF decompression bomb as a Carvana mask", "bad files and arguments")
 def _(folder):
     root = folder / "carvana"
     (root / "train").mkdir(parents=True)
@@ -243,24 +243,24 @@ def _(folder):
     return ["train", "--dataset", "carvana", "--data-root", str(root), "--epochs", "1", "--out", str(folder / "out")]
 
 
-@case("fabricate --draws 0", "traceback")
+@case("fabricate --draws 0", "bad files and arguments")
 def _(folder):
     return ["fabricate", "--run", str(example_run(folder)), "--draws", "0"]
 
 
-@case("fabricate --curve --factors 1,abc", "traceback")
+@case("fabricate --curve --factors 1,abc", "bad files and arguments")
 def _(folder):
     return ["fabricate", "--run", str(example_run(folder)), "--curve", "--factors", "1,abc"]
 
 
-@case("run with a malicious model.pt", "traceback")
+@case("run with a malicious model.pt", "bad files and arguments")
 def _(folder):
     run = example_run(folder)
     (run / "model.pt").write_bytes(malicious_pickle())
     return ["fabricate", "--run", str(run), "--draws", "1", "--images", "20"]
 
 
-@case("teacher with a malicious model.pt", "traceback")
+@case("teacher with a malicious model.pt", "bad files and arguments")
 def _(folder):
     teacher = example_run(folder)
     (teacher / "model.pt").write_bytes(malicious_pickle())
@@ -268,7 +268,7 @@ def _(folder):
             "--out", str(folder / "out")]  # fmt: skip
 
 
-@case("job store that is not a database", "traceback")
+@case("job store that is not a database", "bad files and arguments")
 def _(folder):
     home = folder / "home"
     home.mkdir()
@@ -276,7 +276,8 @@ def _(folder):
     return ["jobs", "list"]
 
 
-@case("data list --json into a closed pipe", "traceback", stdout_bytes=10, expect="ok", check=lambda folder, out: None)
+@case("data list --json into a closed pipe", "bad files and arguments", stdout_bytes=10, expect="ok",
+      check=lambda folder, out: None)
 def _(folder):
     return ["data", "list", "--json"]
 
@@ -395,6 +396,95 @@ def _strict_history(folder: Path, output: str) -> str | None:
 @case("training that diverges (lr 1e9)", "faults", check=_strict_history)
 def _(folder):
     return ["train", "--dataset", "digits", "--lr", "1e9", "--epochs", "2", "--out", str(folder / "out")]
+
+
+# ---------------------------------------------------------------------------- more of each class
+def _job(kind: str, config: str) -> Callable[[Path], list[str]]:
+    def build(folder: Path) -> list[str]:
+        (folder / "config.json").write_text(config.replace("RUN", str(example_run(folder))))
+        return ["jobs", "submit", "--kind", kind, "--config", str(folder / "config.json"), "--no-worker",
+                "--database", str(folder / "jobs.sqlite3")]  # fmt: skip
+
+    return build
+
+
+for _label, _kind, _config in (
+    ("budget 1e308", "search", '{"dataset": "mnist", "budget": 1e308}'),
+    ("seed text", "search", '{"dataset": "mnist", "seed": "x"}'),
+    ("settings.data_root 5", "estimate", '{"dataset": "mnist", "settings": {"data_root": 5}}'),
+    ("measured_psfs 5", "fabricate", '{"run": "RUN", "measured_psfs": 5}'),
+    ("a missing PSF file", "fabricate", '{"run": "RUN", "measured_psfs": "/nowhere/psfs.npz"}'),
+    ("draws 0", "fabricate", '{"run": "RUN", "draws": 0}'),
+    ("learning_rate 1e308", "compensate", '{"run": "RUN", "settings": {"learning_rate": 1e308}}'),
+    ("out 5", "export", '{"run": "RUN", "formats": ["json"], "out": 5}'),
+    ("a list, not an object", "train", '[1, 2, 3]'),
+):
+    CASES.append(Case(f"{_kind} job config with {_label}", "faults", _job(_kind, _config)))
+
+
+def _error_model(content: bytes) -> Callable[[Path], list[str]]:
+    def build(folder: Path) -> list[str]:
+        (folder / "errors.json").write_bytes(content)
+        return ["fabricate", "--run", str(example_run(folder)), "--error-model", str(folder / "errors.json"),
+                "--draws", "1"]  # fmt: skip
+
+    return build
+
+
+for _label, _content in (("NaN", b'{"radius_sigma": NaN}'), ("nested", b"[" * 50_000),
+                         ("not UTF-8", b'{"radius_sigma": "\xff"}'), ("negative", b'{"radius_sigma": -1e-9}')):
+    CASES.append(Case(f"error-model JSON {_label}", "bad files and arguments", _error_model(_content)))
+
+
+def _measured(array: np.ndarray | bytes) -> Callable[[Path], list[str]]:
+    def build(folder: Path) -> list[str]:
+        path = folder / "psfs.npz"
+        if isinstance(array, bytes):
+            path.write_bytes(array)
+        else:
+            np.savez(path, psfs=array)
+        return ["fabricate", "--run", str(example_run(folder)), "--measured-psfs", str(path), "--draws", "1"]
+
+    return build
+
+
+for _label, _array in (("NaN values", np.full((16, 1, 7, 7), np.nan)), ("all negative", -np.ones((16, 1, 7, 7))),
+                       ("the wrong count", np.ones((3, 1, 7, 7))), ("a pickle", pickle.dumps({"psfs": [1]}))):
+    CASES.append(Case(f"measured PSFs: {_label}", "wrong answers", _measured(_array)))
+
+
+@case("CIFAR batch that runs code when unpickled", "bad files and arguments")
+def _(folder):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > /tmp/bad_inputs_pwned",))
+
+    root = folder / "cifar-10-batches-py"
+    root.mkdir()
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):
+        (root / name).write_bytes(pickle.dumps({b"data": Payload()}, protocol=2))
+    return ["train", "--dataset", "cifar10", "--data-root", str(folder), "--epochs", "1", "--out", str(folder / "o")]
+
+
+for _label, _argv in (
+    ("train --epochs 0", ["train", "--dataset", "digits", "--epochs", "0", "--out", "OUT"]),
+    ("train --batch-size 0", ["train", "--dataset", "digits", "--batch-size", "0", "--out", "OUT"]),
+    ("train --lr -1", ["train", "--dataset", "digits", "--lr", "-1", "--out", "OUT"]),
+    ("train on a dataset that is not there", ["train", "--dataset", "cifar10", "--data-root", "OUT", "--out", "OUT"]),
+    ("search --budget 0", ["search", "--dataset", "mnist", "--budget", "0", "--out", "OUT"]),
+    ("search --objectives speed", ["search", "--dataset", "mnist", "--objectives", "accuracy,speed", "--out", "OUT"]),
+    ("search --bounds garbage", ["search", "--dataset", "mnist", "--bounds", "kernel_size=a:b", "--out", "OUT"]),
+    ("data add a path that is not there", ["data", "add", "parts", "/nowhere/parts"]),
+    ("data add a name with a path in it", ["data", "add", "../evil", "OUT"]),
+    ("jobs show an unknown id", ["jobs", "show", "nope"]),
+    ("export a folder that is not a run", ["export", "--run", "OUT", "--format", "json"]),
+    ("sweep spec that is not JSON", ["sweep", "--spec", "/etc/hostname", "--out", "OUT/r.jsonl"]),
+):
+
+    @case(_label, "bad files and arguments")
+    def _(folder, argv=_argv):
+        (folder / "out").mkdir(exist_ok=True)
+        return [str(folder / "out") if part == "OUT" else part.replace("OUT", str(folder / "out")) for part in argv]
 
 
 # ---------------------------------------------------------------------------- running them

@@ -1,7 +1,7 @@
 """Regenerate the benchmark tables in README.md from bench/results/*.json.
 
 Each table sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` markers, NAME being
-the results file's stem. Usage: python bench/readme_tables.py
+the results file's stem. Usage: python bench/readme_tables.py [NAME …]
 """
 
 from __future__ import annotations
@@ -438,7 +438,30 @@ def table3_by_regime(result: dict) -> str:
 
 
 # README block → (results file it is rendered from, renderer); a bare renderer reads bench/results/<block>.json.
+def bad_inputs_table(result: dict) -> str:
+    classes: dict[str, list[dict]] = {}
+    for row in result["cases"]:
+        classes.setdefault(row["class"], []).append(row)
+    lines = [
+        f"`{result['command']}` — {result['date']}, each case a fresh `python -m onn_core` limited to "
+        f"{result['timeout_s']:.0f} s and {result['memory_gib']:g} GiB.",
+        "",
+        "| class | cases | refused with a message | right answer | traceback | exit 0 on bad input | unbounded "
+        "| slowest (s) | peak memory (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for name, rows in classes.items():
+        count = {verdict: sum(r["verdict"] == verdict for r in rows)
+                 for verdict in ("refused", "ok", "traceback", "wrong exit 0", "unbounded")}  # fmt: skip
+        peak = max((r["peak_rss_mib"] or 0) for r in rows)
+        lines.append(f"| {name} | {len(rows)} | {count['refused']} | {count['ok']} | {count['traceback']} "
+                     f"| {count['wrong exit 0']} | {count['unbounded']} | {max(r['seconds'] for r in rows):.0f} "
+                     f"| {peak} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 TABLES = {
+    "bad_inputs": bad_inputs_table,
     "table3_by_regime": ("ntkd_regimes", table3_by_regime),
     "app_latency": app_latency_table,
     "reproduce_table4": reproduce_table4_table,
@@ -460,7 +483,10 @@ TABLES = {
 
 def main() -> None:
     text = README.read_text(encoding="utf-8")
+    only = set(sys.argv[1:])  # e.g. `python bench/readme_tables.py bad_inputs`: just those tables
     for name, entry in TABLES.items():
+        if only and name not in only:
+            continue
         source, render = entry if isinstance(entry, tuple) else (name, entry)
         path = ROOT / "bench" / "results" / f"{source}.json"
         if not path.exists():

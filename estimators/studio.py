@@ -143,12 +143,14 @@ JOB_KINDS = (
 
 # ---------------------------------------------------------------------------- commands
 def _load_spec(path: str) -> dict:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SweepError(f"cannot read the sweep spec {path}: {exc.strerror or exc}.") from None
-    except json.JSONDecodeError as exc:
-        raise SweepError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    from onn_core.user_input import read_json
+
+    spec = read_json(path, lambda problem, hint: SweepError(f"the sweep spec {path} {problem}"
+                                                            + (f" Fix: {hint}" if hint else "")),
+                     what="sweep spec")  # fmt: skip
+    if not isinstance(spec, dict):
+        raise SweepError(f"the sweep spec {path} must hold a JSON object, not a {type(spec).__name__}.")
+    return spec
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:

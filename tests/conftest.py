@@ -1,3 +1,7 @@
+import contextlib
+import os
+import signal
+
 import pytest
 import torch
 
@@ -9,3 +13,24 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.fixture(params=DEVICES)
 def device(request):
     return torch.device(request.param)
+
+
+@pytest.fixture
+def job_studio(tmp_path, monkeypatch):
+    """A fresh studio home with fast job heartbeats; every worker it started is killed afterwards,
+    whatever happened, so none is left to load the CPU for the tests that follow."""
+    from onn_core.jobs.store import JobStore
+
+    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path))
+    monkeypatch.setenv("ONN_JOB_HEARTBEAT_S", "1.0")
+    monkeypatch.setenv("ONN_JOB_IDLE_EXIT_S", "3")
+    yield tmp_path
+    database = tmp_path / "jobs.sqlite3"
+    if database.exists():
+        store = JobStore(database)
+        pids = {job.worker_pid for job in store.list(limit=1000) if job.worker_pid}
+        pids |= {row[0] for row in store._connection.execute("SELECT pid FROM workers")}
+        store.close()
+        for pid in pids - {os.getpid()}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)

@@ -113,6 +113,17 @@ def test_a_link_to_a_page_works_as_a_fresh_servers_first_request(tmp_path):
         stop_app_server(process)
 
 
+def test_a_broken_link_shows_a_message_keeps_the_url_and_no_traceback(server, page):
+    import base64
+
+    code = base64.urlsafe_b64encode(b"[" * 3000).decode().rstrip("=")  # a few thousand '[': once a crash
+    page.goto(f"{server}/?design={code}")
+    playwright.expect(page.get_by_role("heading", name="Frontend design", level=1)).to_be_visible(timeout=60_000)
+    _idle(page)
+    playwright.expect(page.get_by_text("The design in the link was not loaded")).to_be_visible()
+    assert "Traceback" not in page.content() and f"design={code}" in page.url
+
+
 def test_the_first_edit_of_a_new_session_takes_effect(server, page):
     # Regression: with the sidebar's widgets created before st.navigation, a session's first
     # edit was dropped (every field came back at its minimum, later at its old value).

@@ -8,7 +8,6 @@ This module also declares a cheap job kind (``hold-once``: held on its first att
 worker is stopped, done at once on the next), loaded by workers through ``ONN_STUDIO_EXTENSIONS``.
 """
 
-import contextlib
 import errno
 import json
 import math
@@ -30,7 +29,6 @@ from onn_core.jobs.worker import run_job
 from onn_core.training.progress import Progress, Stopwatch
 
 ROOT = Path(__file__).resolve().parents[1]
-HEARTBEAT_S = 1.0
 HOLD_LIMIT_S = 300.0  # a held job that nobody stops gives up rather than load the machine forever
 QUICK_TRAIN = {"dataset": "digits", "epochs": 2, "train_limit": 200, "batch_size": 64, "threads": 1}
 
@@ -60,21 +58,8 @@ THIS_MODULE = "tests.test_job_faults"
 
 
 @pytest.fixture(autouse=True)
-def studio(tmp_path, monkeypatch):
-    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path))
-    monkeypatch.setenv("ONN_JOB_HEARTBEAT_S", str(HEARTBEAT_S))
-    monkeypatch.setenv("ONN_JOB_IDLE_EXIT_S", "3")
-    yield tmp_path
-    # Leave no worker behind to load the CPU for the tests that follow.
-    database = tmp_path / "jobs.sqlite3"
-    if database.exists():
-        store = JobStore(database)
-        pids = {job.worker_pid for job in store.list(limit=1000) if job.worker_pid and job.worker_pid != os.getpid()}
-        pids |= {row[0] for row in store._connection.execute("SELECT pid FROM workers") if row[0] != os.getpid()}
-        store.close()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+def studio(job_studio):
+    return job_studio
 
 
 @pytest.fixture

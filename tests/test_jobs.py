@@ -1,6 +1,5 @@
 """Background jobs: survive their submitter, detect dead workers, resume exactly, cancel promptly."""
 
-import contextlib
 import json
 import os
 import signal
@@ -23,21 +22,8 @@ HEARTBEAT_S = 1.0
 
 
 @pytest.fixture(autouse=True)
-def studio(tmp_path, monkeypatch):
-    monkeypatch.setenv("ONN_STUDIO_HOME", str(tmp_path))
-    monkeypatch.setenv("ONN_JOB_HEARTBEAT_S", str(HEARTBEAT_S))
-    monkeypatch.setenv("ONN_JOB_IDLE_EXIT_S", "3")
-    yield tmp_path
-    # Whatever happened, leave no worker behind to load the CPU for the tests that follow.
-    database = tmp_path / "jobs.sqlite3"
-    if database.exists():
-        store = JobStore(database)
-        pids = {job.worker_pid for job in store.list(limit=1000) if job.worker_pid}
-        pids |= {row[0] for row in store._connection.execute("SELECT pid FROM workers")}
-        store.close()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+def studio(job_studio):
+    return job_studio
 
 
 def cli(*arguments: str, check: bool = True) -> subprocess.CompletedProcess:
