@@ -24,7 +24,8 @@ BAD_LINK = "bad_design_link"  # the link that failed to load: kept in the URL un
 LINK_MESSAGE = "bad_design_link_message"
 FORM_PREFIX = "form."
 
-st.set_page_config(page_title="ONN Design Studio", page_icon=":material/blur_on:", layout="wide")
+# An emoji icon is drawn by the browser; a :material/…: one is fetched from a font CDN (fails offline).
+st.set_page_config(page_title="ONN Design Studio", page_icon="🔬", layout="wide")
 
 
 # The form's values live here, outside the widgets; every widget is created with its value from

@@ -6,6 +6,7 @@ This is the UI edge. The app draws one input per :data:`FORM_FIELDS` entry and c
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,17 +143,25 @@ def form_values(design: Design) -> dict[str, Any]:
     return values
 
 
+_WAVELENGTH = r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(nm|µm|μm|um)?"
+_WAVELENGTH_UNITS = {None: NM, "": NM, "nm": NM, "µm": 1e-6, "μm": 1e-6, "um": 1e-6}
+SI_DIGITS = 12  # significant digits a form value keeps in SI: 0.06 mm is 6e-05 m, not 5.9999999999999995e-05
+
+
+def to_si(value: float, scale: float) -> float:
+    """A display-unit value in SI, without the float noise of the conversion (links and JSON stay short)."""
+    return float(f"{float(value) * scale:.{SI_DIGITS}g}")
+
+
 def parse_wavelengths_nm(text: str) -> tuple[float, ...]:
-    """'635, 532, 450' (nanometres) → wavelengths in metres; refuses anything else clearly."""
-    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
-    if not parts:
-        raise DesignError("wavelengths", text, "enter at least one wavelength in nm, e.g. 532 or 635, 532, 450.")
-    try:
-        return tuple(float(p) * NM for p in parts)
-    except ValueError:
-        raise DesignError(
-            "wavelengths", text, "must be numbers in nm separated by commas, e.g. 635, 532, 450."
-        ) from None
+    """'635, 532, 450' (nanometres, the default unit) or '532 nm, 0.45 µm' → wavelengths in metres;
+    refuses anything else clearly."""
+    if not re.fullmatch(rf"\s*{_WAVELENGTH}(?:\s*[,;]?\s*{_WAVELENGTH})*\s*[,;]?\s*", text):
+        if not text.strip():
+            raise DesignError("wavelengths", text, "enter at least one wavelength in nm, e.g. 532 or 635, 532, 450.")
+        raise DesignError("wavelengths", text, "must be numbers in nm (or with nm / µm) separated by commas, e.g. "
+                          "635, 532, 450 or 0.532 µm.")  # fmt: skip
+    return tuple(to_si(float(number), _WAVELENGTH_UNITS[unit]) for number, unit in re.findall(_WAVELENGTH, text))
 
 
 def design_from_form(values: dict[str, Any]) -> Design:
@@ -160,10 +169,10 @@ def design_from_form(values: dict[str, Any]) -> Design:
     fields: dict[str, Any] = {}
     for spec in FORM_FIELDS:
         value = values[spec.name]
-        fields[spec.name] = int(value) if spec.integer else float(value) * spec.scale
+        fields[spec.name] = int(value) if spec.integer else to_si(value, spec.scale)
     wavelengths = values["wavelengths"]
     fields["wavelengths"] = (
-        parse_wavelengths_nm(wavelengths) if isinstance(wavelengths, str) else tuple(w * NM for w in wavelengths)
+        parse_wavelengths_nm(wavelengths) if isinstance(wavelengths, str) else tuple(to_si(w, NM) for w in wavelengths)
     )
     fields["signed_kernels"] = bool(values["signed_kernels"])
     return Design(**fields)

@@ -83,4 +83,6 @@ else:
     other = st.selectbox("Other run", others, format_func=lambda e: e.label, key="inspect.other")
     second = open_run(other)
     if second is not None:
-        st.dataframe(pd.DataFrame(compare_runs([run, second])).set_index("run").T, width="stretch")
+        # Runs become columns, so a column mixes text and numbers: shown as text, as read.
+        table = pd.DataFrame(compare_runs([run, second])).set_index("run").T
+        st.dataframe(table.map(lambda value: "–" if value is None else str(value)), width="stretch")

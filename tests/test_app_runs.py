@@ -167,6 +167,11 @@ def test_train_page_submits_a_job_shows_it_live_and_links_the_finished_run():
     assert not at.exception and len(again.dataframe) == 1
     inspect = open_page("inspect", run=job.id)
     assert inspect.selectbox(key="run.picker").value.run_id == job.id
+    # The comparison with the shipped example: runs as columns, numbers and text mixed in each.
+    assert not inspect.exception, inspect.exception
+    compared = inspect.dataframe[-1].value
+    assert "example_run" in compared.columns
+    assert compared.loc["kernels", "example_run"] == "8" and "energy / image (µJ)" in compared.index
 
 
 def test_train_page_shows_what_was_measured_and_preselects_the_best_method(tmp_path, monkeypatch):

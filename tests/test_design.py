@@ -171,3 +171,32 @@ def test_a_design_link_round_trips_and_refuses_damage():
     impossible = base64.urlsafe_b64encode(b'{"kernel_size":0.009}').decode()  # 9 mm kernels on 4 mm
     with pytest.raises(DesignError, match="kernel_size"):
         from_link(impossible)
+
+
+@pytest.mark.parametrize(
+    ("text", "metres"),
+    [("635, 532, 450", (635e-9, 532e-9, 450e-9)), ("532nm", (532e-9,)), ("532 nm, 0.45 µm", (532e-9, 450e-9)),
+     ("635 532 450", (635e-9, 532e-9, 450e-9)), ("0.532um", (532e-9,)), ("532; 450", (532e-9, 450e-9))],
+)  # fmt: skip
+def test_wavelengths_are_typed_with_or_without_units(text, metres):
+    from onn_core.design_form import parse_wavelengths_nm
+
+    assert parse_wavelengths_nm(text) == metres  # exactly: no float noise from the unit conversion
+
+
+@pytest.mark.parametrize("text", ["", "green", "532 nm nm", "5x", "532 mm"])
+def test_wavelengths_that_are_not_lengths_are_refused_saying_how_to_write_them(text):
+    from onn_core.design_form import parse_wavelengths_nm
+
+    with pytest.raises(DesignError, match="nm"):
+        parse_wavelengths_nm(text)
+
+
+def test_the_form_round_trips_the_default_design_exactly_so_its_link_is_empty():
+    from onn_core.design_form import design_from_form, form_values
+    from onn_core.design_link import to_link
+
+    design = design_from_form(form_values(Design()))
+    assert design == Design() and to_link(design) == ""
+    wide = Design(metasurface_width=8e-3, kernel_spacing=6e-5)
+    assert design_from_form(form_values(wide)).to_dict() == wide.to_dict()
