@@ -31,7 +31,7 @@ from .errors import DesignError
 RADIUS_SAMPLE_BYTES = 64
 GRID_SAMPLE_BYTES = 32
 FLOAT32_BYTES = 4
-DEFAULT_FRACTION = 0.5
+DEFAULT_FRACTION = 0.7
 BUDGET_VARIABLE = "ONN_MEMORY_BUDGET"
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
@@ -64,7 +64,7 @@ def memory_budget() -> int:
     try:
         return parse_bytes(text)
     except ValueError as exc:
-        raise DesignError(BUDGET_VARIABLE, text, f"{exc}.", "unset it to use half of this machine's memory.") from None
+        raise DesignError(BUDGET_VARIABLE, text, f"{exc}.", "unset it to use 70 % of this machine's memory.") from None
 
 
 def format_bytes(count: float) -> str:

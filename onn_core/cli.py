@@ -74,7 +74,7 @@ def _cmd_design(args: argparse.Namespace) -> int:
                                                          "budget_bytes"))  # fmt: skip
     over = " — over the budget: train it with the ideal frontend" if physical > budget else ""
     print(f"  memory: physical frontend ≈ {format_bytes(physical)}{over}; data ≈ {format_bytes(images)} per 10 000 "
-          f"images at this input; budget {format_bytes(budget)} ({BUDGET_VARIABLE} or half this machine's memory)")
+          f"images at this input; budget {format_bytes(budget)} ({BUDGET_VARIABLE} or 70 % of this machine's memory)")
     return 0
 
 

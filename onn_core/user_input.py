@@ -67,19 +67,14 @@ def decode_text(raw: bytes, fail: Fail) -> str:
                "save it as UTF-8 JSON.")  # fmt: skip
 
 
-_OPENERS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[{]|[\]}]')
-
-
-def json_depth(text: str) -> int:
-    """How deep ``text``'s arrays and objects nest (strings skipped), without building anything."""
-    depth = deepest = 0
-    for token in _OPENERS.finditer(text):
-        mark = token.group()
-        if mark in "[{":
-            depth += 1
+def json_depth(value: Any) -> int:
+    """How deep a parsed JSON value's arrays and objects nest (a loop, not recursion)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
             deepest = max(deepest, depth)
-        elif mark in "]}":
-            depth -= 1
+            pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
     return deepest
 
 
@@ -94,16 +89,20 @@ def parse_json(text: str | bytes, fail: Fail, *, max_bytes: int = MAX_JSON_BYTES
         _raise(fail, f"is {_size(len(text))}; JSON here is at most {_size(max_bytes)}.")
     if isinstance(text, bytes):
         text = decode_text(text, fail)
-    depth = json_depth(text)
-    if depth > max_depth:
-        _raise(fail, f"nests {depth} levels deep; a studio file nests at most {max_depth}.",
-               "give the JSON object the studio wrote (python -m onn_core design default shows one).")  # fmt: skip
+    too_deep = (f"nests more than {max_depth} levels deep; a studio file nests at most {max_depth}.",
+                "give the JSON object the studio wrote (python -m onn_core design default shows one).")  # fmt: skip
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        # The parser itself is linear in the text and stops a deep nesting with RecursionError.
+        value = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
-        _raise(fail, f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}).")
-    except (ValueError, RecursionError) as exc:
+        _raise(fail, f"is not valid JSON ({exc.msg}: line {exc.lineno}, column {exc.colno}).")
+    except RecursionError:
+        _raise(fail, *too_deep)
+    except ValueError as exc:
         _raise(fail, f"is not valid JSON ({exc}).", "write numbers as numbers: NaN and Infinity are not JSON.")
+    if json_depth(value) > max_depth:
+        _raise(fail, *too_deep)
+    return value
 
 
 def read_json(path: str | Path, fail: Fail, *, max_bytes: int = MAX_JSON_BYTES, what: str = "JSON file") -> Any:
@@ -115,25 +114,38 @@ def gunzip(raw: bytes, fail: Fail, *, limit: int | None = None) -> bytes:
     """A gzip stream inflated to at most ``limit`` bytes (default ``MAX_GUNZIPPED_BYTES``; a bomb
     stops at the limit, refused)."""
     limit = MAX_GUNZIPPED_BYTES if limit is None else limit
-    inflater = zlib.decompressobj(wbits=31)
-    try:
-        data = inflater.decompress(raw, limit + 1)
-    except zlib.error as exc:
-        _raise(fail, f"is a damaged or truncated gzip file ({exc}).", "download it again.")
-    if len(data) > limit:
-        _raise(fail, f"inflates to more than {_size(limit)}, the limit for one dataset file.",
-               "check that it is the dataset file (a small .gz that inflates this far is not one).")  # fmt: skip
-    if not inflater.eof:
-        _raise(fail, "is a truncated gzip file.", "download it again.")
-    return data
+    parts, total, rest = [], 0, raw
+    while rest:  # a gzip file may hold several members, one after another
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            part = inflater.decompress(rest, limit + 1 - total)
+        except zlib.error as exc:
+            _raise(fail, f"is a damaged or truncated gzip file ({exc}).", "download it again.")
+        total += len(part)
+        parts.append(part)
+        if total > limit:
+            _raise(fail, f"inflates to more than {_size(limit)}, the limit for one dataset file.",
+                   "check that it is the dataset file (a small .gz that inflates this far is not one).")  # fmt: skip
+        if not inflater.eof:
+            _raise(fail, "is a truncated gzip file.", "download it again.")
+        rest = inflater.unused_data
+        if rest and rest[:2] != b"\x1f\x8b":
+            _raise(fail, "has data after its gzip stream that is not gzip.", "download it again.")
+    return b"".join(parts)
 
 
 def _npy_header(member: zipfile.ZipExtFile) -> tuple[tuple[int, ...], np.dtype]:
     version = np.lib.format.read_magic(member)
-    reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    # Version 3 differs from 2 only in allowing UTF-8 in the header (field names of structured
+    # dtypes, which are refused anyway); its length field is 2's.
+    reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0,
+              (3, 0): np.lib.format.read_array_header_2_0}.get(version)  # fmt: skip
     if reader is None:
         raise ValueError(f"npy format version {version}")
-    shape, _fortran, dtype = reader(member, max_header_size=10_000)
+    try:
+        shape, _fortran, dtype = reader(member, max_header_size=10_000)
+    except Exception as exc:  # a damaged header reaches numpy's literal parser and tokenizer: any error
+        raise ValueError(f"an unreadable npy header ({type(exc).__name__})") from None
     return shape, dtype
 
 
@@ -165,12 +177,14 @@ def load_npz(path: str | Path, fail: Fail, *, names: tuple[str, ...] | None = No
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as archive:
-            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()
+                       if info.filename.endswith(".npy")}  # other members (a README) are not arrays
             wanted = list(members) if names is None else [name for name in names if name in members]
             refusal = _npz_refusal(archive, members, wanted, max_expanded)
     except FileNotFoundError:
         _raise(fail, "no such file.")
-    except (OSError, zipfile.BadZipFile, EOFError, ValueError, SyntaxError) as exc:
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, SyntaxError, zlib.error, RuntimeError,
+            NotImplementedError) as exc:  # damaged, encrypted or exotically compressed members
         if _is_pickle(path):
             _raise(fail, "holds pickled Python objects, which are never loaded.",
                    "save plain numeric arrays (numpy.savez).")  # fmt: skip
@@ -180,10 +194,10 @@ def load_npz(path: str | Path, fail: Fail, *, names: tuple[str, ...] | None = No
         _raise(fail, *refusal)
     try:
         with np.load(path, allow_pickle=False) as archive:
-            loaded: dict[str, np.ndarray | None] = dict.fromkeys(archive.files)
+            loaded: dict[str, np.ndarray | None] = dict.fromkeys(members)
             loaded.update({name: archive[name] for name in wanted})
             return loaded
-    except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error) as exc:
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error, RuntimeError, NotImplementedError) as exc:
         if "pickle" in str(exc).lower():
             _raise(fail, "holds pickled Python objects, which are never loaded.",
                    "save plain numeric arrays (numpy.savez).")  # fmt: skip

@@ -1,12 +1,12 @@
 """Inspect page: a finished run's kernels, PSFs, feature maps, predictions, metrics; compare two runs."""
 
-import json
 
 import pandas as pd
 import streamlit as st
 
 from app_widgets import chosen_run, open_run, through_the_router
 from onn_core.data import SPECS
+from onn_core.errors import TrainingError
 from onn_core.inspect import compare_runs, inspect_image, run_kernels
 from onn_core.run_plots import (
     confusion_figure,
@@ -17,6 +17,7 @@ from onn_core.run_plots import (
     realised_psfs_figure,
 )
 from onn_core.training.catalog import finished_runs
+from onn_core.training.run import load_history
 
 through_the_router(__file__)
 st.title("Inspect a run")
@@ -71,9 +72,13 @@ else:
     st.plotly_chart(overlay_figure(seen["image"], seen["truth_mask"], seen["predicted_mask"], kernels.tap_pitch),
                     width="stretch")  # fmt: skip
 
-history_path = run.folder / "history.json"
-if history_path.exists():
-    st.plotly_chart(history_figure(json.loads(history_path.read_text()), metric), width="stretch")
+try:
+    history = load_history(run.folder)
+except TrainingError as reason:
+    history = []
+    st.warning(f"No training curve: {reason}")
+if history:
+    st.plotly_chart(history_figure(history, metric), width="stretch")
 
 st.subheader("Compare with another run")
 others = [other for other in finished_runs() if other.run_id != entry.run_id]

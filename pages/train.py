@@ -1,7 +1,5 @@
 """Train page: a student for the sidebar design, as background jobs, with a live panel and the job list."""
 
-import json
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -9,11 +7,13 @@ import streamlit as st
 from app_widgets import PAGES, job_panel, sidebar_design, through_the_router
 from onn_core import jobs
 from onn_core.data import SPECS, dataset_status
+from onn_core.errors import TrainingError
 from onn_core.models import default_teacher
 from onn_core.run_plots import history_figure
 from onn_core.training.config import METHODS, TRANSFER_DEFAULTS
 from onn_core.training.evidence import FALLBACK_METHOD, METHOD_TEXT, REGIME_TEXT, design_regime, measured
 from onn_core.training.metrics import headline
+from onn_core.training.run import load_history
 from onn_core.training.store import find_teacher
 
 SETTING_KEYS = {"alpha": "train.alpha", "beta": "train.beta", "temperature": "train.temperature",
@@ -139,8 +139,10 @@ def job_row(job) -> dict:
 
 def live_curve(job) -> None:
     """A running training job's curve so far, and its loss terms in the last epoch."""
-    history_path = Path(job.artifact_dir) / "history.json"
-    history = json.loads(history_path.read_text()) if history_path.exists() else []
+    try:
+        history = load_history(job.artifact_dir)
+    except TrainingError:
+        history = []  # being written or damaged: the job's own panel says what went wrong
     if history:
         metric = headline(SPECS[job.config["dataset"]].task)
         components = {k: v for k, v in history[-1].items() if k.startswith("train_") and k != "train_loss"}

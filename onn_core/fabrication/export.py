@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import OpticsInputError
-from ..training.run import FinishedRun
+from ..errors import OpticsInputError, TrainingError
+from ..training.run import FinishedRun, load_history
 from .fabricated import metasurface_from_physical
 from .inverse_design import METASURFACE_JSON, Metasurface, realised_psf_image
 
@@ -324,7 +324,10 @@ def export_html(run: FinishedRun, out: Path) -> list[Path]:
         ("sensor distance", f"{design.sensor_distance * 1e3:g} mm"), ("kernel", taps),
     ]  # fmt: skip
     sections = [f"<h2>Run</h2>{table(summary)}", f"<h2>Design</h2>{table(design_rows)}"]
-    history = json.loads((run.folder / "history.json").read_text()) if (run.folder / "history.json").exists() else []
+    try:
+        history = load_history(run.folder)
+    except TrainingError:
+        history = []  # the report leaves the curve out rather than fail over it
     if history:
         figure, axis = plt.subplots(figsize=(6, 3))
         key = f"val_{run.score_name}"

@@ -26,7 +26,6 @@ aperture allows (the target projected onto the incoherent band limit, see
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -43,11 +42,13 @@ from ..models.frontends import IdealFrontend, OpticalFrontend, PhysicalFrontend,
 from ..optics.grids import coordinates
 from ..optics.metasurface import MetaAtomTable, default_meta_atom_table
 from ..optics.suboptic import suboptic_kernel_taps, suboptic_padding
-from ..run_files import atomic_write
+from ..run_files import atomic_write, json_text
+from ..user_input import load_npz, read_json
 
 METASURFACE_NPZ = "metasurface.npz"
 METASURFACE_JSON = "metasurface.json"
 SCHEMA = "onn-metasurface/1"
+MAX_METASURFACE_JSON_BYTES = 64 * 2**20  # the description with its optimisation history
 _GROUP_ARRAYS = ("radius_m", "target", "realised", "gains", "target_kernels", "realised_kernels",
                  "attainable_correlation")  # fmt: skip
 ProgressCallback = Callable[[int, int, float], None]  # (iteration, iterations, loss)
@@ -229,7 +230,7 @@ class Metasurface:
         }
         npz_path, json_path = folder / METASURFACE_NPZ, folder / METASURFACE_JSON
         atomic_write(npz_path, lambda handle: np.savez_compressed(handle, **arrays))
-        atomic_write(json_path, lambda handle: handle.write(json.dumps(meta, indent=2).encode()))
+        atomic_write(json_path, lambda handle: handle.write(json_text(meta).encode()))
         return npz_path, json_path
 
     @classmethod
@@ -241,18 +242,25 @@ class Metasurface:
                 f"{folder} has no metasurface yet ({METASURFACE_JSON} and {METASURFACE_NPZ}). "
                 f"Fix: run `python -m onn_core inverse-design --run {folder}`."
             )
+        def refuse(problem: str, hint: str) -> OpticsInputError:
+            return OpticsInputError(f"{folder}'s metasurface files are unreadable: {problem} Fix: run inverse design "
+                                    "again.")  # fmt: skip
+
         try:
-            meta = json.loads(json_path.read_text(encoding="utf-8"))
-            if meta.get("schema") != SCHEMA:
-                raise ValueError(f"schema {meta.get('schema')!r}, expected {SCHEMA!r}")
-            with np.load(npz_path, allow_pickle=False) as arrays:
-                groups = [
-                    GroupMetasurface(taps=info["taps"], scale=info["scale"], signed=info["signed"],
-                                     **{name: arrays[f"group{g}_{name}"] for name in _GROUP_ARRAYS})
-                    for g, info in enumerate(meta["groups"])
-                ]  # fmt: skip
+            meta = read_json(json_path, refuse, max_bytes=MAX_METASURFACE_JSON_BYTES)
+            if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+                raise ValueError(f"schema {meta.get('schema') if isinstance(meta, dict) else meta!r}, "
+                                 f"expected {SCHEMA!r}")  # fmt: skip
+            arrays = load_npz(npz_path, refuse)
+            groups = [
+                GroupMetasurface(taps=info["taps"], scale=info["scale"], signed=info["signed"],
+                                 **{name: arrays[f"group{g}_{name}"] for name in _GROUP_ARRAYS})
+                for g, info in enumerate(meta["groups"])
+            ]  # fmt: skip
             design = Design.from_dict(meta["design"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            if isinstance(exc, OpticsInputError):
+                raise
             message = f"{folder}'s metasurface files are unreadable ({exc}); run inverse design again."
             raise OpticsInputError(message) from None
         return cls(design, meta["phase_pixel_m"], groups, meta.get("settings", {}), meta.get("history", []),

@@ -80,6 +80,20 @@ def build_run_model(config: TrainConfig, design: Design) -> nn.Module:
     return build_student(name, design, len(spec.classes), options)
 
 
+MAX_RUN_JSON_BYTES = 64 * 2**20  # a run's metrics hold a confusion matrix: large for many classes
+
+
+def load_history(folder: str | Path) -> list[dict[str, Any]]:
+    """A run's ``history.json`` (one dict per epoch), [] when it has none; TrainingError when damaged."""
+    path = Path(folder) / "history.json"
+    if not path.exists():
+        return []
+    history = read_json(path, lambda problem, hint: TrainingError(f"{path} {problem}"), max_bytes=MAX_RUN_JSON_BYTES)
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        raise TrainingError(f"{path} must hold a list of epochs (JSON objects); it is damaged.")
+    return history
+
+
 def load_run(folder: str | Path, *, data: DatasetSplits | None = None) -> FinishedRun:
     """Read a finished student run; raises TrainingError naming what is missing or wrong."""
     folder = Path(folder)
@@ -96,14 +110,17 @@ def load_run(folder: str | Path, *, data: DatasetSplits | None = None) -> Finish
     def refuse(name: str):
         return lambda problem, hint: TrainingError(f"{folder / name} {problem}" + (f" Fix: {hint}" if hint else ""))
 
+    described = {}
+    for name in ("config.json", "design.json", "metrics.json"):
+        described[name] = read_json(folder / name, refuse(name), max_bytes=MAX_RUN_JSON_BYTES)
+        if not isinstance(described[name], dict):
+            raise TrainingError(f"{folder / name} must hold a JSON object, not a {type(described[name]).__name__}.")
     try:
-        config = TrainConfig.from_dict(read_json(folder / "config.json", refuse("config.json")))
-        design = Design.from_dict(read_json(folder / "design.json", refuse("design.json")))
-        metrics = read_json(folder / "metrics.json", refuse("metrics.json"))
+        config = TrainConfig.from_dict(described["config.json"])
+        design = Design.from_dict(described["design.json"])
     except (TypeError, ValueError) as exc:  # TrainingError (from refuse) passes through
         raise TrainingError(f"{folder} holds an unreadable run description: {exc}") from None
-    if not isinstance(metrics, dict):
-        raise TrainingError(f"{folder / 'metrics.json'} must hold a JSON object, not a {type(metrics).__name__}.")
+    metrics = described["metrics.json"]
     if config.role != "student":
         raise TrainingError(f"{folder} is a teacher run; fabrication and export apply to optical students.")
     try:
