@@ -443,7 +443,7 @@ def test_kernel_batch_and_engine_settings_and_run_identity():
     from onn_core.cli import build_parser
 
     assert TrainConfig().ntk_engine == "structured" and TrainConfig().ntk_batch == 32
-    with pytest.raises(TrainingError, match="ntk_batch must be ≥ 2"):
+    with pytest.raises(TrainingError, match="ntk_batch must be a whole number from 2"):
         TrainConfig(ntk_batch=1)
     parser = build_parser()
     args = parser.parse_args(["train", "--dataset", "mnist", "--out", "x", "--method", "ntkd", "--ntk-batch", "all"])
