@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onn_core.cli import read_design
 from onn_core.data import SPECS, dataset_status
@@ -25,15 +25,19 @@ from onn_core.run_files import atomic_write_json
 from onn_core.training.metrics import headline
 from onn_core.training.progress import counting
 
-from .ntk_regression import EstimateSettings, estimate
-from .surrogate import check_design_for, own_sweep_path, own_sweep_spec, surrogate_for
-from .sweep import run_sweep
+if TYPE_CHECKING:
+    from .ntk_regression import EstimateSettings
+
+# The regression, surrogate and sweep (scipy, joblib) are imported where a command or job runs:
+# every `python -m onn_core` call loads this module to register its commands, and most need none.
 
 ESTIMATE_KEYS = {"design", "dataset", "settings"}
 
 
 # ---------------------------------------------------------------------------- the estimate job
 def estimate_inputs(config: dict[str, Any]) -> tuple[Design, str | None, EstimateSettings]:
+    from .ntk_regression import EstimateSettings
+
     unknown = sorted(set(config) - ESTIMATE_KEYS)
     if unknown:
         raise JobError(f"an estimate job takes design, dataset and settings; not {', '.join(unknown)}.")
@@ -58,6 +62,8 @@ def validate_estimate(config: dict[str, Any]) -> None:
 
 
 def run_estimate(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
+    from .ntk_regression import estimate
+
     """The exact NTK-regression estimate of a design (seconds to a minute), as a job."""
     design, dataset, settings = estimate_inputs(config)
     result = estimate(design, dataset, settings, threads=job_threads(), progress=counting(progress, "estimate"))
@@ -154,6 +160,9 @@ def _load_spec(path: str) -> dict:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .surrogate import own_sweep_path, own_sweep_spec
+    from .sweep import run_sweep
+
     def progress(row: dict) -> None:
         if args.json:
             return
@@ -184,6 +193,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
+    from .ntk_regression import EstimateSettings, estimate
+    from .surrogate import check_design_for, surrogate_for
+
     """The surrogate's instant answer where it was fitted on this data; the exact NTK regression
     otherwise (``--exact``, another copy of the data, or a dataset no sweep covers), saying why."""
     from onn_core.data.registry import load_for_design
