@@ -29,8 +29,7 @@ from typing import Any
 
 from .design_warnings import DesignWarning, design_warnings
 from .errors import DesignError
-from .optics.analytic import fresnel_number
-from .optics.psf import airy_radius, max_deflection_angle, nyquist_factor
+from .optics.formulas import airy_radius, fresnel_number, max_deflection_angle, nyquist_factor
 from .units import format_length, format_value
 
 SCHEMA = "onn-design/1"

@@ -25,8 +25,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 TEMPORARY_SUFFIX = ".tmp"
 # ENOSPC: no space left; EDQUOT: the user's quota is spent. Either way the fix is freeing space.
@@ -122,6 +120,8 @@ def atomic_write_json(path: Path, value: Any, *, indent: int | None = 2) -> None
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` of ``obj`` (tensors, state dicts), atomically."""
+    import torch  # here, not at the top: the CLI and job store import this module and rarely save tensors
+
     atomic_write(path, lambda handle: torch.save(obj, handle))
 
 

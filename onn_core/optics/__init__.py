@@ -11,12 +11,30 @@ The functional entry points are pure functions; see each module for the formulas
 * :mod:`.analytic` — closed forms the numerics are tested against.
 """
 
-from .elements import circular_aperture, lens_phase, linear_phase, rectangular_aperture
-from .imaging import incoherent_image
-from .metasurface import MetaAtomTable, default_meta_atom_table, load_meta_atom_table
-from .propagation import fraunhofer, lens_fourier, propagate, transfer_function
-from .psf import intensity_psf, mtf, normalise_psf, optical_transfer_function, pixel_integrate
-from .sensor import quantise, sensor_readout
+# Loaded on first use (PEP 562): importing a submodule of this package (the design object
+# imports .formulas) must not load torch through this file.
+_EXPORTS = {
+    "MetaAtomTable": "metasurface",
+    "circular_aperture": "elements",
+    "default_meta_atom_table": "metasurface",
+    "fraunhofer": "propagation",
+    "incoherent_image": "imaging",
+    "intensity_psf": "psf",
+    "lens_fourier": "propagation",
+    "lens_phase": "elements",
+    "linear_phase": "elements",
+    "load_meta_atom_table": "metasurface",
+    "mtf": "psf",
+    "normalise_psf": "psf",
+    "optical_transfer_function": "psf",
+    "pixel_integrate": "psf",
+    "propagate": "propagation",
+    "quantise": "sensor",
+    "rectangular_aperture": "elements",
+    "sensor_readout": "sensor",
+    "transfer_function": "propagation",
+}
+
 
 __all__ = [
     "MetaAtomTable",
@@ -39,3 +57,11 @@ __all__ = [
     "sensor_readout",
     "transfer_function",
 ]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

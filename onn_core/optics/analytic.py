@@ -9,15 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-
-def fresnel_number(half_width: float, wavelength: float, distance: float) -> float:
-    """N_F = a²/(λz).
-
-    Args:
-        half_width: aperture half-width (or radius) a, metres. wavelength: metres.
-        distance: metres.
-    """
-    return half_width**2 / (wavelength * distance)
+from .formulas import fresnel_number
 
 
 def airy_intensity(r, *, wavelength: float, focal_length: float, diameter: float):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..errors import OpticsInputError
 from ._validate import check_field, check_positive, check_real_image
+from .formulas import airy_radius, max_deflection_angle, nyquist_factor  # noqa: F401 (their home was here)
 from .grids import coordinates
 
 
@@ -90,25 +89,6 @@ def mtf(psf: torch.Tensor, *, pitch: float) -> tuple[torch.Tensor, torch.Tensor]
     """Modulation transfer function |OTF|, centred; returns (mtf, frequencies in cycles/metre)."""
     otf, frequencies = optical_transfer_function(psf, pitch=pitch)
     return otf.abs(), frequencies
-
-
-def nyquist_factor(wavelength: float, f_number: float, pixel_pitch: float) -> float:
-    """Q = λ·F#/p; Q ≥ 2 samples a diffraction-limited PSF at Nyquist.
-
-    Args:
-        wavelength: metres. f_number: focal length / aperture (dimensionless). pixel_pitch: metres.
-    """
-    return wavelength * f_number / pixel_pitch
-
-
-def airy_radius(wavelength: float, f_number: float) -> float:
-    """First-zero radius of the diffraction-limited spot, 1.22·λ·F# (metres)."""
-    return 1.2196698912665045 * wavelength * f_number
-
-
-def max_deflection_angle(wavelength: float, pitch: float) -> float:
-    """Largest angle (radians) a phase profile sampled at ``pitch`` (metres) can steer light to."""
-    return math.asin(min(1.0, wavelength / (2 * pitch)))
 
 
 def incoherent_cutoff(aperture: float, wavelength: float, distance: float) -> float:
