@@ -1,24 +1,32 @@
-"""``python -m onn_core`` as a user runs it: real subprocesses, real exit codes."""
+"""``python -m onn_core`` as a user runs it: the entry point in a real subprocess, the commands through
+the same ``main`` in this process (their output and exit codes; no interpreter start-up each)."""
 
 import json
 import subprocess
 import sys
 
+import pytest
+
+from onn_core.cli import main
 from onn_core.design import Design
 
 
-def run(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "onn_core", *args], capture_output=True, text=True, cwd=cwd, timeout=60
-    )
+@pytest.fixture
+def run(capsys):
+    def command(*args) -> subprocess.CompletedProcess:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+    return command
 
 
 def test_help():
-    result = run("--help")
+    result = subprocess.run([sys.executable, "-m", "onn_core", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "design" in result.stdout
 
 
-def test_default_design_json_is_the_library_default(tmp_path):
+def test_default_design_json_is_the_library_default(tmp_path, run):
     result = run("design", "default", "--json")
     assert result.returncode == 0
     assert Design.from_json(result.stdout) == Design()
@@ -33,7 +41,7 @@ def test_default_design_json_is_the_library_default(tmp_path):
     assert report["warnings"][0]["code"] == "psf_undersampled"
 
 
-def test_invalid_design_exits_2_with_the_reason(tmp_path):
+def test_invalid_design_exits_2_with_the_reason(tmp_path, run):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"kernel_size": 9e-3}))
     result = run("design", "check", "--design", str(path), "--json")
@@ -45,6 +53,6 @@ def test_invalid_design_exits_2_with_the_reason(tmp_path):
     assert missing.returncode == 2 and "nope.json does not exist" in missing.stderr
 
 
-def test_text_report():
+def test_text_report(run):
     path_result = run("design", "default")
     assert path_result.returncode == 0

@@ -182,18 +182,19 @@ def test_a_stored_copy_replaces_the_old_one_whole(tmp_path, studio):
     assert sorted(p.name for p in (studio / "datasets").iterdir()) == ["pets"]
 
 
-def test_data_add_then_train_on_it_from_the_command_line(tmp_path, studio):
-    import os
+def test_data_add_then_train_on_it_from_the_command_line(tmp_path, studio, capsys):
     import subprocess
-    import sys
+
+    from onn_core.cli import main
 
     root = class_folder(tmp_path / "pets", {"cat": 14, "dog": 12, "emu": 12})
     write_image(root / "cat" / "wide.png", size=(30, 14), mode="RGB", value=5)
-    environment = {**os.environ, "ONN_STUDIO_HOME": str(studio)}
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "onn_core", *args], capture_output=True, text=True,
-                              env=environment, timeout=300, cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+        """The command through ``main`` in this process (tests/test_cli.py runs the entry point itself)."""
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
     added = cli("data", "add", "pets", str(root), "--json")
     assert added.returncode == 0, added.stderr
