@@ -149,11 +149,9 @@ JOB_KINDS = (
 
 # ---------------------------------------------------------------------------- commands
 def _load_spec(path: str) -> dict:
-    from onn_core.user_input import read_json
+    from onn_core.user_input import read_json, refusal
 
-    spec = read_json(path, lambda problem, hint: SweepError(f"the sweep spec {path} {problem}"
-                                                            + (f" Fix: {hint}" if hint else "")),
-                     what="sweep spec")  # fmt: skip
+    spec = read_json(path, refusal(SweepError, f"the sweep spec {path}"), what="sweep spec")
     if not isinstance(spec, dict):
         raise SweepError(f"the sweep spec {path} must hold a JSON object, not a {type(spec).__name__}.")
     return spec

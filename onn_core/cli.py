@@ -26,7 +26,7 @@ from .errors import (
 )
 from .jobs.store import JobError
 from .units import format_length
-from .user_input import read_json
+from .user_input import read_json, refusal
 
 
 def _print_report_text(design: Design) -> None:
@@ -238,10 +238,7 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
         print(json.dumps({"jobs_run": ran}) if args.json else f"worker finished: {ran} job(s) run")
         return 0
     if args.action == "submit":
-        def refuse(problem: str, hint: str) -> jobs.JobError:
-            return jobs.JobError(f"{args.config} {problem}" + (f" Fix: {hint}" if hint else ""))
-
-        config = read_json(args.config, refuse, what="job config")
+        config = read_json(args.config, refusal(jobs.JobError, args.config), what="job config")
         if not isinstance(config, dict):
             raise jobs.JobError(f"{args.config} must hold a JSON object of settings, not a {type(config).__name__}.")
         job_id = jobs.submit(args.kind, config, database=database, on_worker_death=args.on_worker_death,

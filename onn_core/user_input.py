@@ -38,6 +38,11 @@ MAX_GUNZIPPED_BYTES = 512 * 2**20  # a gzip-compressed dataset file, once inflat
 MAX_CHECKPOINT_BYTES = 2 * 2**30  # a model.pt or checkpoint given as input
 
 
+def refusal(error: Callable[[str], Exception], subject: object) -> Fail:
+    """A ``fail`` for errors that take one message: "SUBJECT problem Fix: hint"."""
+    return lambda problem, hint: error(f"{subject} {problem}" + (f" Fix: {hint}" if hint else ""))
+
+
 def _raise(fail: Fail, problem: str, hint: str = "") -> NoReturn:
     raise fail(problem, hint)
 

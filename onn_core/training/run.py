@@ -18,7 +18,7 @@ from ..design import Design
 from ..errors import DesignError, TrainingError
 from ..models import OpticalFrontend
 from ..models.zoo import STUDENTS, FrontendOptions, SensorSettings, build_student, default_student
-from ..user_input import load_weights, read_json
+from ..user_input import load_weights, read_json, refusal
 from .config import TrainConfig
 from .metrics import headline
 
@@ -108,7 +108,7 @@ def load_run(folder: str | Path, *, data: DatasetSplits | None = None) -> Finish
             "A finished run folder holds config.json, design.json, metrics.json and model.pt."
         )
     def refuse(name: str):
-        return lambda problem, hint: TrainingError(f"{folder / name} {problem}" + (f" Fix: {hint}" if hint else ""))
+        return refusal(TrainingError, folder / name)
 
     described = {}
     for name in ("config.json", "design.json", "metrics.json"):

@@ -48,7 +48,7 @@ from ..models import (
 from ..models.frontends import held_kernels
 from ..paths import studio_home
 from ..run_files import atomic_save, atomic_write_json, atomic_write_text, close_logger, run_logger
-from ..user_input import load_weights, read_json
+from ..user_input import load_weights, read_json, refusal
 from .config import TrainConfig
 from .loop import RunState, divergence, train_epoch
 from .losses import METHOD_TERMS, TransferLoss, needs_teacher, uses_ntk
@@ -160,13 +160,10 @@ def load_teacher(config: TrainConfig, data: DatasetSplits) -> tuple[nn.Module, P
                 "--teacher RUN_DIR."
             )
         folder = found[0]
-    def refuse(name: str):
-        return lambda problem, hint: TrainingError(f"its {name} {problem}" + (f" Fix: {hint}" if hint else ""))
-
     try:
-        teacher_config = TrainConfig.from_dict(read_json(folder / "config.json", refuse("config.json")))
-        teacher_metrics = read_json(folder / "metrics.json", refuse("metrics.json"))
-        weights = load_weights(folder / "model.pt", refuse("model.pt"))
+        teacher_config = TrainConfig.from_dict(read_json(folder / "config.json", refusal(TrainingError, "config.json")))
+        teacher_metrics = read_json(folder / "metrics.json", refusal(TrainingError, "metrics.json"))
+        weights = load_weights(folder / "model.pt", refusal(TrainingError, "model.pt"))
     except (OSError, ValueError, RuntimeError, TrainingError) as exc:
         raise TrainingError(
             f"{folder} is not a finished teacher run (config.json, metrics.json and model.pt): {exc}"
