@@ -12,12 +12,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_widgets import DESIGN_TO_LOAD, ROUTER_STATE, follow_deep_link
 from onn_core.design import Design
-from onn_core.design_form import FORM_FIELDS, design_from_form, form_values
 from onn_core.design_link import from_link, to_link
 from onn_core.errors import DesignError
 from onn_core.user_input import MAX_JSON_BYTES
+from studio.design_form import FORM_FIELDS, design_from_form, form_values
+from studio.widgets import DESIGN_TO_LOAD, ROUTER_STATE, follow_deep_link
 
 PAGES = Path(__file__).resolve().parent / "pages"
 BAD_LINK = "bad_design_link"  # the link that failed to load: kept in the URL until the design is edited
@@ -33,7 +33,7 @@ st.set_page_config(page_title="ONN Design Studio", page_icon="🔬", layout="wid
 # of widget keys, so the new values appear as the new widgets' defaults. Seeding widgets through
 # session state instead loses them in a real browser: an edit made while a session's first run
 # is still going came back with every field at its minimum.
-FORM_VALUES = ROUTER_STATE  # app_widgets.through_the_router reads it to tell a page ran inside this router
+FORM_VALUES = ROUTER_STATE  # studio.widgets.through_the_router reads it to tell a page ran inside this router
 FORM_GENERATION = "form_generation"
 
 
@@ -78,7 +78,7 @@ def design_sidebar() -> None:
     """Draw the design inputs; store the validated design (or the error) in session state."""
     if FORM_VALUES not in st.session_state:
         _load_into_form(_design_from_link())
-    chosen = st.session_state.pop(DESIGN_TO_LOAD, None)  # a page's "use this design" (app_widgets.use_design)
+    chosen = st.session_state.pop(DESIGN_TO_LOAD, None)  # a page's "use this design" (studio.widgets.use_design)
     if chosen is not None:
         _load_into_form(chosen)
     current = st.session_state[FORM_VALUES]

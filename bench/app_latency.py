@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from onn_core.serve import CHROMIUM, CHROMIUM_ARGS, start_app_server, stop_app_server  # noqa: E402
+from studio.serve import CHROMIUM, CHROMIUM_ARGS, start_app_server, stop_app_server  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "app_latency.json"
 BASELINE_APP = ROOT / "bench" / "latency_baseline_app.py"

@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from onn_core.serve import CHROMIUM, CHROMIUM_ARGS, start_app_server, stop_app_server  # noqa: E402
+from studio.serve import CHROMIUM, CHROMIUM_ARGS, start_app_server, stop_app_server  # noqa: E402
 
 SHOTS = {  # page link → (heading, file)
     "Inspect": ("Inspect a run", "app-inspect.png"),

@@ -3,7 +3,6 @@
 import pandas as pd
 import streamlit as st
 
-from app_widgets import sidebar_design, through_the_router
 from onn_core.data.preview import design_view_samples
 from onn_core.data.registry import SHIPPED_SPECS, data_home
 from onn_core.data.user import (
@@ -15,6 +14,7 @@ from onn_core.data.user import (
     user_datasets,
 )
 from onn_core.errors import DataFormatError, DesignError
+from studio.widgets import sidebar_design, through_the_router
 
 COLOURS = {"as the images are": None, "grey (1 channel)": 1, "RGB (3 channels)": 3}
 TASKS = {"from the layout": None, "classification": "classification", "segmentation": "segmentation"}

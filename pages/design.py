@@ -2,14 +2,14 @@
 
 import streamlit as st
 
-from app_widgets import sidebar_design, through_the_router
 from onn_core.design import Design
-from onn_core.design_form import compare_rows, diagnostic_rows
 from onn_core.errors import DesignError
-from onn_core.plots import kernel_realisation_figure, layout_figure, metasurface_map_figure, mtf_figure, psf_figure
-from onn_core.preview import PREVIEW_KERNELS, kernel_preview, lens_preview, preview_kernel
 from onn_core.units import format_length
 from onn_core.user_input import MAX_JSON_BYTES
+from studio.design_form import compare_rows, diagnostic_rows
+from studio.plots import kernel_realisation_figure, layout_figure, metasurface_map_figure, mtf_figure, psf_figure
+from studio.preview import PREVIEW_KERNELS, kernel_preview, lens_preview, preview_kernel
+from studio.widgets import sidebar_design, through_the_router
 
 PINNED = "design.pinned"  # design A of a comparison, as JSON
 

@@ -2,14 +2,14 @@
 
 import streamlit as st
 
-from app_widgets import job_panel, sidebar_design, through_the_router
 from estimators.calibration import shipped as shipped_calibration
 from estimators.surrogate import CURVES, check_design_for, surrogate_curve, surrogate_for
 from onn_core import jobs
 from onn_core.data.registry import SPECS, dataset_status
 from onn_core.errors import DesignError, SurrogateUnavailable, SweepError
-from onn_core.plots import estimate_curve_figure
 from onn_core.training.metrics import headline_label
+from studio.plots import estimate_curve_figure
+from studio.widgets import job_panel, sidebar_design, through_the_router
 
 SWEPT = ("mnist", "fashion-mnist", "shapes-seg")
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_widgets import chosen_run, job_panel, through_the_router
 from onn_core import jobs
 from onn_core.errors import DesignError, OpticsInputError
 from onn_core.fabrication.export import FORMATS, export, run_metasurface
 from onn_core.paths import studio_home
+from studio.widgets import chosen_run, job_panel, through_the_router
 
 DESCRIPTIONS = {
     "gds": "GDSII layout: one disc per meta-atom, one cell per sub-optic (gdstk, µm units, 1 nm grid)",

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_widgets import accepted_upload, cached_run, chosen_run, job_panel, through_the_router
 from onn_core import jobs
 from onn_core.errors import DesignError
 from onn_core.fabrication.error_form import ERROR_FIELDS, error_model_from_form, form_from_error_model
@@ -13,7 +12,8 @@ from onn_core.fabrication.error_model import TYPICAL_PROCESS
 from onn_core.fabrication.evaluate import captured_score, load_captured_maps, monte_carlo
 from onn_core.fabrication.export import run_metasurface
 from onn_core.fabrication.measured import MAX_MEASURED_BYTES, read_measured_psfs
-from onn_core.run_plots import error_curve_figure, yield_figure
+from studio.run_plots import error_curve_figure, yield_figure
+from studio.widgets import accepted_upload, cached_run, chosen_run, job_panel, through_the_router
 
 QUICK_IMAGES = 1000
 

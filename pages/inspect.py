@@ -4,11 +4,12 @@
 import pandas as pd
 import streamlit as st
 
-from app_widgets import chosen_run, open_run, through_the_router
 from onn_core.data import SPECS
 from onn_core.errors import TrainingError
-from onn_core.inspect import compare_runs, inspect_image, run_kernels
-from onn_core.run_plots import (
+from onn_core.training.catalog import finished_runs
+from onn_core.training.run import load_history
+from studio.inspect import compare_runs, inspect_image, run_kernels
+from studio.run_plots import (
     confusion_figure,
     feature_maps_figure,
     history_figure,
@@ -16,8 +17,7 @@ from onn_core.run_plots import (
     overlay_figure,
     realised_psfs_figure,
 )
-from onn_core.training.catalog import finished_runs
-from onn_core.training.run import load_history
+from studio.widgets import chosen_run, open_run, through_the_router
 
 through_the_router(__file__)
 st.title("Inspect a run")

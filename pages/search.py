@@ -7,7 +7,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_widgets import job_panel, sidebar_design, through_the_router, use_design
 from estimators.search import FREE_FIELDS, MAX_EXACT_BUDGET, describe, search_space
 from estimators.surrogate import surrogate_for
 from onn_core import jobs
@@ -15,9 +14,10 @@ from onn_core.data.registry import SPECS
 from onn_core.design import Design
 from onn_core.errors import DesignError, SearchError, SurrogateUnavailable, SweepError
 from onn_core.models.energy import DEFAULT_ENERGY_MODEL
-from onn_core.plots import search_front_figure
 from onn_core.training.metrics import headline_label
 from onn_core.units import MM, UM
+from studio.plots import search_front_figure
+from studio.widgets import job_panel, sidebar_design, through_the_router, use_design
 
 PJ = 1e-12  # joules per picojoule, for the energy model's inputs
 

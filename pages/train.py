@@ -4,17 +4,17 @@
 import pandas as pd
 import streamlit as st
 
-from app_widgets import PAGES, job_panel, sidebar_design, through_the_router
 from onn_core import jobs
 from onn_core.data import SPECS, dataset_status
 from onn_core.errors import TrainingError
 from onn_core.models import default_teacher
-from onn_core.run_plots import history_figure
 from onn_core.training.config import METHODS, TRANSFER_DEFAULTS
 from onn_core.training.evidence import FALLBACK_METHOD, METHOD_TEXT, REGIME_TEXT, design_regime, measured
 from onn_core.training.metrics import headline
 from onn_core.training.run import load_history
 from onn_core.training.store import find_teacher
+from studio.run_plots import history_figure
+from studio.widgets import PAGES, job_panel, sidebar_design, through_the_router
 
 SETTING_KEYS = {"alpha": "train.alpha", "beta": "train.beta", "temperature": "train.temperature",
                 "kd_alpha": "train.kd_alpha"}  # fmt: skip

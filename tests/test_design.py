@@ -179,22 +179,22 @@ def test_a_design_link_round_trips_and_refuses_damage():
      ("635 532 450", (635e-9, 532e-9, 450e-9)), ("0.532um", (532e-9,)), ("532; 450", (532e-9, 450e-9))],
 )  # fmt: skip
 def test_wavelengths_are_typed_with_or_without_units(text, metres):
-    from onn_core.design_form import parse_wavelengths_nm
+    from studio.design_form import parse_wavelengths_nm
 
     assert parse_wavelengths_nm(text) == metres  # exactly: no float noise from the unit conversion
 
 
 @pytest.mark.parametrize("text", ["", "green", "532 nm nm", "5x", "532 mm"])
 def test_wavelengths_that_are_not_lengths_are_refused_saying_how_to_write_them(text):
-    from onn_core.design_form import parse_wavelengths_nm
+    from studio.design_form import parse_wavelengths_nm
 
     with pytest.raises(DesignError, match="nm"):
         parse_wavelengths_nm(text)
 
 
 def test_the_form_round_trips_the_default_design_exactly_so_its_link_is_empty():
-    from onn_core.design_form import design_from_form, form_values
     from onn_core.design_link import to_link
+    from studio.design_form import design_from_form, form_values
 
     design = design_from_form(form_values(Design()))
     assert design == Design() and to_link(design) == ""

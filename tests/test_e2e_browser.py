@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from onn_core.serve import CHROMIUM, CHROMIUM_ARGS, start_app_server, stop_app_server
+from studio.serve import CHROMIUM, CHROMIUM_ARGS, start_app_server, stop_app_server
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements.txt")
 # A busy 2-core machine can take many seconds per rerun: no expectation below waits less than this.

@@ -280,16 +280,29 @@ def test_bad_estimate_jobs_are_refused_before_queueing(config, message):
     assert jobs.list_jobs() == []
 
 
-def test_onn_core_never_imports_the_estimator_which_registers_its_own_kind_and_commands():
+def _top_level_imports(package: str) -> set[tuple[str, str]]:
+    """(file, top-level package) for every absolute import in a package's modules, at any depth."""
     import ast
 
-    for path in (ROOT / "onn_core").rglob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
+    found = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom) and node.level == 0:
                 names = [node.module or ""]
-            assert not any(name.split(".")[0] == "estimators" for name in names), path
+            found.update((str(path.relative_to(ROOT)), name.split(".")[0]) for name in names)
+    return found
+
+
+def test_the_library_never_imports_the_app_layer():
+    for package in ("onn_core", "estimators"):
+        wrong = {(path, name) for path, name in _top_level_imports(package) if name in ("studio", "streamlit")}
+        assert not wrong, f"{package} imports the app layer: {sorted(wrong)}"
+
+
+def test_onn_core_never_imports_the_estimator_which_registers_its_own_kind_and_commands():
+    wrong = {(path, name) for path, name in _top_level_imports("onn_core") if name == "estimators"}
+    assert not wrong, sorted(wrong)
     assert {"train", "teacher", "inverse-design", "fabricate", "compensate", "export", "estimate", "search"} == set(
         jobs.job_kinds()
     )  # fmt: skip

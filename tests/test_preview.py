@@ -5,10 +5,10 @@ import pytest
 from scipy.special import sici
 
 from onn_core.design import Design
-from onn_core.design_form import compare_rows
 from onn_core.errors import DesignError
 from onn_core.optics.metasurface import default_meta_atom_table
-from onn_core.preview import PREVIEW_KERNELS, kernel_preview, preview_kernel
+from studio.design_form import compare_rows
+from studio.preview import PREVIEW_KERNELS, kernel_preview, preview_kernel
 
 
 def _square_focus_fraction(half_width: float, aperture: float, wavelength: float, distance: float) -> float:

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from onn_core.run_plots import feature_maps_figure, kernels_figure, nice_length, realised_psfs_figure, tile_origins
 from onn_core.units import UM
+from studio.run_plots import feature_maps_figure, kernels_figure, nice_length, realised_psfs_figure, tile_origins
 
 
 @pytest.mark.parametrize(("limit", "expected"), [(8.0, 5.0), (10.0, 10.0), (0.37, 0.2), (199.0, 100.0), (2.5, 2.0)])

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .units import UM
+from onn_core.units import UM
 
 DIVERGING = "RdBu_r"
 

@@ -11,10 +11,11 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from .design import Design
+from onn_core.design import Design
+from onn_core.units import MM, NM, UM
+
 from .preview import KernelPreview, LensPreview
 from .run_plots import kernels_figure
-from .units import MM, NM, UM
 
 SIGN_COLOURS = {1: "#2b6cb0", -1: "#c05621", 0: "#4a5568"}
 UNUSED_COLOUR = "#cbd5e0"

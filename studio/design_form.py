@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .design import Design
-from .errors import DesignError
-from .units import MM, NM, UM
+from onn_core.design import Design
+from onn_core.errors import DesignError
+from onn_core.units import MM, NM, UM
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def design_from_form(values: dict[str, Any]) -> Design:
 
 def diagnostic_rows(design: Design) -> list[dict[str, str]]:
     """Derived quantities as (quantity, value) rows in display units, for a table."""
-    from .units import format_length
+    from onn_core.units import format_length
 
     rows = [
         ("Sub-optic grid", f"{design.n_rows} × {design.n_cols} = {design.sub_optic_count}"),

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .design import Design
-from .errors import DesignError
-from .optics import analytic, intensity_psf, lens_fourier, mtf, pixel_integrate, rectangular_aperture
-from .optics.grids import coordinates
-from .units import format_length
+from onn_core.design import Design
+from onn_core.errors import DesignError
+from onn_core.optics import analytic, intensity_psf, lens_fourier, mtf, pixel_integrate, rectangular_aperture
+from onn_core.optics.grids import coordinates
+from onn_core.units import format_length
 
 # Samples across the aperture and padding factor: output pitch = λz/(PAD·k) = λF#/PAD.
 _APERTURE_SAMPLES = 128
@@ -159,10 +159,10 @@ def kernel_preview(design: Design, kernel: np.ndarray, wavelength: float, *, cro
     The multi-focus hologram start of inverse design (no optimisation: about a second for the
     default design); the Fabricate page's inverse design refines it.
     """
-    from .fabrication.inverse_design import kernel_correlation, multifocus_phase
-    from .models.frontends import default_phase_pixel
-    from .optics.metasurface import default_meta_atom_table
-    from .optics.suboptic import suboptic_kernel_taps
+    from onn_core.fabrication.inverse_design import kernel_correlation, multifocus_phase
+    from onn_core.models.frontends import default_phase_pixel
+    from onn_core.optics.metasurface import default_meta_atom_table
+    from onn_core.optics.suboptic import suboptic_kernel_taps
 
     taps = design.kernel_taps
     if kernel.shape != (taps, taps) or (kernel < 0).any() or not kernel.any():

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .training.run import FinishedRun
+from onn_core.training.run import FinishedRun
 
 
 @dataclass
@@ -28,7 +28,7 @@ class RunKernels:
 
 
 def run_kernels(run: FinishedRun) -> RunKernels:
-    from .fabrication.export import run_metasurface
+    from onn_core.fabrication.export import run_metasurface
 
     frontend = run.frontends()[0]
     with torch.no_grad():
