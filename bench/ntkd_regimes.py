@@ -69,7 +69,10 @@ The random-teacher control must recover under half of NTKD's gain over e2e; othe
 is not the teacher's (``control: gain not the teacher's``). KD+NTKD is judged the same way.
 
 Runs live in var/regimes/ (resumable: a finished run is read, not retrained; a teacher retrained
-after var/ was lost must have the weights recorded under "teachers", or the script stops). Results:
+after var/ was lost must have the weights recorded under "teachers", or the script stops; amended
+2026-12-04: fashion-mnist's first teacher was lost that way and today's code retrains it to other
+weights, so its 18 rows and 19 selection runs moved to "superseded" (kept, in no verdict) and
+fashion-mnist reruns from scratch, selection included). Results:
 bench/results/ntkd_regimes.json (rewritten after every run), and assets/ntkd_regimes_summary.json
 (the measured ordering per dataset and regime, which the Train page and ``--method auto`` read).
 """
