@@ -2,7 +2,8 @@
 
 The design lives in the sidebar (units a designer types: mm, µm, nm), is validated by the design
 object on every change, and is shared with the pages through ``st.session_state``:
-``design`` (a valid :class:`onn_core.design.Design`, or None) and ``design_error``.
+``design`` (a valid :class:`onn_core.design.Design`, or None) and ``design_error`` (why not, in the
+form's terms).
 Run with ``make run``.
 """
 
@@ -16,8 +17,8 @@ from onn_core.design import Design
 from onn_core.design_link import from_link, to_link
 from onn_core.errors import DesignError
 from onn_core.user_input import MAX_JSON_BYTES
-from studio.design_form import FORM_FIELDS, design_from_form, form_values
-from studio.widgets import DESIGN_TO_LOAD, ROUTER_STATE, follow_deep_link
+from studio.design_form import FORM_FIELDS, design_from_form, form_message, form_values
+from studio.widgets import DESIGN_TO_LOAD, ROUTER_STATE, follow_deep_link, running_jobs_indicator
 
 PAGES = Path(__file__).resolve().parent / "pages"
 BAD_LINK = "bad_design_link"  # the link that failed to load: kept in the URL until the design is edited
@@ -144,8 +145,8 @@ def design_sidebar() -> None:
             else:
                 del st.query_params["design"]
     except DesignError as error:
-        st.session_state["design"], st.session_state["design_error"] = None, error
-        sidebar.error(str(error))
+        st.session_state["design"], st.session_state["design_error"] = None, form_message(error)
+        sidebar.error(st.session_state["design_error"])
 
     with sidebar.expander("Save / load"):
         design = st.session_state["design"]
@@ -185,5 +186,7 @@ navigation = st.navigation(
     ]
 )
 design_sidebar()
+with st.sidebar:
+    running_jobs_indicator()  # every page: what runs in the background, and a notice when it ends
 follow_deep_link()
 navigation.run()

@@ -1,18 +1,44 @@
-"""Regenerate the benchmark tables in README.md from bench/results/*.json.
+"""Regenerate the benchmark tables in README.md and docs/*.md from bench/results/*.json.
 
 Each table sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` markers, NAME being
-the results file's stem. Usage: python bench/readme_tables.py [NAME …]
+the block's name in TABLES (usually the results file's stem). A block is rendered into every file
+that holds its markers (README.md and docs/*.md), and it is an error for a block's markers to be
+in no file. Usage: python bench/readme_tables.py [NAME …] (no names: every block).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+LINK = re.compile(r"(\]\()([^)\s#]+)(\))")  # a markdown link's target, e.g. ](docs/figure.png)
+
+
+def documents() -> list[Path]:
+    """The files tables are rendered into: README.md, then docs/*.md."""
+    return [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def markers(name: str) -> re.Pattern:
+    return re.compile(rf"^(<!-- bench:{re.escape(name)} -->\n)(?:.*?\n)?(<!-- /bench:{re.escape(name)} -->)$",
+                      re.S | re.M)
+
+
+def relink(table: str, document: Path) -> str:
+    """Renderers name files from the repository root (docs/x.png); make such links relative to ``document``."""
+
+    def fix(match: re.Match) -> str:
+        target = match.group(2)
+        if "://" in target or not (ROOT / target).exists():
+            return match.group(0)
+        return match.group(1) + os.path.relpath(ROOT / target, document.parent).replace(os.sep, "/") + match.group(3)
+
+    return LINK.sub(fix, table)
 
 
 def propagation_table(result: dict) -> str:
@@ -437,7 +463,6 @@ def table3_by_regime(result: dict) -> str:
     return "\n".join(lines)
 
 
-# README block → (results file it is rendered from, renderer); a bare renderer reads bench/results/<block>.json.
 def bad_inputs_table(result: dict) -> str:
     classes: dict[str, list[dict]] = {}
     for row in result["cases"]:
@@ -460,6 +485,7 @@ def bad_inputs_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+# Block name → (results file it is rendered from, renderer); a bare renderer reads bench/results/<block>.json.
 TABLES = {
     "bad_inputs": bad_inputs_table,
     "table3_by_regime": ("ntkd_regimes", table3_by_regime),
@@ -481,23 +507,39 @@ TABLES = {
 }
 
 
-def main() -> None:
-    text = README.read_text(encoding="utf-8")
-    only = set(sys.argv[1:])  # e.g. `python bench/readme_tables.py bad_inputs`: just those tables
+def main(names: list[str] | None = None) -> None:
+    only = set(sys.argv[1:] if names is None else names)  # e.g. `python bench/readme_tables.py bad_inputs`
+    unknown = sorted(only - set(TABLES))
+    if unknown:
+        raise SystemExit(f"no such table: {', '.join(unknown)} (known: {', '.join(TABLES)})")
+    texts = {path: path.read_text(encoding="utf-8") for path in documents()}
+    if not only:  # a block nobody renders would silently go stale
+        for path, text in texts.items():
+            for name in re.findall(r"^<!-- bench:([\w-]+) -->$", text, re.M):
+                if name not in TABLES:
+                    raise SystemExit(f"{path.relative_to(ROOT)} has a <!-- bench:{name} --> block no renderer knows")
     for name, entry in TABLES.items():
         if only and name not in only:
             continue
+        pattern = markers(name)
+        holders = [path for path, text in texts.items() if pattern.search(text)]
+        if not holders:
+            raise SystemExit(f"no file holds the <!-- bench:{name} --> … <!-- /bench:{name} --> markers "
+                             "(looked in README.md and docs/*.md)")  # fmt: skip
         source, render = entry if isinstance(entry, tuple) else (name, entry)
         path = ROOT / "bench" / "results" / f"{source}.json"
         if not path.exists():
             continue
         table = render(json.loads(path.read_text()))
-        pattern = re.compile(rf"(<!-- bench:{name} -->\n)(?:.*?\n)?(<!-- /bench:{name} -->)", re.S)
-        if not pattern.search(text):
-            raise SystemExit(f"README.md has no <!-- bench:{name} --> markers")
-        text = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(2), text)
-    README.write_text(text, encoding="utf-8")
-    print("README.md tables updated")
+        for holder in holders:
+            rendered = relink(table, holder)
+            texts[holder] = pattern.sub(lambda m, t=rendered: m.group(1) + t + "\n" + m.group(2), texts[holder])
+    changed = []
+    for path, text in texts.items():
+        if text != path.read_text(encoding="utf-8"):
+            path.write_text(text, encoding="utf-8")
+            changed.append(str(path.relative_to(ROOT)))
+    print(f"tables updated in {', '.join(changed)}" if changed else "tables already up to date")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ SCHEMA = "onn-design/1"
 
 # Plausible ranges (metres unless noted). They catch unit slips — 532 typed where 532e-9 was
 # meant — with a message that says which unit the field expects.
-_LENGTH_RANGES: dict[str, tuple[float, float]] = {
+LENGTH_RANGES: dict[str, tuple[float, float]] = {
     "metasurface_height": (1e-6, 0.5),
     "metasurface_width": (1e-6, 0.5),
     "kernel_size": (100e-9, 0.5),
@@ -45,8 +45,8 @@ _LENGTH_RANGES: dict[str, tuple[float, float]] = {
     "sensor_distance": (1e-6, 1.0),
     "sensor_pixel_pitch": (100e-9, 1e-3),
 }
-_WAVELENGTH_RANGE = (100e-9, 20e-6)
-_INT_RANGES: dict[str, tuple[int, int]] = {
+WAVELENGTH_RANGE = (100e-9, 20e-6)
+INT_RANGES: dict[str, tuple[int, int]] = {
     "sensor_bit_depth": (1, 16),
     "sensor_pixels_per_tap": (1, 64),
     "kernel_taps": (1, 63),
@@ -116,10 +116,10 @@ class Design:
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
-        for name, (low, high) in _LENGTH_RANGES.items():
+        for name, (low, high) in LENGTH_RANGES.items():
             self._coerce_length(name, low, high)
         self._coerce_wavelengths()
-        for name, (low, high) in _INT_RANGES.items():
+        for name, (low, high) in INT_RANGES.items():
             self._coerce_int(name, low, high)
         if not isinstance(self.signed_kernels, bool):
             raise DesignError("signed_kernels", self.signed_kernels, "must be true or false.")
@@ -152,7 +152,7 @@ class Design:
         if not isinstance(values, tuple | list) or len(values) == 0:
             raise DesignError("wavelengths", values, "must be a non-empty list of wavelengths in metres.")
         cleaned = []
-        low, high = _WAVELENGTH_RANGE
+        low, high = WAVELENGTH_RANGE
         for value in values:
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise DesignError(

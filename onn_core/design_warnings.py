@@ -47,21 +47,44 @@ class DesignWarning:
 
 
 def design_warnings(design: Design) -> Iterator[DesignWarning]:
-    """Every warning that applies to ``design`` (per wavelength first, then layout and simulation)."""
+    """Every warning that applies to ``design`` (per wavelength first, then layout and simulation).
+
+    A per-wavelength warning that holds at several wavelengths is said once: the figures of its
+    gravest case (else the first listed wavelength), with the other wavelengths named."""
+    merged: dict[str, list[tuple[float, DesignWarning]]] = {}
+    for wavelength, warning in _per_wavelength_warnings(design):
+        merged.setdefault(warning.code, []).append((wavelength, warning))
+    for same in merged.values():
+        if len(same) == 1:
+            yield same[0][1]
+            continue
+        # The gravest case speaks (its "expected" note must not cover a wavelength where it is not).
+        named, first = next(((w, x) for w, x in same if x.severity == "warning"), same[0])
+        others = [format_length(wavelength) for wavelength, _ in same if wavelength != named]
+        yield dataclasses.replace(first, message=f"{first.message} The same holds at {_and_list(others)}.")
+    yield from _layout_warnings(design)
+
+
+def _and_list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _per_wavelength_warnings(design: Design) -> Iterator[tuple[float, DesignWarning]]:
     pitch = design.meta_atom_pitch
     for row in design.per_wavelength():
         wavelength = row["wavelength_m"]
         lam = format_length(wavelength)
         if row["nyquist_q"] < 2:
             resolved = design.tap_pitch >= 2 * row["airy_radius_m"]
-            yield DesignWarning(
+            yield wavelength, DesignWarning(
                 "psf_undersampled",
                 "info" if resolved else "warning",
                 ("sensor_pixel_pitch", "sensor_distance", "kernel_size"),
                 f"At {lam} the sensor samples a diffraction-limited spot at Q = λ·F#/p = "
-                f"{row['nyquist_q']:.2f} < 2: pixels of {format_length(design.sensor_pixel_pitch)} are coarser "
-                f"than the {format_length(row['airy_radius_m'])} Airy radius, so PSF detail finer than a pixel is "
-                "integrated away."
+                f"{row['nyquist_q']:.2f} < 2: pixels of {format_length(design.sensor_pixel_pitch)} are larger "
+                f"than λ·F#/2 = {format_length(wavelength * design.f_number / 2)}, the Nyquist pitch of the "
+                f"diffraction-limited PSF (Airy radius {format_length(row['airy_radius_m'])}), so PSF detail finer "
+                "than a pixel is integrated away."
                 + (
                     " Kernels are defined on taps of "
                     f"{format_length(design.tap_pitch)}, well above the spot, so this is expected."
@@ -71,7 +94,7 @@ def design_warnings(design: Design) -> Iterator[DesignWarning]:
                 "Q ≥ 2 needs a smaller pixel pitch, a longer distance or a smaller kernel aperture.",
             )
         if design.tap_pitch < row["diffraction_fwhm_m"]:
-            yield DesignWarning(
+            yield wavelength, DesignWarning(
                 "kernel_below_diffraction_limit",
                 "warning",
                 ("sensor_pixels_per_tap", "kernel_size", "sensor_distance"),
@@ -81,7 +104,7 @@ def design_warnings(design: Design) -> Iterator[DesignWarning]:
                 "use more sensor pixels per tap, a larger kernel aperture or a shorter distance.",
             )
         if design.required_deflection_deg > row["max_deflection_deg"]:
-            yield DesignWarning(
+            yield wavelength, DesignWarning(
                 "phase_aliasing",
                 "warning",
                 ("meta_atom_pitch", "sensor_distance", "kernel_taps"),
@@ -91,7 +114,7 @@ def design_warnings(design: Design) -> Iterator[DesignWarning]:
                 "reduce the meta-atom pitch, increase the sensor distance, or use fewer/smaller taps.",
             )
         if pitch < wavelength / 2:
-            yield DesignWarning(
+            yield wavelength, DesignWarning(
                 "evanescent_sampling",
                 "info",
                 ("meta_atom_pitch",),
@@ -101,7 +124,7 @@ def design_warnings(design: Design) -> Iterator[DesignWarning]:
                 f"a pitch up to {format_length(wavelength / 2)} simulates the same propagating light.",
             )
         if pitch >= wavelength:
-            yield DesignWarning(
+            yield wavelength, DesignWarning(
                 "diffraction_orders",
                 "warning",
                 ("meta_atom_pitch",),
@@ -109,6 +132,9 @@ def design_warnings(design: Design) -> Iterator[DesignWarning]:
                 "diffracts into higher orders, which the local-periodic meta-atom model ignores.",
                 f"use a pitch below {format_length(wavelength)}.",
             )
+
+
+def _layout_warnings(design: Design) -> Iterator[DesignWarning]:
     if design.feature_map_extent > design.sub_optic_pitch:
         yield DesignWarning(
             "feature_map_crosstalk",

@@ -9,7 +9,7 @@ from onn_core.data.registry import SPECS, dataset_status
 from onn_core.errors import DesignError, SurrogateUnavailable, SweepError
 from onn_core.training.metrics import headline_label
 from studio.plots import estimate_curve_figure
-from studio.widgets import job_panel, sidebar_design, through_the_router
+from studio.widgets import dataset_picker, job_panel, sidebar_design, through_the_router
 
 SWEPT = ("mnist", "fashion-mnist", "shapes-seg")
 
@@ -32,7 +32,7 @@ through_the_router(__file__)
 st.title("Accuracy before training")
 design = sidebar_design()
 
-dataset = st.selectbox("Dataset", SWEPT + tuple(d for d in SPECS if d not in SWEPT), key="estimate.dataset")
+dataset = dataset_picker(SWEPT + tuple(d for d in SPECS if d not in SWEPT), key="estimate.dataset")
 metric = headline_label(SPECS[dataset].task)
 try:
     check_design_for(design, dataset)
@@ -85,7 +85,7 @@ if surrogate is not None:
         st.warning(
             "On segmentation the NTK regression at initialisation barely tells designs apart (about 50 % mIoU "
             "for every swept design, where trained students reach about 63 % on shapes-seg): read it as a floor, "
-            "not a ranking. Classification estimates are validated against training (see the README)."
+            "not a ranking. Classification estimates are validated against training (see docs/BENCHMARKS.md)."
         )
     # One curve at a time: each Plotly chart costs the browser about a third of a second to draw.
     curve = st.radio("Vary", list(CURVES), format_func=lambda name: CURVES[name][0], horizontal=True,

@@ -13,7 +13,7 @@ from onn_core.fabrication.evaluate import captured_score, load_captured_maps, mo
 from onn_core.fabrication.export import run_metasurface
 from onn_core.fabrication.measured import MAX_MEASURED_BYTES, read_measured_psfs
 from studio.run_plots import error_curve_figure, yield_figure
-from studio.widgets import accepted_upload, cached_run, chosen_run, job_panel, through_the_router
+from studio.widgets import accepted_upload, cached_run, chosen_run, job_panel, teacher_picker, through_the_router
 
 QUICK_IMAGES = 1000
 
@@ -159,17 +159,21 @@ from_captures = "train" in captured and captured_test is not None
 fraction = columns[1].slider("Captured training data (%)", 1, 100, 10, key="fabricate.fraction",
                              disabled=from_captures) / 100  # fmt: skip
 epochs = columns[2].number_input("Epochs", 1, 100, 15, key="fabricate.epochs")
+teacher = None
+if method == "ntkd":
+    teacher = teacher_picker(run.config.dataset, run.design, method, key="fabricate.teacher", own=run.config.teacher)
 if from_captures:
     st.info("Compensation fine-tunes on the uploaded captures of training images and scores on the captured test "
             "maps; the error model and the simulated optics are not used.")  # fmt: skip
 elif "train" in captured:
     st.warning("Captured maps of training images need captured maps of test images beside them to be scored; "
                "until then compensation uses the simulated fabrication.")  # fmt: skip
-if st.button("Compensate (background job)", icon=":material/tune:"):
-    config = {"run": str(run.folder), "error_model": errors.to_dict(),
-              "settings": {"method": method, "fraction": fraction, "epochs": int(epochs)}}  # fmt: skip
+ready = method == "e2e" or teacher is not None
+if st.button("Compensate (background job)", icon=":material/tune:", disabled=not ready):
+    chosen = {"method": method, "epochs": int(epochs), **({"teacher": teacher} if teacher is not None else {})}
+    config = {"run": str(run.folder), "error_model": errors.to_dict(), "settings": {**chosen, "fraction": fraction}}
     if from_captures:
-        config = {"run": str(run.folder), "settings": {"method": method, "epochs": int(epochs)},
+        config = {"run": str(run.folder), "settings": chosen,
                   "captured_maps": captured["train"], "captured_test_maps": captured_test}  # fmt: skip
     elif measured_path:
         config["measured_psfs"] = measured_path

@@ -17,7 +17,7 @@ from onn_core.models.energy import DEFAULT_ENERGY_MODEL
 from onn_core.training.metrics import headline_label
 from onn_core.units import MM, UM
 from studio.plots import search_front_figure
-from studio.widgets import job_panel, sidebar_design, through_the_router, use_design
+from studio.widgets import dataset_picker, job_panel, sidebar_design, through_the_router, use_design
 
 PJ = 1e-12  # joules per picojoule, for the energy model's inputs
 
@@ -61,7 +61,7 @@ st.write(
     "fab's fields (meta-atom pitch, wavelengths, sensor) stay as in the sidebar."
 )
 design = sidebar_design()
-dataset = st.selectbox("Dataset", SWEPT + tuple(d for d in SPECS if d not in SWEPT), key="search.dataset")
+dataset = dataset_picker(SWEPT + tuple(d for d in SPECS if d not in SWEPT), key="search.dataset")
 metric = headline_label(SPECS[dataset].task)
 try:
     space = search_space(dataset)

@@ -7,44 +7,35 @@ import streamlit as st
 from onn_core import jobs
 from onn_core.data import SPECS, dataset_status
 from onn_core.errors import TrainingError
-from onn_core.models import default_teacher
 from onn_core.training.config import METHODS, TRANSFER_DEFAULTS
 from onn_core.training.evidence import FALLBACK_METHOD, METHOD_TEXT, REGIME_TEXT, design_regime, measured
 from onn_core.training.metrics import headline
 from onn_core.training.run import load_history
-from onn_core.training.store import find_teacher
 from studio.run_plots import history_figure
-from studio.widgets import PAGES, job_panel, sidebar_design, through_the_router
+from studio.widgets import (
+    PAGES,
+    dataset_picker,
+    default_unless_kept,
+    job_panel,
+    keep,
+    sidebar_design,
+    teacher_picker,
+    through_the_router,
+)
 
 SETTING_KEYS = {"alpha": "train.alpha", "beta": "train.beta", "temperature": "train.temperature",
                 "kd_alpha": "train.kd_alpha"}  # fmt: skip
 
 
-def teachers_for(dataset: str, design) -> dict[str, str]:
-    """Label → run folder of every finished teacher for ``dataset`` that reads the images as the
-    design's student does (the store's best, teacher jobs)."""
-    shape = list(design.input_shape)
-    found = {}
-    stored = find_teacher(dataset, input_shape=shape)
-    if stored is not None:
-        found[f"teacher store: {stored[1].get('model')} ({100 * stored[1].get('best_val', 0):.1f} % val)"] = str(
-            stored[0])  # fmt: skip
-    for job in jobs.list_jobs(state="succeeded"):
-        reads = job.metrics.get("data", {}).get("image_shape")
-        if job.kind == "teacher" and job.config.get("dataset") == dataset and reads == shape:
-            score = job.metrics.get("accuracy", job.metrics.get("miou"))
-            label = f"teacher job {job.id}: {job.metrics.get('model')} ({100 * (score or 0):.1f} % test)"
-            found[label] = job.artifact_dir
-    return found
-
-
 through_the_router(__file__)
 st.title("Train a student")
+# The form survives page switches (and the dataset reloads too: it is in the link).
+keep("train.method", "train.epochs", "train.seeds", "train.lr", "train.limit", "train.noise", *SETTING_KEYS.values())
 design = sidebar_design()
 
 available = [name for name in SPECS if dataset_status(name)["available"]]
 columns = st.columns(3)
-dataset = columns[0].selectbox("Dataset", available, key="train.dataset")
+dataset = dataset_picker(available, key="train.dataset", where=columns[0])
 # What the regimes benchmark measured for this data and the design's kernels preselects the method
 # and its settings, each time the dataset or the regime changes (the designer may still change them).
 regime = design_regime(design, sensor_noise=st.session_state.get("train.noise", False))
@@ -63,7 +54,7 @@ method = columns[1].radio(
     "Method", METHODS, horizontal=True, key="train.method",
     help="e2e: task loss only; kd: Hinton distillation; ntkd: the NTK of the teacher matched.",
 )  # fmt: skip
-epochs = columns[2].number_input("Epochs", 1, 500, 10, key="train.epochs")
+epochs = columns[2].number_input("Epochs", 1, 500, key="train.epochs", **default_unless_kept("train.epochs", 10))
 if SPECS[dataset].channels != design.input_channels:
     seen_as = "grey (BT.601 luma)" if design.input_channels == 1 else "RGB (grey repeated)"
     st.caption(f"{dataset} images have {SPECS[dataset].channels} channel(s); this design reads them as {seen_as}.")
@@ -80,35 +71,25 @@ measured_settings = evidence.settings if evidence and evidence.best == method el
 def setting(column, label: str, low: float, high: float, name: str) -> float:
     """A transfer setting's input; its first value is the default (or what preselection put in its state)."""
     key = SETTING_KEYS[name]
-    if key in st.session_state:  # a value is already there: passing another default would be ignored anyway
-        return column.number_input(label, low, high, key=key)
-    return column.number_input(label, low, high, float(TRANSFER_DEFAULTS[name]), key=key)
+    return column.number_input(label, low, high, key=key, **default_unless_kept(key, float(TRANSFER_DEFAULTS[name])))
 
 
 columns = st.columns(4)
-seeds = columns[0].number_input("Seeds", 1, 10, 1, key="train.seeds", help="One job per seed (mean ± std).")
-learning_rate = columns[1].number_input("Learning rate", 1e-5, 1.0, 2e-3, format="%g", key="train.lr")
-limit = columns[2].number_input("Training images (0: all)", 0, 100_000, 0, step=500, key="train.limit",
-                                help="A quick look: train on the first N images only.")  # fmt: skip
+seeds = columns[0].number_input("Seeds", 1, 10, key="train.seeds", help="One job per seed (mean ± std).",
+                                **default_unless_kept("train.seeds", 1))  # fmt: skip
+learning_rate = columns[1].number_input("Learning rate", 1e-5, 1.0, format="%g", key="train.lr",
+                                        **default_unless_kept("train.lr", 2e-3))  # fmt: skip
+limit = columns[2].number_input("Training images (0: all)", 0, 100_000, step=500, key="train.limit",
+                                help="A quick look: train on the first N images only.",
+                                **default_unless_kept("train.limit", 0))  # fmt: skip
 sensor_noise = columns[3].toggle("Camera noise", key="train.noise", help="Shot/read noise and the ADC in training.")
 
 settings = {"dataset": dataset, "method": method, "epochs": int(epochs), "learning_rate": float(learning_rate),
             "train_limit": int(limit) or None, "sensor_noise": sensor_noise}  # fmt: skip
 if method != "e2e":
-    choices = teachers_for(dataset, design)
-    if not choices:
-        st.warning(f"{method} needs a trained teacher for {dataset}, and there is none yet.")
-        if st.button(f"Train a {default_teacher(SPECS[dataset].task)} teacher (background job)"):
-            try:
-                jobs.submit("teacher", {"dataset": dataset, "model": default_teacher(SPECS[dataset].task),
-                                        "epochs": 20, "train_limit": int(limit) or None,
-                                        "design": design.to_dict()})  # fmt: skip
-                st.rerun()
-            except jobs.JobError as error:
-                st.error(str(error))
-    else:
-        label = st.selectbox("Teacher", list(choices), key="train.teacher")
-        settings["teacher"] = choices[label]
+    teacher = teacher_picker(dataset, design, method, key="train.teacher", train_limit=int(limit) or None)
+    if teacher is not None:
+        settings["teacher"] = teacher
         columns = st.columns(4)
         if method in ("ntkd", "kd+ntkd"):
             settings["alpha"] = setting(columns[0], "α (task)", 0.0, 100.0, "alpha")

@@ -212,3 +212,70 @@ def compare_rows(first: Design, second: Design) -> list[dict[str, str]]:
     quantities = list(a) + [q for q in b if q not in a]  # per-wavelength rows differ when the wavelengths do
     return [{"quantity": q, "A": a.get(q, "—"), "B": b.get(q, "—"), "differs": "●" if a.get(q) != b.get(q) else ""}
             for q in quantities]  # fmt: skip
+
+
+FIELDS_BY_NAME = {spec.name: spec for spec in FORM_FIELDS}
+
+
+def field_text(design: Design, name: str) -> str:
+    """One design field as the form shows it: '0.7 mm', '8 bits', '532, 450 nm', 'signed'."""
+    if name == "wavelengths":
+        return ", ".join(f"{w / NM:g}" for w in design.wavelengths) + " nm"
+    if name == "signed_kernels":
+        return "signed (K⁺/K⁻)" if design.signed_kernels else "non-negative"
+    spec = FIELDS_BY_NAME[name]
+    value = getattr(design, name)
+    return f"{value} {spec.unit}" if spec.integer else f"{to_si(value / spec.scale, 1):g} {spec.unit}"
+
+
+def design_headline(design: Design) -> str:
+    """The design's key figures in one line, as a designer would say them."""
+    kind = "signed" if design.signed_kernels else "non-negative"
+    height, width = (field_text(design, name) for name in ("metasurface_height", "metasurface_width"))
+    return (f"{height.removesuffix(' mm')} × {width} metasurface, {design.kernel_count} {kind} kernels of "
+            f"{design.kernel_taps} × {design.kernel_taps} taps (aperture {field_text(design, 'kernel_size')}), "
+            f"{field_text(design, 'wavelengths')}, sensor at {field_text(design, 'sensor_distance')} with "
+            f"{field_text(design, 'sensor_pixel_pitch')} pixels")  # fmt: skip
+
+
+def field_differences(first: Design, second: Design) -> list[tuple[str, str, str]]:
+    """The form fields in which two designs differ: (label, first's value, second's value), in form units."""
+    names = [spec.name for spec in FORM_FIELDS] + ["wavelengths", "signed_kernels"]
+    labels = {**{spec.name: spec.label for spec in FORM_FIELDS}, "wavelengths": "Wavelengths",
+              "signed_kernels": "Kernels"}  # fmt: skip
+    return [(labels[name], field_text(first, name), field_text(second, name)) for name in names
+            if field_text(first, name) != field_text(second, name)]  # fmt: skip
+
+
+def _in_form_units(spec: FormField, metres: float) -> str:
+    return f"{to_si(metres / spec.scale, 1):g} {spec.unit}"
+
+
+def form_message(error: DesignError) -> str:
+    """A design error in the sidebar's terms: the field's label and unit, not the API's name and metres.
+
+    The library's messages speak to JSON and CLI users (``kernel_size: must be positive, got 0 pm``);
+    a designer at the form reads "Kernel aperture k must be more than 0 mm".
+    """
+    from onn_core.design import INT_RANGES, LENGTH_RANGES, WAVELENGTH_RANGE
+
+    name, problem, hint = error.parameter, error.problem, error.hint
+    spec = FIELDS_BY_NAME.get(name)
+    label = spec.label if spec else {"wavelengths": "Wavelengths", "signed_kernels": "Signed kernels"}.get(
+        name, name.replace("_", " ").capitalize())  # fmt: skip
+    value = error.value
+    if spec is not None and not spec.integer and isinstance(value, int | float):
+        low, high = LENGTH_RANGES[name]
+        if value <= 0 < low:
+            return f"{label} must be more than 0 {spec.unit}."
+        if not low <= value <= high:
+            return (f"{label} of {_in_form_units(spec, value)} is outside what the studio builds: "
+                    f"{_in_form_units(spec, low)} to {_in_form_units(spec, high)}.")  # fmt: skip
+    if spec is not None and spec.integer and name in INT_RANGES and isinstance(value, int):
+        low, high = INT_RANGES[name]
+        if not low <= value <= high:
+            return f"{label} must be {low} to {high} {spec.unit}; it is {value}."
+    if name == "wavelengths" and "outside" in problem:
+        low, high = WAVELENGTH_RANGE
+        return f"Each wavelength must be {low / NM:g} nm to {high / NM:g} nm (e.g. 532 or 0.532 µm)."
+    return f"{label}: {problem}" + (f" Fix: {hint}" if hint else "")

@@ -13,13 +13,17 @@ from typing import Any, TypeVar
 import streamlit as st
 
 from onn_core import jobs
+from onn_core.data import SPECS
 from onn_core.errors import DataFormatError, OpticsInputError, TrainingError
+from onn_core.models import default_teacher
 from onn_core.paths import studio_home
 from onn_core.training.catalog import RunEntry, finished_runs
 from onn_core.training.run import FinishedRun, load_run
+from onn_core.training.store import find_teacher
+from studio.design_form import design_headline, field_differences
 
-PAGES = Path(__file__).resolve().parent / "pages"
-ROUTER = Path(__file__).resolve().parent / "app.py"
+PAGES = Path(__file__).resolve().parents[1] / "pages"
+ROUTER = Path(__file__).resolve().parents[1] / "app.py"
 Checked = TypeVar("Checked")
 ROUTER_STATE = "form_values"  # app.py's design sidebar keeps its form here (app.FORM_VALUES) before any page runs
 DEEP_LINK = "deep_link"
@@ -71,12 +75,36 @@ def open_run(entry: RunEntry) -> FinishedRun | None:
 
 
 def chosen_run() -> tuple[RunEntry, FinishedRun]:
-    """The run picker, then the chosen run loaded; the page stops (with the reason shown) if there is none."""
+    """The run picker, then the chosen run loaded and its design announced (see :func:`run_design_banner`);
+    the page stops (with the reason shown) if there is none."""
     entry = run_picker()
     run = open_run(entry) if entry is not None else None
     if run is None:
         st.stop()
+    run_design_banner(entry, run)
     return entry, run
+
+
+def run_design_banner(entry: RunEntry, run: FinishedRun) -> None:
+    """Say which design this page shows: the run's, never the sidebar's (a layout sent to a fab must
+    be the one the designer believes it is), how it differs from the sidebar's, and offer to load it."""
+    sidebar_design = st.session_state.get("design")
+    differences = field_differences(run.design, sidebar_design) if sidebar_design is not None else []
+    with st.container(border=True):
+        st.markdown(f"**This page shows run {entry.run_id}'s design:** {design_headline(run.design)}.")
+        if sidebar_design is None:
+            st.caption("The sidebar's design cannot be built; it does not apply on this page.")
+        elif differences:
+            changes = "; ".join(f"{label} {mine} (sidebar: {theirs})" for label, mine, theirs in differences)
+            st.caption(f"The sidebar's design differs and does not apply here — {changes}.")
+        else:
+            st.caption("The sidebar shows the same design.")
+        if differences or sidebar_design is None:
+            st.button("Load into sidebar", key="run_design.load", on_click=st.session_state.__setitem__,
+                      args=(DESIGN_TO_LOAD, run.design),
+                      help="Edit this run's design in the sidebar (the URL follows).")  # fmt: skip
+    st.sidebar.caption(f"On this page the run's design applies (run {entry.run_id}); edits here apply to "
+                       "Design, Data, Estimate, Search and Train.")  # fmt: skip
 
 
 def sidebar_design():
@@ -107,6 +135,50 @@ def run_picker(label: str = "Run", *, key: str = "run", query: str = "run") -> R
     if st.query_params.get(query) != chosen.run_id:
         st.query_params[query] = chosen.run_id
     return chosen
+
+
+DATASET = "dataset"  # the dataset chosen on any page: Estimate, Search and Train share it (and ?dataset=…)
+KEPT = "kept."
+
+
+def dataset_picker(options, *, key: str, label: str = "Dataset", where=None) -> str:
+    """A dataset choice shared by the pages and kept in the URL, so it survives page switches and reloads.
+
+    ``key`` is the page's own widget key; the shared value (session, else the link's ``?dataset=``)
+    is put into it before it is drawn, and a change made here becomes the shared value.
+    """
+    options = list(options)
+    shared = st.session_state.get(DATASET) or st.query_params.get("dataset")
+    if shared in options:
+        st.session_state[key] = shared
+    elif shared and DATASET not in st.session_state:
+        st.warning(f"The dataset {shared!r} in the link is not here (removed, or from another machine).")
+    def share() -> None:  # runs before the rerun, so the choice made here wins over the shared one
+        st.session_state[DATASET] = st.session_state[key]
+
+    chosen = (where or st).selectbox(label, options, key=key, on_change=share)
+    st.session_state[DATASET] = chosen
+    if st.query_params.get("dataset") != chosen:
+        st.query_params["dataset"] = chosen
+    return chosen
+
+
+def keep(*keys: str) -> None:
+    """Keep these widgets' values across page switches. Streamlit forgets the state of a widget that
+    a run does not draw (every widget of the page left), so each value is mirrored outside the
+    widgets and put back before the page draws them again. Call before the widgets are drawn, and
+    draw them without a default while their key is set (see :func:`default_unless_kept`)."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[KEPT + key] = st.session_state[key]
+        elif KEPT + key in st.session_state:
+            st.session_state[key] = st.session_state[KEPT + key]
+
+
+def default_unless_kept(key: str, value) -> dict:
+    """``{"value": value}`` for a widget's first draw; nothing once a value is kept (Streamlit
+    warns when a widget gets both a default and a value set through its key)."""
+    return {} if key in st.session_state else {"value": value}
 
 
 def accepted_upload(upload, check: Callable[[Path], Checked], limit: int) -> tuple[Path, Checked] | None:
@@ -164,3 +236,89 @@ def job_panel(job: jobs.Job, title: str, details: Callable[[jobs.Job], Any] | No
                 lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
                 st.code("\n".join(lines[-LOG_TAIL_LINES:]), language=None)
     return job.state
+
+
+# ---------------------------------------------------------------- teachers and job completion
+TEACHER_EPOCHS = 20
+ACTIVE = ("queued", "running")
+
+
+def teachers_for(dataset: str, design) -> dict[str, str]:
+    """Label → run folder of every finished teacher for ``dataset`` that reads the images as the
+    design's student does (the teacher store's best, then teacher jobs, newest first)."""
+    shape = list(design.input_shape)
+    found = {}
+    stored = find_teacher(dataset, input_shape=shape)
+    if stored is not None:
+        found[f"teacher store: {stored[1].get('model')} ({100 * stored[1].get('best_val', 0):.1f} % val)"] = str(
+            stored[0])  # fmt: skip
+    for job in jobs.list_jobs(state="succeeded"):
+        reads = job.metrics.get("data", {}).get("image_shape")
+        if job.kind == "teacher" and job.config.get("dataset") == dataset and reads == shape:
+            score = job.metrics.get("accuracy", job.metrics.get("miou"))
+            label = f"teacher job {job.id}: {job.metrics.get('model')} ({100 * (score or 0):.1f} % test)"
+            found[label] = job.artifact_dir
+    return found
+
+
+def teacher_picker(dataset: str, design, method: str, *, key: str, own: str | None = None,
+                   train_limit: int | None = None) -> str | None:  # fmt: skip
+    """Pick the teacher ``method`` needs (its run folder), or train one inline; None until there is one.
+
+    ``own``: a run's own teacher folder, offered first while it exists. A teacher job started here
+    (or anywhere) for this data is watched: when it ends, the whole page reruns and offers it, so
+    the designer never has to reload.
+    """
+    choices = {f"this run's own teacher ({Path(own).name})": own} if own and Path(own).is_dir() else {}
+    choices.update(teachers_for(dataset, design))
+    teacher_jobs = [job for job in jobs.list_jobs() if job.kind == "teacher" and job.config.get("dataset") == dataset]
+    running = [job.id for job in teacher_jobs if job.state in ACTIVE]
+    chosen = None
+    if choices:
+        chosen = choices[st.selectbox("Teacher", list(choices), key=key)]
+    else:
+        st.warning(f"{method} needs a trained teacher for {dataset}, and there is none yet"
+                   + (": one is training; this page offers it when it finishes." if running else "."))  # fmt: skip
+        if teacher_jobs and teacher_jobs[0].state in ("failed", "cancelled"):
+            job_panel(teacher_jobs[0], f"The last teacher job for {dataset}")
+    if running:
+        _watch_teacher_jobs(running)
+    elif not choices:
+        model = default_teacher(SPECS[dataset].task)
+        if st.button(f"Train a {model} teacher (background job)", key=f"{key}.train",
+                     help=f"{TEACHER_EPOCHS} epochs on {dataset}, images read as this design reads them."):  # fmt: skip
+            try:
+                jobs.submit("teacher", {"dataset": dataset, "model": model, "epochs": TEACHER_EPOCHS,
+                                        "train_limit": train_limit, "design": design.to_dict()})  # fmt: skip
+                st.rerun()
+            except jobs.JobError as error:
+                st.error(str(error))
+    return chosen
+
+
+@st.fragment(run_every=2)
+def _watch_teacher_jobs(job_ids: list[str]) -> None:
+    for job_id in job_ids:
+        job = jobs.status(job_id)
+        if job.state not in ACTIVE:
+            st.rerun(scope="app")  # finished (or failed): redraw the page, whose picker now offers it (or says why)
+        st.progress(job.progress, text=f"Teacher {job.id}: {job.message or job.state}")  # its Cancel is on Train
+
+
+JOBS_SEEN = "jobs.seen_active"
+
+
+@st.fragment(run_every=3)
+def running_jobs_indicator() -> None:
+    """The sidebar's line of running jobs, and a notice when one this session saw running finishes."""
+    active = {job.id: job for job in jobs.list_jobs() if job.state in ACTIVE}
+    seen = st.session_state.get(JOBS_SEEN, set())
+    for job_id in seen - set(active):
+        job = jobs.status(job_id)
+        icon = {"succeeded": "✅", "failed": "❌"}.get(job.state, "ℹ️")
+        st.toast(f"{job.kind} job {job.id} {job.state}.", icon=icon)
+    st.session_state[JOBS_SEEN] = set(active)
+    if active:
+        text = ", ".join(f"{job.kind} {job.id} ({100 * job.progress:.0f} %)" for job in list(active.values())[:3])
+        more = f" and {len(active) - 3} more" if len(active) > 3 else ""
+        st.caption(f"⏳ {len(active)} job(s) running: {text}{more}.")

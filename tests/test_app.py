@@ -89,6 +89,23 @@ def test_invalid_design_is_explained_not_a_traceback(app):
     assert not app.error and len(app.get("plotly_chart")) == 3
 
 
+def test_sidebar_messages_speak_the_forms_labels_and_units(app):
+    app.number_input(key="form.kernel_size").set_value(0.0).run()
+    assert [e.value for e in app.sidebar.error] == ["Kernel aperture k must be more than 0 mm."]
+    app.number_input(key="form.kernel_size").set_value(0.94).run()
+    app.number_input(key="form.meta_atom_pitch").set_value(200000.0).run()
+    [message] = [e.value for e in app.sidebar.error]
+    assert message == "Meta-atom pitch of 200000 nm is outside what the studio builds: 10 nm to 100000 nm."
+    app.number_input(key="form.meta_atom_pitch").set_value(350.0).run()
+    app.text_input(key="form.wavelengths").input("53200").run()
+    assert [e.value for e in app.sidebar.error] == [
+        "Each wavelength must be 100 nm to 20000 nm (e.g. 532 or 0.532 µm)."]
+    app.text_input(key="form.wavelengths").input("532nm").run()  # units may be typed, spaced or not
+    assert not app.sidebar.error and app.session_state["design"].wavelengths == pytest.approx((532e-9,))
+    for message in [e.value for e in app.error]:  # the pages' own copies of it too
+        assert "metres" not in message and "_" not in message
+
+
 def test_rgb_design_previews_each_wavelength(app):
     app.number_input(key="form.input_channels").set_value(3).run()
     assert any("3 channels but 1 wavelength" in e.value for e in app.error)

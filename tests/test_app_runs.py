@@ -52,6 +52,25 @@ def test_a_stale_run_link_says_so_and_shows_a_run():
     assert not at.exception
 
 
+@pytest.mark.parametrize("page", ["inspect", "export"])
+def test_run_pages_show_the_runs_design_not_the_sidebars_and_load_it_on_request(page):
+    from onn_core.design_link import to_link
+    from onn_core.training.run import load_run
+
+    example = load_run(EXAMPLE_RUN).design  # a 0.7 mm design; the sidebar shows another
+    at = open_page(page, design=to_link(example.replace(metasurface_width=2e-3, sensor_bit_depth=10)))
+    banner = next(m.value for m in at.markdown if "This page shows run example's design" in m.value)
+    assert "0.7 × 0.7 mm metasurface, 8 signed kernels of 7 × 7 taps (aperture 0.12 mm)" in banner
+    [note] = [c.value for c in at.caption if "sidebar's design differs" in c.value]
+    assert "Metasurface width 0.7 mm (sidebar: 2 mm)" in note and "Bit depth 8 bits (sidebar: 10 bits)" in note
+    assert any("the run's design applies" in c.value for c in at.sidebar.caption)
+    next(b for b in at.button if b.label == "Load into sidebar").click().run()
+    assert not at.exception and at.session_state["design"] == example
+    assert at.query_params["design"] == to_link(example)
+    assert any(c.value == "The sidebar shows the same design." for c in at.caption)
+    assert not [b for b in at.button if b.label == "Load into sidebar"]
+
+
 def test_fabricate_page_draws_once_and_refuses_a_bad_error_model():
     at = open_page("fabricate")
     assert [t.value for t in at.title] == ["Fabrication"]
@@ -227,3 +246,21 @@ def test_export_page_shows_a_background_layout_job_and_cancels_it(studio):
     assert "queued" in bar.proto.text
     next(b for b in at.button if b.label == "Cancel").click().run()
     assert jobs.status(job_id).state == "cancelled"
+
+
+def test_the_dataset_and_the_train_form_are_kept_across_pages_and_the_dataset_across_reloads():
+    at = open_page("train")
+    at.selectbox(key="train.dataset").select("digits").run()
+    at.number_input(key="train.epochs").set_value(7).run()
+    at.radio(key="train.method").set_value("kd").run()
+    assert at.query_params["dataset"] == "digits"
+    at.switch_page("../pages/search.py").run()
+    assert at.selectbox(key="search.dataset").value == "digits" and not at.exception
+    at.switch_page("../pages/train.py").run()
+    assert not at.exception
+    assert at.selectbox(key="train.dataset").value == "digits"
+    assert at.number_input(key="train.epochs").value == 7 and at.radio(key="train.method").value == "kd"
+    reloaded = open_page("train", dataset="digits")  # a reload: a new session, the link's dataset
+    assert reloaded.selectbox(key="train.dataset").value == "digits"
+    stale = open_page("train", dataset="no-such-data")
+    assert any("'no-such-data' in the link is not here" in w.value for w in stale.warning)

@@ -158,6 +158,31 @@ def test_questionable_designs_warn_with_structure():
         assert warning.message and warning.hint and warning.to_dict()["parameters"]
 
 
+@pytest.mark.parametrize("pixel_pitch", [1e-6, 2e-6, 3.45e-6, 5.86e-6, 10e-6])
+def test_the_sampling_diagnostic_says_only_what_is_true_once_across_wavelengths(pixel_pitch):
+    from onn_core.units import format_length
+
+    design = Design(wavelengths=(635e-9, 532e-9, 450e-9), input_channels=3, sensor_pixel_pitch=pixel_pitch)
+    codes = [w.code for w in design.warnings]
+    assert len(codes) == len(set(codes))  # one warning per finding, however many wavelengths share it
+    under = [row["wavelength_m"] for row in design.per_wavelength() if row["nyquist_q"] < 2]
+    found = [w for w in design.warnings if w.code == "psf_undersampled"]
+    assert len(found) == (1 if under else 0)
+    if under:
+        [named] = [w for w in under if found[0].message.startswith(f"At {format_length(w)} ")]
+        message, nyquist_pitch = found[0].message, named * design.f_number / 2
+        assert pixel_pitch > nyquist_pitch  # "pixels … are larger than λ·F#/2": true of the wavelength named
+        assert f"pixels of {format_length(pixel_pitch)} are larger than λ·F#/2 = {format_length(nyquist_pitch)}" in (
+            message)  # fmt: skip
+        if len(under) > 1:
+            rest = [format_length(w) for w in under if w != named]
+            assert message.endswith(f"The same holds at {', '.join(rest[:-1]) + ' and ' if rest[:-1] else ''}"
+                                    f"{rest[-1]}.")  # fmt: skip
+        assert found[0].severity == ("info" if "well above the spot" in message else "warning")
+        if "well above the spot" in message:
+            assert all(design.tap_pitch >= 2 * row["airy_radius_m"] for row in design.per_wavelength())
+
+
 def test_a_design_link_round_trips_and_refuses_damage():
     from onn_core.errors import DesignError
 

@@ -8,6 +8,7 @@ Debian (``/usr/bin/chromium``; ``.ci/run`` installs it); Playwright never downlo
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,18 @@ def test_train_fabricate_inspect_and_download_the_gds(server, page, screenshots,
     page.get_by_role("option", name="digits").click()
     _set_number(page, "Epochs", "1")
     _set_number(page, "Training images (0: all)", "300")
+    # Distilling needs a teacher: one trained from this page is offered when it ends, without a reload.
+    _idle(page)
+    page.get_by_test_id("stRadio").filter(has_text="Method").get_by_text("ntkd", exact=True).click()
+    _idle(page)
+    expect(page.get_by_text("ntkd needs a trained teacher for digits").first).to_be_visible()
+    url = page.url
+    page.get_by_role("button", name=re.compile(r"Train a .+ teacher \(background job\)")).click()
+    teacher = page.get_by_role("combobox", name="Teacher")
+    expect(teacher).to_have_value(re.compile(r"^teacher job "), timeout=240_000)
+    expect(page.get_by_role("button", name="Train (background job)")).to_be_enabled()
+    assert page.url == url
+    page.get_by_test_id("stRadio").filter(has_text="Method").get_by_text("e2e", exact=True).click()
     link = _train_and_wait(page)
     page.screenshot(path=str(screenshots / "train.png"), full_page=True)
 
@@ -204,6 +217,8 @@ def test_train_fabricate_inspect_and_download_the_gds(server, page, screenshots,
     expect(page.get_by_role("heading", name="Inspect a run", level=1)).to_be_visible(timeout=60_000)
     expect(_metric(page, "Test accuracy")).to_contain_text("%", timeout=60_000)
     assert "run=" in page.url
+    expect(page.get_by_text("design: 0.7 × 0.7 mm metasurface, 8 signed kernels")).to_be_visible()
+    expect(page.get_by_text("The sidebar shows the same design.")).to_be_visible()
     page.screenshot(path=str(screenshots / "inspect.png"), full_page=True)
 
     page.get_by_role("link", name="Fabricate").click()
@@ -211,6 +226,9 @@ def test_train_fabricate_inspect_and_download_the_gds(server, page, screenshots,
     _idle(page)
     page.get_by_role("button", name="Run inverse design (background job)").click()
     expect(page.get_by_text("realised kernels correlate").first).to_be_visible(timeout=240_000)
+    _idle(page)  # NTKD compensation (the default) offers the teacher trained on the Train page
+    expect(teacher).to_have_value(re.compile(r"^teacher job "))
+    expect(page.get_by_role("button", name="Compensate (background job)")).to_be_enabled()
     page.screenshot(path=str(screenshots / "fabricate.png"), full_page=True)
 
     page.get_by_role("link", name="Export").click()
