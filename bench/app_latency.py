@@ -48,7 +48,9 @@ BASELINE_APP = ROOT / "bench" / "latency_baseline_app.py"
 # page → (URL path, title shown, text that shows the edited design (8 mm → 16 kernels), or None)
 PAGES = {
     "Design": ("", "Frontend design", "16"),
+    "Data": ("data", "Your data", None),
     "Estimate": ("estimate", "Accuracy before training", "kernels 16."),
+    "Search": ("search", "Design search", None),
     "Train": ("train", "Train a student", None),
     "Inspect": ("inspect", "Inspect a run", None),
     "Fabricate": ("fabricate", "Fabrication", None),

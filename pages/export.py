@@ -74,8 +74,27 @@ def gds_job_panel() -> None:
 
 
 atoms = 0 if metasurface is None else metasurface.disc_radius().size * metasurface.atoms_per_phase_pixel**2
+NEEDS_METASURFACE = ("gds", "npz", "png", "csv")
+# Everything this run can export now, in one click (a layout too big to write inline stays a job).
+ready = [name for name in FORMATS if (metasurface is not None or name not in NEEDS_METASURFACE)
+         and not (name == "gds" and atoms > INLINE_ATOMS)]  # fmt: skip
+with st.container(border=True):
+    st.markdown(f"**Everything** — {', '.join(name.upper() for name in ready)} in one zip")
+    if st.button("Prepare all", key="prepare-all", type="primary"):
+        try:
+            with st.spinner(f"Writing {len(ready)} exports…"):
+                written = export(run, ready, out)
+            for name, paths in written.items():
+                st.session_state[f"export.{entry.run_id}.{name}"] = paths
+            st.session_state[f"export.{entry.run_id}.all"] = [path for paths in written.values() for path in paths]
+        except (OpticsInputError, DesignError) as error:
+            st.error(str(error))
+    everything = st.session_state.get(f"export.{entry.run_id}.all")
+    if everything and all(Path(p).exists() for p in everything):
+        download(everything, "all")
+
 for name in FORMATS:
-    needs_metasurface = name in ("gds", "npz", "png", "csv")
+    needs_metasurface = name in NEEDS_METASURFACE
     with st.container(border=True):
         st.markdown(f"**{name.upper()}** — {DESCRIPTIONS[name]}")
         if needs_metasurface and metasurface is None:

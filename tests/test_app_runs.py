@@ -34,7 +34,7 @@ def test_a_fresh_install_inspects_the_shipped_example():
     assert [t.value for t in at.title] == ["Inspect a run"]
     metrics = {m.label: m.value for m in at.metric}
     assert float(metrics["Test accuracy"].rstrip(" %")) > 90 and metrics["Kernels"] == "8"
-    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")[:2]]
+    specs = [json.loads(c.proto.spec) for c in at.main.get("plotly_chart")[:2]]
     titles = [spec["layout"]["title"]["text"] for spec in specs]
     assert titles[0].startswith("signed kernels (7×7 taps of 11.72 µm)")
     assert titles[1].startswith("realised K⁺ (top) and K⁻ PSFs")  # the example is inverse-designed
@@ -161,6 +161,12 @@ def test_export_page_prepares_downloads(studio):
     from onn_core.fabrication.gds import read_gds_summary
 
     assert len(read_gds_summary(out / "metasurface.gds")["sub_optic_cells"]) == 16
+    next(b for b in at.button if b.label == "Prepare all").click().run()  # one click, one zip of every export
+    assert not at.exception, at.exception
+    assert [b for b in at.get("download_button") if b.proto.label == "Download example-all.zip"]
+    names = {Path(path).name for path in at.session_state["export.example.all"]}
+    assert {"metasurface.gds", "design.json", "report.html"} <= names
+    assert {Path(name).suffix for name in names} >= {".gds", ".npz", ".png", ".csv", ".json", ".safetensors", ".html"}
 
 
 def test_train_page_submits_a_job_shows_it_live_and_links_the_finished_run():
