@@ -35,3 +35,14 @@ def format_value(value: object, unit: str | None) -> str:
     if unit:
         return f"{value} {unit}"
     return repr(value)
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as a designer reads it: '40 s', '3 min', '1 h 20 min' (rounded; it is an estimate)."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"

@@ -8,6 +8,7 @@ from onn_core import jobs
 from onn_core.data import SPECS, dataset_status
 from onn_core.errors import TrainingError
 from onn_core.training.config import METHODS, TRANSFER_DEFAULTS
+from onn_core.training.duration import expected_duration
 from onn_core.training.evidence import FALLBACK_METHOD, METHOD_TEXT, REGIME_TEXT, design_regime, measured
 from onn_core.training.metrics import headline
 from onn_core.training.run import load_history
@@ -101,6 +102,9 @@ if method != "e2e":
             settings["kd_alpha"] = setting(columns[3], "KD weight", 0.0, 1.0, "kd_alpha")
 
 ready = method == "e2e" or "teacher" in settings
+expected = expected_duration("train", {**settings, "design": design.to_dict()}, jobs.list_jobs(state="succeeded"))
+st.caption(f"Each seed takes {expected.text()}." if expected else
+           "No earlier job like this one here to time it from; its ETA shows once it runs.")  # fmt: skip
 if st.button("Train (background job)", icon=":material/play_arrow:", disabled=not ready, type="primary"):
     submitted = []
     try:

@@ -18,6 +18,7 @@ from onn_core.errors import DataFormatError, OpticsInputError, TrainingError
 from onn_core.models import default_teacher
 from onn_core.paths import studio_home
 from onn_core.training.catalog import RunEntry, finished_runs
+from onn_core.training.duration import expected_duration
 from onn_core.training.run import FinishedRun, load_run
 from onn_core.training.store import find_teacher
 from studio.design_form import design_headline, field_differences
@@ -285,14 +286,18 @@ def teacher_picker(dataset: str, design, method: str, *, key: str, own: str | No
         _watch_teacher_jobs(running)
     elif not choices:
         model = default_teacher(SPECS[dataset].task)
+        config = {"dataset": dataset, "model": model, "epochs": TEACHER_EPOCHS, "train_limit": train_limit,
+                  "design": design.to_dict()}  # fmt: skip
+        expected = expected_duration("teacher", config, [job for job in teacher_jobs if job.state == "succeeded"])
         if st.button(f"Train a {model} teacher (background job)", key=f"{key}.train",
                      help=f"{TEACHER_EPOCHS} epochs on {dataset}, images read as this design reads them."):  # fmt: skip
             try:
-                jobs.submit("teacher", {"dataset": dataset, "model": model, "epochs": TEACHER_EPOCHS,
-                                        "train_limit": train_limit, "design": design.to_dict()})  # fmt: skip
+                jobs.submit("teacher", config)
                 st.rerun()
             except jobs.JobError as error:
                 st.error(str(error))
+        if expected is not None:
+            st.caption(f"A teacher takes {expected.text()}.")
     return chosen
 
 

@@ -181,6 +181,7 @@ def test_train_page_submits_a_job_shows_it_live_and_links_the_finished_run():
     at.selectbox(key="train.dataset").set_value("digits").run()
     at.number_input(key="train.epochs").set_value(1).run()
     at.number_input(key="train.limit").set_value(300).run()
+    assert any("No earlier job like this one" in c.value for c in at.caption)  # no basis for a duration yet
     next(b for b in at.button if "Train (background job)" in b.label).click().run()
     [job] = jobs.list_jobs()
     assert job.kind == "train" and job.config["dataset"] == "digits" and job.config["design"]["kernel_size"] > 0
@@ -188,8 +189,11 @@ def test_train_page_submits_a_job_shows_it_live_and_links_the_finished_run():
     while jobs.status(job.id).state not in ("succeeded", "failed") and time.monotonic() < deadline:
         time.sleep(1)
     assert jobs.status(job.id).state == "succeeded", jobs.status(job.id).error
-    again = open_page("train")  # a reload reattaches: the job list comes from the job store
+    again = open_page("train", dataset="digits")  # a reload reattaches: the job list comes from the job store
     assert not at.exception and len(again.dataframe) == 1
+    again.number_input(key="train.limit").set_value(300).run()  # the same job again: timed from the first
+    [said] = [c.value for c in again.caption if c.value.startswith("Each seed takes about")]
+    assert said.endswith("(from 1 earlier e2e train job here, this design on this data).")
     inspect = open_page("inspect", run=job.id)
     assert inspect.selectbox(key="run.picker").value.run_id == job.id
     # The comparison with the shipped example: runs as columns, numbers and text mixed in each.
