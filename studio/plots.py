@@ -139,7 +139,8 @@ def mtf_figure(preview: LensPreview) -> go.Figure:
                 annotation_position=side,
                 annotation_font={"color": colour, "size": 11},
             )
-    figure.update_xaxes(title="spatial frequency (cycles/mm)")
+    # An MTF is even: the positive frequencies say it all, from 0 to just past the cutoff.
+    figure.update_xaxes(title="spatial frequency (cycles/mm)", range=[0, 1.05 * preview.frequency.max() * per_mm])
     figure.update_yaxes(title="MTF", range=[0, 1.05])
     figure.update_layout(
         title="MTF along x",

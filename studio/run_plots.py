@@ -183,9 +183,13 @@ def yield_figure(scores: list[float], trained: float, designed: float, metric: s
     """Histogram of fabricated scores (%) with the simulated and as-designed scores marked."""
     figure = go.Figure(go.Histogram(x=[100 * s for s in scores], nbinsx=max(5, len(scores) // 2), name="draws",
                                     marker={"color": "#2b6cb0"}))  # fmt: skip
-    figure.add_vline(x=100 * trained, line={"color": "#2f855a", "dash": "dash"}, annotation_text="trained")
+    # The two marks are often close: their labels sit on opposite sides of their lines.
+    low_side, high_side = ("top left", "top right") if trained <= designed else ("top right", "top left")
+    figure.add_vline(x=100 * trained, line={"color": "#2f855a", "dash": "dash"}, annotation_text="trained",
+                     annotation_position=low_side)  # fmt: skip
     if abs(designed - trained) > 1e-9:
-        figure.add_vline(x=100 * designed, line={"color": "#c05621", "dash": "dot"}, annotation_text="as designed")
+        figure.add_vline(x=100 * designed, line={"color": "#c05621", "dash": "dot"}, annotation_text="as designed",
+                         annotation_position=high_side)  # fmt: skip
     figure.update_layout(xaxis={"title": {"text": f"{metric} through fabricated optics (%)"}},
                          yaxis={"title": {"text": "draws"}}, height=300,
                          margin={"l": 10, "r": 10, "t": 30, "b": 10})  # fmt: skip
@@ -193,11 +197,21 @@ def yield_figure(scores: list[float], trained: float, designed: float, metric: s
 
 
 def error_curve_figure(points: list[dict], metric: str) -> go.Figure:
-    """Score (%) vs error-model scale, mean ± std over draws."""
+    """Score (%) vs error-model scale: every draw as a dot, the mean as a line in its ± std band."""
     x = [p["factor"] for p in points]
-    figure = go.Figure(go.Scatter(x=x, y=[100 * p["mean"] for p in points], mode="lines+markers",
-                                  error_y={"type": "data", "array": [100 * p["std"] for p in points]}))  # fmt: skip
+    mean = np.array([100 * p["mean"] for p in points])
+    std = np.array([100 * p["std"] for p in points])
+    draws_x = [p["factor"] for p in points for _ in p.get("scores", [])]
+    draws_y = [100 * score for p in points for score in p.get("scores", [])]
+    figure = go.Figure([
+        go.Scatter(x=x + x[::-1], y=list(mean + std) + list((mean - std)[::-1]), fill="toself", hoverinfo="skip",
+                   fillcolor="rgba(43,108,176,0.15)", line={"width": 0}, name="mean ± std"),
+        go.Scatter(x=draws_x, y=draws_y, mode="markers", name="draws", hovertemplate="%{y:.1f} %<extra>draw</extra>",
+                   marker={"size": 5, "color": "rgba(26,32,44,0.45)"}),
+        go.Scatter(x=x, y=mean, mode="lines+markers", name="mean", line={"color": "#2b6cb0"}),
+    ])  # fmt: skip
     figure.update_layout(xaxis={"title": {"text": "error magnitude (× the error model)"}},
                          yaxis={"title": {"text": f"{metric} (%)"}}, height=300,
-                         margin={"l": 10, "r": 10, "t": 30, "b": 10})  # fmt: skip
+                         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+                         margin={"l": 10, "r": 10, "t": 40, "b": 10})  # fmt: skip
     return figure

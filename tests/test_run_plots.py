@@ -70,3 +70,20 @@ def test_feature_maps_show_the_input_in_grey_and_the_maps_on_a_signed_scale():
     np.testing.assert_allclose(z[:, 29:57], maps[0])
     assert np.isnan(z[:, :28]).all()  # the input's tile belongs to the grey trace
     assert signed.zmin == pytest.approx(-0.5) and signed.colorbar.title.text == "signal"
+
+
+def test_the_error_curve_shows_every_draw_and_the_spread_and_progress_names_its_units():
+    from types import SimpleNamespace
+
+    from onn_core.jobs.kinds import epoch_text
+    from studio.run_plots import error_curve_figure, yield_figure
+
+    points = [{"factor": f, "mean": m, "std": s, "scores": [m - s, m + s]}
+              for f, m, s in ((0.0, 0.95, 0.0), (1.0, 0.9, 0.02), (2.0, 0.8, 0.05))]  # fmt: skip
+    band, draws, mean = error_curve_figure(points, "accuracy").data
+    assert list(draws.y) == pytest.approx([95, 95, 88, 92, 75, 85]) and list(mean.y) == pytest.approx([95, 90, 80])
+    assert list(band.y) == pytest.approx([95, 92, 85, 75, 88, 95])  # mean + std out, mean − std back
+    marks = [a.xanchor for a in yield_figure([0.9, 0.91], 0.95, 0.951, "accuracy").layout.annotations]
+    assert sorted(marks) == ["left", "right"]  # close marks, labels on opposite sides
+    update = SimpleNamespace(phase="fabricate", epoch=1, epochs=1, step=2, steps=4, eta_s=150.0, metrics={})
+    assert epoch_text(update) == "Monte-Carlo draw 2/4, ETA 2 min"

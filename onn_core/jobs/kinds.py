@@ -24,6 +24,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import TrainingError
+from ..units import format_duration
 from .store import JobError
 
 BUILT_IN = ("onn_core.training.jobs", "onn_core.fabrication.jobs")
@@ -33,13 +34,21 @@ Runner = Callable[[dict[str, Any], Path, Callable[[Any], None]], dict[str, Any]]
 
 
 def eta_text(update: Any) -> str:
-    return f", ETA {update.eta_s:.0f} s" if update.eta_s is not None else ""
+    return f", ETA {format_duration(update.eta_s)}" if update.eta_s is not None else ""
+
+
+# What one unit of a counted phase is (a phase with no epochs: Monte-Carlo draws, optimiser steps).
+COUNTED_UNITS = {"fabricate": "Monte-Carlo draw", "error curve": "error-curve draw", "inverse-design": "step",
+                 "estimate": "initialisation", "export": "sub-optic"}  # fmt: skip
 
 
 def epoch_text(update: Any) -> str:
-    """A progress update as a job's status line: the phase being prepared, or epoch and step."""
+    """A progress update as a job's status line: the phase being prepared, the units of a counted
+    phase ("Monte-Carlo draw 2/4"), or epoch and step."""
     if update.phase == "prepare":
         return f"{update.metrics.get('task', 'preparing')}: {update.step}/{update.steps}{eta_text(update)}"
+    if update.phase in COUNTED_UNITS and update.epochs == 1:
+        return f"{COUNTED_UNITS[update.phase]} {update.step}/{update.steps}{eta_text(update)}"
     return f"epoch {update.epoch}/{update.epochs}, step {update.step}/{update.steps}{eta_text(update)}"
 
 
