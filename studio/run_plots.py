@@ -165,7 +165,8 @@ def history_figure(history: list[dict], metric: str) -> go.Figure:
     figure.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"orientation": "h"},
                          xaxis={"title": {"text": "epoch"}})  # fmt: skip
     figure.update_yaxes(title_text="loss", secondary_y=False)
-    figure.update_yaxes(title_text=f"{metric} (%)", secondary_y=True)
+    # One grid (the loss axis'): a second, offset grid made the chart hard to read.
+    figure.update_yaxes(title_text=f"{metric} (%)", secondary_y=True, showgrid=False)
     return figure
 
 

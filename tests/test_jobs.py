@@ -110,7 +110,7 @@ def test_killed_worker_is_detected_and_resume_matches_an_uninterrupted_run(studi
 
 
 def test_a_job_that_asked_for_it_is_requeued_when_its_worker_dies(studio):
-    settings = {"dataset": "digits", "epochs": 30, "train_limit": 1200, "threads": 1}
+    settings = {"dataset": "digits", "epochs": 8, "train_limit": 1200, "threads": 1}  # killed after epoch 1
     job_id = jobs.submit("train", settings, on_worker_death="requeue", start_worker=False)
     worker = subprocess.Popen([sys.executable, "-m", "onn_core", "jobs", "worker", "--once"], cwd=ROOT,
                               start_new_session=True)  # fmt: skip
