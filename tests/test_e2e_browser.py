@@ -125,20 +125,14 @@ def test_a_broken_link_shows_a_message_keeps_the_url_and_no_traceback(server, pa
     assert "Traceback" not in page.content() and f"design={code}" in page.url
 
 
-def test_the_first_edit_of_a_new_session_takes_effect(server, page):
-    # Regression: with the sidebar's widgets created before st.navigation, a session's first
-    # edit was dropped (every field came back at its minimum, later at its old value).
-    _open(page, server)
-    _set_number(page, "Metasurface width (mm)", "8")
-    playwright.expect(_metric(page, "Kernels")).to_have_text("16", timeout=60_000)
-
-
 def test_a_design_edit_in_the_browser_updates_layout_and_diagnostics(server, page, screenshots):
     expect = playwright.expect
     _open(page, server)
     expect(_metric(page, "Kernels")).to_have_text("8", timeout=60_000)
     expect(_metric(page, "F-number")).to_have_text("2.55")
     page.screenshot(path=str(screenshots / "design-default.png"), full_page=True)
+    # The session's first edit. Regression: with the sidebar's widgets created before st.navigation,
+    # it was dropped (every field came back at its minimum, later at its old value).
     _set_number(page, "Metasurface width (mm)", "8")
     expect(_metric(page, "Kernels")).to_have_text("16", timeout=60_000)
     expect(page.get_by_text("4 × 8 sub-optics of 0.94 mm → 16 signed kernels")).to_be_visible()
