@@ -107,7 +107,7 @@ st.write(
 )
 config = {"design": design.to_dict(), "dataset": dataset}
 active = latest_estimate_job(config["design"], dataset)
-busy = active is not None and active.state in ("queued", "running")
+busy = active is not None and active.state in jobs.ACTIVE_STATES
 if st.button("Run exact estimate", icon=":material/play_arrow:", disabled=busy,
              help="Already running for this design and dataset." if busy else None):  # fmt: skip
     try:

@@ -26,6 +26,7 @@ MIME = {".gds": "application/octet-stream", ".npz": "application/octet-stream", 
         ".zip": "application/zip"}  # fmt: skip
 # Above this many meta-atoms, writing a GDS takes long enough to belong in a background job.
 INLINE_ATOMS = 20_000_000
+NEEDS_METASURFACE = ("gds", "npz", "png", "csv")
 
 through_the_router(__file__)
 st.title("Export")
@@ -45,6 +46,25 @@ else:
     columns[2].metric("Kernel correlation (min)", f"{summary['min_correlation']:.4f}")
     side = summary["samples_per_side"] * metasurface.atoms_per_phase_pixel
     columns[3].metric("Meta-atoms", f"{summary['sub_optics'] * side**2:,}")
+
+
+def prepare(names: list[str]) -> None:
+    """Write these exports now; each format's files (and, for several, all of them) are remembered for download."""
+    try:
+        with st.spinner(f"Writing {', '.join(names)}…"):
+            written = export(run, names, out)
+    except (OpticsInputError, DesignError) as error:
+        st.error(str(error))
+        return
+    for name, paths in written.items():
+        st.session_state[f"export.{entry.run_id}.{name}"] = paths
+    if len(names) > 1:
+        st.session_state[f"export.{entry.run_id}.all"] = [path for paths in written.values() for path in paths]
+
+
+def prepared(name: str) -> list[str] | None:
+    paths = st.session_state.get(f"export.{entry.run_id}.{name}")
+    return paths if paths and all(Path(p).exists() for p in paths) else None
 
 
 def download(paths: list[str], name: str) -> None:
@@ -74,23 +94,14 @@ def gds_job_panel() -> None:
 
 
 atoms = 0 if metasurface is None else metasurface.disc_radius().size * metasurface.atoms_per_phase_pixel**2
-NEEDS_METASURFACE = ("gds", "npz", "png", "csv")
 # Everything this run can export now, in one click (a layout too big to write inline stays a job).
 ready = [name for name in FORMATS if (metasurface is not None or name not in NEEDS_METASURFACE)
          and not (name == "gds" and atoms > INLINE_ATOMS)]  # fmt: skip
 with st.container(border=True):
     st.markdown(f"**Everything** — {', '.join(name.upper() for name in ready)} in one zip")
     if st.button("Prepare all", key="prepare-all", type="primary"):
-        try:
-            with st.spinner(f"Writing {len(ready)} exports…"):
-                written = export(run, ready, out)
-            for name, paths in written.items():
-                st.session_state[f"export.{entry.run_id}.{name}"] = paths
-            st.session_state[f"export.{entry.run_id}.all"] = [path for paths in written.values() for path in paths]
-        except (OpticsInputError, DesignError) as error:
-            st.error(str(error))
-    everything = st.session_state.get(f"export.{entry.run_id}.all")
-    if everything and all(Path(p).exists() for p in everything):
+        prepare(ready)
+    if everything := prepared("all"):
         download(everything, "all")
 
 for name in FORMATS:
@@ -115,12 +126,7 @@ for name in FORMATS:
                 download([str(out / "metasurface.gds")], name)
             continue
         if st.button(f"Prepare {name.upper()}", key=f"prepare-{name}"):
-            try:
-                with st.spinner(f"Writing {name}…"):
-                    st.session_state[f"export.{entry.run_id}.{name}"] = export(run, [name], out)[name]
-            except (OpticsInputError, DesignError) as error:
-                st.error(str(error))
-        prepared = st.session_state.get(f"export.{entry.run_id}.{name}")
-        if prepared and all(Path(p).exists() for p in prepared):
+            prepare([name])
+        if files := prepared(name):
             # The layout itself for GDS (its read-back summary stays beside it on disk).
-            download(prepared[:1] if name == "gds" else prepared, name)
+            download(files[:1] if name == "gds" else files, name)

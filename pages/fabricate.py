@@ -43,7 +43,7 @@ if metasurface is None:
     st.info("This run's kernels were trained free and have no metasurface yet. Kernel, capture and camera errors "
             "work now; pillar radius and phase errors need the radius maps of an inverse design.")  # fmt: skip
     design_job = latest_job("inverse-design", run.folder)
-    if design_job is not None and design_job.state in ("queued", "running"):
+    if design_job is not None and design_job.state in jobs.ACTIVE_STATES:
         job_panel(design_job, "Inverse design")
     elif st.button("Run inverse design (background job)", icon=":material/auto_fix_high:"):
         try:

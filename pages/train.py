@@ -140,7 +140,7 @@ def live_curve(job) -> None:
 @st.fragment(run_every=1)
 def live_panel() -> None:
     training = [job for job in jobs.list_jobs() if job.kind in ("train", "teacher")]
-    active = [job for job in training if job.state in ("queued", "running")]
+    active = [job for job in training if job.state in jobs.ACTIVE_STATES]
     for job in active:
         with st.container(border=True):
             job_panel(job, f"{job.kind} {job.id} ({job.config.get('dataset')}, {job.config.get('method', 'e2e')}, "

@@ -215,6 +215,18 @@ def compare_rows(first: Design, second: Design) -> list[dict[str, str]]:
 
 
 FIELDS_BY_NAME = {spec.name: spec for spec in FORM_FIELDS}
+# The design's fields the form draws as something other than a number input, by their labels.
+OTHER_LABELS = {"wavelengths": "Wavelengths", "signed_kernels": "Signed kernels"}
+
+
+def field_label(name: str) -> str:
+    if name in FIELDS_BY_NAME:
+        return FIELDS_BY_NAME[name].label
+    return OTHER_LABELS.get(name, name.replace("_", " ").capitalize())
+
+
+def _in_form_units(spec: FormField, metres: float) -> str:
+    return f"{to_si(metres / spec.scale, 1):g} {spec.unit}"  # to_si(…, 1): without the division's float noise
 
 
 def field_text(design: Design, name: str) -> str:
@@ -225,7 +237,7 @@ def field_text(design: Design, name: str) -> str:
         return "signed (K⁺/K⁻)" if design.signed_kernels else "non-negative"
     spec = FIELDS_BY_NAME[name]
     value = getattr(design, name)
-    return f"{value} {spec.unit}" if spec.integer else f"{to_si(value / spec.scale, 1):g} {spec.unit}"
+    return f"{value} {spec.unit}" if spec.integer else _in_form_units(spec, value)
 
 
 def design_headline(design: Design) -> str:
@@ -240,15 +252,9 @@ def design_headline(design: Design) -> str:
 
 def field_differences(first: Design, second: Design) -> list[tuple[str, str, str]]:
     """The form fields in which two designs differ: (label, first's value, second's value), in form units."""
-    names = [spec.name for spec in FORM_FIELDS] + ["wavelengths", "signed_kernels"]
-    labels = {**{spec.name: spec.label for spec in FORM_FIELDS}, "wavelengths": "Wavelengths",
-              "signed_kernels": "Kernels"}  # fmt: skip
-    return [(labels[name], field_text(first, name), field_text(second, name)) for name in names
+    names = [*FIELDS_BY_NAME, *OTHER_LABELS]
+    return [(field_label(name), field_text(first, name), field_text(second, name)) for name in names
             if field_text(first, name) != field_text(second, name)]  # fmt: skip
-
-
-def _in_form_units(spec: FormField, metres: float) -> str:
-    return f"{to_si(metres / spec.scale, 1):g} {spec.unit}"
 
 
 def form_message(error: DesignError) -> str:
@@ -260,9 +266,7 @@ def form_message(error: DesignError) -> str:
     from onn_core.design import INT_RANGES, LENGTH_RANGES, WAVELENGTH_RANGE
 
     name, problem, hint = error.parameter, error.problem, error.hint
-    spec = FIELDS_BY_NAME.get(name)
-    label = spec.label if spec else {"wavelengths": "Wavelengths", "signed_kernels": "Signed kernels"}.get(
-        name, name.replace("_", " ").capitalize())  # fmt: skip
+    spec, label = FIELDS_BY_NAME.get(name), field_label(name)
     value = error.value
     if spec is not None and not spec.integer and isinstance(value, int | float):
         low, high = LENGTH_RANGES[name]

@@ -154,6 +154,7 @@ def dataset_picker(options, *, key: str, label: str = "Dataset", where=None) -> 
         st.session_state[key] = shared
     elif shared and DATASET not in st.session_state:
         st.warning(f"The dataset {shared!r} in the link is not here (removed, or from another machine).")
+
     def share() -> None:  # runs before the rerun, so the choice made here wins over the shared one
         st.session_state[DATASET] = st.session_state[key]
 
@@ -220,7 +221,7 @@ def job_panel(job: jobs.Job, title: str, details: Callable[[jobs.Job], Any] | No
     reason, where its log and last checkpoint are kept, and the log's last lines. Succeeded:
     nothing; the page shows the job's results itself.
     """
-    if job.state in ("queued", "running"):
+    if job.state in jobs.ACTIVE_STATES:
         st.progress(job.progress, text=f"{title}: {job.message or job.state}")
         if details is not None:
             details(job)
@@ -241,21 +242,20 @@ def job_panel(job: jobs.Job, title: str, details: Callable[[jobs.Job], Any] | No
 
 # ---------------------------------------------------------------- teachers and job completion
 TEACHER_EPOCHS = 20
-ACTIVE = ("queued", "running")
 
 
-def teachers_for(dataset: str, design) -> dict[str, str]:
+def teachers_for(dataset: str, design, teacher_jobs: list[jobs.Job]) -> dict[str, str]:
     """Label → run folder of every finished teacher for ``dataset`` that reads the images as the
-    design's student does (the teacher store's best, then teacher jobs, newest first)."""
+    design's student does (the teacher store's best, then the succeeded ones of ``teacher_jobs``)."""
     shape = list(design.input_shape)
     found = {}
     stored = find_teacher(dataset, input_shape=shape)
     if stored is not None:
         found[f"teacher store: {stored[1].get('model')} ({100 * stored[1].get('best_val', 0):.1f} % val)"] = str(
             stored[0])  # fmt: skip
-    for job in jobs.list_jobs(state="succeeded"):
+    for job in teacher_jobs:
         reads = job.metrics.get("data", {}).get("image_shape")
-        if job.kind == "teacher" and job.config.get("dataset") == dataset and reads == shape:
+        if job.state == "succeeded" and job.config.get("dataset") == dataset and reads == shape:
             score = job.metrics.get("accuracy", job.metrics.get("miou"))
             label = f"teacher job {job.id}: {job.metrics.get('model')} ({100 * (score or 0):.1f} % test)"
             found[label] = job.artifact_dir
@@ -270,10 +270,10 @@ def teacher_picker(dataset: str, design, method: str, *, key: str, own: str | No
     (or anywhere) for this data is watched: when it ends, the whole page reruns and offers it, so
     the designer never has to reload.
     """
-    choices = {f"this run's own teacher ({Path(own).name})": own} if own and Path(own).is_dir() else {}
-    choices.update(teachers_for(dataset, design))
     teacher_jobs = [job for job in jobs.list_jobs() if job.kind == "teacher" and job.config.get("dataset") == dataset]
-    running = [job.id for job in teacher_jobs if job.state in ACTIVE]
+    choices = {f"this run's own teacher ({Path(own).name})": own} if own and Path(own).is_dir() else {}
+    choices.update(teachers_for(dataset, design, teacher_jobs))
+    running = [job.id for job in teacher_jobs if job.state in jobs.ACTIVE_STATES]
     chosen = None
     if choices:
         chosen = choices[st.selectbox("Teacher", list(choices), key=key)]
@@ -305,9 +305,9 @@ def teacher_picker(dataset: str, design, method: str, *, key: str, own: str | No
 def _watch_teacher_jobs(job_ids: list[str]) -> None:
     for job_id in job_ids:
         job = jobs.status(job_id)
-        if job.state not in ACTIVE:
+        if job.state not in jobs.ACTIVE_STATES:
             st.rerun(scope="app")  # finished (or failed): redraw the page, whose picker now offers it (or says why)
-        st.progress(job.progress, text=f"Teacher {job.id}: {job.message or job.state}")  # its Cancel is on Train
+        st.progress(job.progress, text=f"Teacher {job.id}: {job.message or job.state}")  # Cancel: Train's job list
 
 
 JOBS_SEEN = "jobs.seen_active"
@@ -316,7 +316,7 @@ JOBS_SEEN = "jobs.seen_active"
 @st.fragment(run_every=3)
 def running_jobs_indicator() -> None:
     """The sidebar's line of running jobs, and a notice when one this session saw running finishes."""
-    active = {job.id: job for job in jobs.list_jobs() if job.state in ACTIVE}
+    active = {job.id: job for job in jobs.list_jobs() if job.state in jobs.ACTIVE_STATES}
     seen = st.session_state.get(JOBS_SEEN, set())
     for job_id in seen - set(active):
         job = jobs.status(job_id)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .kinds import JobKind, job_kind, job_kinds, validate_job
-from .store import FINAL_STATES, STATES, Job, JobError, JobStore
+from .store import ACTIVE_STATES, FINAL_STATES, STATES, Job, JobError, JobStore
 from .worker import ensure_workers, work
 
 
@@ -87,6 +87,7 @@ def resume(job_id: str, *, database: str | Path | None = None, start_worker: boo
 
 
 __all__ = [
+    "ACTIVE_STATES",
     "FINAL_STATES",
     "STATES",
     "Job",

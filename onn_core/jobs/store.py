@@ -34,6 +34,7 @@ from ..run_files import json_text
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATES = ("succeeded", "failed", "cancelled")
+ACTIVE_STATES = ("queued", "running")  # waiting for or holding a worker
 ON_WORKER_DEATH = ("fail", "requeue")
 MAX_ATTEMPTS = 3  # a re-queued job that keeps killing its worker fails after this many
 
