@@ -28,18 +28,18 @@ class DurationEstimate:
         return f"about {format_duration(self.seconds)} (from {self.basis})"
 
 
+def _images(job) -> int | None:
+    """How many training images a finished job saw (its metrics' split sizes)."""
+    return ((job.metrics or {}).get("data") or {}).get("sizes", {}).get("train")
+
+
 def _rate(job) -> float | None:
     """Seconds per training image and epoch of a finished job, or None if it did not record them."""
-    metrics = job.metrics or {}
+    metrics, images = job.metrics or {}, _images(job)
     seconds, epochs = metrics.get("train_seconds"), metrics.get("epochs_run")
-    images = (metrics.get("data") or {}).get("sizes", {}).get("train")
     if not seconds or not epochs or not images:
         return None
     return seconds / (epochs * images)
-
-
-def _images(job) -> int | None:
-    return ((job.metrics or {}).get("data") or {}).get("sizes", {}).get("train")
 
 
 def expected_duration(kind: str, config: dict[str, Any], history: list) -> DurationEstimate | None:
