@@ -38,7 +38,9 @@ import numpy as np
 from scipy.optimize import lsq_linear
 from scipy.stats import spearmanr
 
-SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "estimator_calibration.json"
+from onn_core.paths import asset_path
+
+SHIPPED = asset_path("estimator_calibration.json")
 SCHEMA = "onn-estimator-calibration/3"
 LEVEL = 0.8
 INPUTS = ("slope", "log_train_images", "log_classes", "log2_kernels", "signed")

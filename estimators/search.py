@@ -29,10 +29,11 @@ from onn_core.data.registry import SPECS
 from onn_core.design import Design
 from onn_core.errors import DesignError, SearchError, SurrogateUnavailable
 from onn_core.models.energy import DEFAULT_ENERGY_MODEL, EnergyModel, energy_per_image
+from onn_core.paths import asset_path
 
 from .surrogate import surrogate_for
 
-SPEC_FOLDER = Path(__file__).resolve().parents[1] / "assets" / "sweeps" / "specs"
+SPEC_FOLDER = asset_path("sweeps", "specs")
 FREE_FIELDS = ("metasurface_height", "metasurface_width", "kernel_size", "kernel_spacing", "sensor_distance",
                "kernel_taps")  # fmt: skip
 OBJECTIVES = {"accuracy": "maximize", "area": "minimize", "kernels": "minimize", "macs": "minimize",

@@ -18,7 +18,7 @@ from onn_core.cli import read_design
 from onn_core.data import SPECS, dataset_status
 from onn_core.design import Design
 from onn_core.errors import SurrogateUnavailable, SweepError
-from onn_core.jobs.kinds import JobKind, eta_text
+from onn_core.jobs.kinds import JobKind, eta_text, no_inputs
 from onn_core.jobs.store import JobError
 from onn_core.jobs.worker import job_threads
 from onn_core.run_files import atomic_write_json
@@ -141,7 +141,7 @@ def search_progress_text(update: Any) -> str:
 
 JOB_KINDS = (
     JobKind("estimate", run_estimate, validate_estimate, "the accuracy a design can reach, before training",
-            "design, dataset, settings (EstimateSettings keys)", estimate_progress_text),
+            "design, dataset, settings (EstimateSettings keys)", estimate_progress_text, remote_inputs=no_inputs),
     JobKind("search", run_search_job, validate_search, "the Pareto front of accuracy against metasurface area",
             "dataset, objectives, budget, seed, fixed, bounds, exact_top, exact, energy_model", search_progress_text),
 )  # fmt: skip

@@ -34,14 +34,14 @@ from onn_core.data.user import datasets_home
 from onn_core.design import Design
 from onn_core.errors import DesignError, SurrogateUnavailable, SweepError
 from onn_core.optics.psf import incoherent_cutoff
-from onn_core.paths import studio_home
+from onn_core.paths import asset_path, studio_home
 
 from .calibration import calibrate_result, uncalibrated_reason
 from .calibration import shipped as shipped_calibration
 from .ntk_regression import estimator_version
 from .sweep import read_results
 
-ASSET_SWEEPS = Path(__file__).resolve().parents[1] / "assets" / "sweeps"
+ASSET_SWEEPS = asset_path("sweeps")
 FEATURES = ("log2_kernels", "kernel_taps", "band_ratio", "sensor_bit_depth")
 SEGMENTATION_TAPS = 3  # the segmentation student's kernels are 3 × 3 whatever the design says
 

@@ -249,15 +249,25 @@ def _parallel_results(points, backend: str, jobs: int, scheduler: str | None) ->
         return
     from dask.distributed import Client, LocalCluster
 
+    from onn_core.cluster import checked_client, remote_failure
+
     cluster = None
-    if scheduler:
-        client = Client(scheduler)
+    if scheduler:  # every node is checked first: a node without the studio is named now, not a silent hang
+        client = checked_client(scheduler)
     else:  # no address: a cluster of local processes, one single-threaded worker per job
         cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
     try:
-        with parallel_config(backend="dask", n_jobs=-1 if scheduler else jobs):
-            yield from Parallel(return_as="generator_unordered")(tasks)
+        # retries: a point whose task raised is tried again once; one whose worker died is re-run by
+        # the scheduler on another worker (points already written stay: the sweep resumes by point id).
+        with parallel_config(backend="dask", n_jobs=-1 if scheduler else jobs, client=client, retries=1):
+            try:
+                yield from Parallel(return_as="generator_unordered")(tasks)
+            except SweepError:
+                raise
+            except Exception as exc:  # a point's own failures are rows; this is the cluster's or the code's
+                raise SweepError(str(remote_failure(exc, "a sweep point")) + " Points finished so far are kept; "
+                                 "run the same command again to resume.") from exc  # fmt: skip
     finally:
         client.close()
         if cluster is not None:

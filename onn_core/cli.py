@@ -16,6 +16,7 @@ from pathlib import Path
 from .budget import BUDGET_VARIABLE, format_bytes, memory_estimate
 from .design import Design
 from .errors import (
+    ClusterError,
     DataFormatError,
     DesignError,
     OpticsInputError,
@@ -226,7 +227,8 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
 
 
 def _job_summary(job) -> dict:
-    return {key: getattr(job, key) for key in ("id", "kind", "state", "progress", "message", "artifact_dir")}
+    summary = {key: getattr(job, key) for key in ("id", "kind", "state", "progress", "message", "artifact_dir")}
+    return {**summary, "runs_on": job.scheduler or "this machine"}
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
@@ -242,7 +244,7 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
         if not isinstance(config, dict):
             raise jobs.JobError(f"{args.config} must hold a JSON object of settings, not a {type(config).__name__}.")
         job_id = jobs.submit(args.kind, config, database=database, on_worker_death=args.on_worker_death,
-                             start_worker=not args.no_worker)  # fmt: skip
+                             start_worker=not args.no_worker, scheduler=args.scheduler)  # fmt: skip
         print(json.dumps({"id": job_id}) if args.json else job_id)
         return 0
     if args.action == "list":
@@ -363,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .jobs.kinds import job_kinds, providers
 
     parser = argparse.ArgumentParser(
-        prog="python -m onn_core",
+        # the installed command is named as it was called; from a checkout, the module
+        prog="onn-studio" if Path(sys.argv[0]).name == "onn-studio" else "python -m onn_core",
         description="Design studio for hybrid optical neural networks (lengths in metres).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -424,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="training settings (TrainConfig keys) plus an optional 'design' object")  # fmt: skip
     submit.add_argument("--on-worker-death", choices=("fail", "requeue"), default="fail")
     submit.add_argument("--no-worker", action="store_true", help="queue only; start no worker")
+    submit.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run it on the Dask cluster at ADDRESS (tcp://HOST:8786) instead of this machine; the "
+                        "job store, progress and artifacts stay here")  # fmt: skip
     job_list = job_actions.add_parser("list", help="jobs, newest first")
     job_list.add_argument("--state", default=None)
     for name, text in (("show", "one job, with its progress events"), ("cancel", "stop a job (artifacts kept)"),
@@ -458,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (DataFormatError, TrainingError, JobError, SweepError, SearchError, SurrogateUnavailable,
-            OpticsInputError) as exc:  # fmt: skip
+            OpticsInputError, ClusterError) as exc:  # fmt: skip
         if getattr(args, "json", False):
             print(json.dumps({"error": str(exc)}))
         print(f"error: {exc}", file=sys.stderr)

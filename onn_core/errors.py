@@ -68,3 +68,8 @@ class SurrogateUnavailable(LookupError):
 
 class MeasuredDataError(DataFormatError):
     """A measured PSF stack or captured feature-map file that does not fit the run it is for."""
+
+
+class ClusterError(RuntimeError):
+    """A Dask cluster the studio cannot use as asked (unreachable, no workers, the studio not
+    installed on a node, versions that differ) or work that failed on it; says what to do."""

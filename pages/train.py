@@ -6,7 +6,7 @@ import streamlit as st
 
 from onn_core import jobs
 from onn_core.data import SPECS, dataset_status
-from onn_core.errors import TrainingError
+from onn_core.errors import ClusterError, TrainingError
 from onn_core.training.config import METHODS, TRANSFER_DEFAULTS
 from onn_core.training.duration import expected_duration
 from onn_core.training.evidence import FALLBACK_METHOD, METHOD_TEXT, REGIME_TEXT, design_regime, measured
@@ -19,9 +19,11 @@ from studio.widgets import (
     default_unless_kept,
     job_panel,
     keep,
+    runs_on,
     sidebar_design,
     teacher_picker,
     through_the_router,
+    where_it_runs,
 )
 
 SETTING_KEYS = {"alpha": "train.alpha", "beta": "train.beta", "temperature": "train.temperature",
@@ -105,13 +107,16 @@ ready = method == "e2e" or "teacher" in settings
 expected = expected_duration("train", {**settings, "design": design.to_dict()}, jobs.list_jobs(state="succeeded"))
 st.caption(f"Each seed takes {expected.text()}." if expected else
            "No earlier job like this one here to time it from; its ETA shows once it runs.")  # fmt: skip
+scheduler = where_it_runs("train.runs_on")
 if st.button("Train (background job)", icon=":material/play_arrow:", disabled=not ready, type="primary"):
     submitted = []
     try:
         for seed in range(int(seeds)):
-            submitted.append(jobs.submit("train", {**settings, "seed": seed, "design": design.to_dict()}))
-        st.success(f"Queued {', '.join(submitted)}. They keep running if you leave or reload this page.")
-    except jobs.JobError as error:
+            submitted.append(jobs.submit("train", {**settings, "seed": seed, "design": design.to_dict()},
+                                         scheduler=scheduler))  # fmt: skip
+        where = f" on the Dask cluster at {scheduler}" if scheduler else ""
+        st.success(f"Queued {', '.join(submitted)}{where}. They keep running if you leave or reload this page.")
+    except (jobs.JobError, ClusterError) as error:
         st.error(str(error))
 
 
@@ -119,7 +124,8 @@ def job_row(job) -> dict:
     score = job.metrics.get("accuracy", job.metrics.get("miou"))
     return {"job": job.id, "kind": job.kind, "dataset": job.config.get("dataset"), "method": job.config.get("method",
             "e2e"), "seed": job.config.get("seed", 0), "state": job.state, "progress": round(100 * job.progress),
-            "test score (%)": None if score is None else round(100 * score, 2), "message": job.message}  # fmt: skip
+            "test score (%)": None if score is None else round(100 * score, 2), "runs on": runs_on(job),
+            "message": job.message}  # fmt: skip
 
 
 def live_curve(job) -> None:

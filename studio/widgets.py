@@ -183,6 +183,27 @@ def default_unless_kept(key: str, value) -> dict:
     return {} if key in st.session_state else {"value": value}
 
 
+SCHEDULER = "studio.scheduler"  # the Dask scheduler address the designer last used, for every page
+
+
+def where_it_runs(key: str) -> str | None:
+    """Where a job will run: this machine (None), or the Dask scheduler address the designer gives.
+    The address is checked when the job is submitted (a cluster that cannot run it says why)."""
+    keep(key, SCHEDULER)
+    choice = st.radio("Runs on", ("This machine", "A Dask cluster"), horizontal=True, key=key,
+                      help="On a cluster, the job runs on a Dask worker; its progress, log and files come back "
+                      "here. Every node needs the studio installed (README: On a cluster).")  # fmt: skip
+    if choice == "This machine":
+        return None
+    address = st.text_input("Scheduler address", key=SCHEDULER, placeholder="tcp://HOST:8786")
+    return address.strip() or None
+
+
+def runs_on(job: jobs.Job) -> str:
+    """Where a job runs, for job tables: "this machine" or its scheduler's address."""
+    return job.scheduler or "this machine"
+
+
 def accepted_upload(upload, check: Callable[[Path], Checked], limit: int) -> tuple[Path, Checked] | None:
     """Keep an uploaded bench file if ``check(path)`` accepts it; else say why (in the file's own name).
 
@@ -222,7 +243,8 @@ def job_panel(job: jobs.Job, title: str, details: Callable[[jobs.Job], Any] | No
     nothing; the page shows the job's results itself.
     """
     if job.state in jobs.ACTIVE_STATES:
-        st.progress(job.progress, text=f"{title}: {job.message or job.state}")
+        where = f" (on the Dask cluster at {job.scheduler})" if job.scheduler else ""
+        st.progress(job.progress, text=f"{title}{where}: {job.message or job.state}")
         if details is not None:
             details(job)
         if st.button("Cancel", key=f"cancel-{job.id}"):

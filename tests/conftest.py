@@ -34,3 +34,25 @@ def job_studio(tmp_path, monkeypatch):
         for pid in pids - {os.getpid()}:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def installed_studio(tmp_path_factory):
+    """The studio as `pip install .` lays it out: the wheel built from this checkout (offline: no
+    build isolation) and unpacked into a folder of its own, which is all a node puts on its path."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parents[1]
+    wheels = tmp_path_factory.mktemp("wheel")
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                            "--wheel-dir", str(wheels), str(checkout)], capture_output=True, text=True, timeout=300,
+                           cwd=wheels)  # fmt: skip
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = wheels.glob("onn_studio-*.whl")
+    site = tmp_path_factory.mktemp("site-packages")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    return wheel, site

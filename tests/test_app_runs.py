@@ -182,8 +182,15 @@ def test_train_page_submits_a_job_shows_it_live_and_links_the_finished_run():
     at.number_input(key="train.epochs").set_value(1).run()
     at.number_input(key="train.limit").set_value(300).run()
     assert any("No earlier job like this one" in c.value for c in at.caption)  # no basis for a duration yet
+    at.radio(key="train.runs_on").set_value("A Dask cluster").run()  # a cluster that is not there: said, not queued
+    at.text_input(key="studio.scheduler").set_value("tcp://127.0.0.1:1").run()
+    next(b for b in at.button if "Train (background job)" in b.label).click().run()
+    assert any("cannot reach the Dask scheduler at tcp://127.0.0.1:1" in e.value for e in at.error), at.error
+    assert jobs.list_jobs() == []
+    at.radio(key="train.runs_on").set_value("This machine").run()
     next(b for b in at.button if "Train (background job)" in b.label).click().run()
     [job] = jobs.list_jobs()
+    assert job.scheduler is None
     assert job.kind == "train" and job.config["dataset"] == "digits" and job.config["design"]["kernel_size"] > 0
     deadline = time.monotonic() + 240
     while jobs.status(job.id).state not in ("succeeded", "failed") and time.monotonic() < deadline:
@@ -191,6 +198,7 @@ def test_train_page_submits_a_job_shows_it_live_and_links_the_finished_run():
     assert jobs.status(job.id).state == "succeeded", jobs.status(job.id).error
     again = open_page("train", dataset="digits")  # a reload reattaches: the job list comes from the job store
     assert not at.exception and len(again.dataframe) == 1
+    assert again.dataframe[0].value["runs on"].tolist() == ["this machine"]
     again.number_input(key="train.limit").set_value(300).run()  # the same job again: timed from the first
     [said] = [c.value for c in again.caption if c.value.startswith("Each seed takes about")]
     assert said.endswith("(from 1 earlier e2e train job here, this design on this data).")

@@ -217,17 +217,3 @@ def test_estimate_cli_surrogate_and_exact_json(tmp_path, monkeypatch, capsys):
              x_test=rng.integers(0, 255, (100, 28, 28), dtype=np.uint8), y_test=np.arange(100) % 10)  # fmt: skip
     assert main(["estimate", "--design", str(small), "--dataset", "mnist", "--data-root", str(npz)]) == 0
     assert f"not on {npz}" in capsys.readouterr().err
-
-
-def test_dask_sweep_on_a_scheduler_address(tmp_path):
-    from dask.distributed import LocalCluster
-
-    spec = {**SPEC, "grid": {"metasurface_width": [1e-4, 1.5e-4], "metasurface_height": [1e-4]}}
-    run_sweep(spec, tmp_path / "loky.jsonl", backend="loky", jobs=1)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        summary = run_sweep(spec, tmp_path / "remote.jsonl", backend="dask", scheduler=cluster.scheduler_address)
-    assert summary["ran"] == 2
-    remote = _accuracies(tmp_path / "remote.jsonl")
-    assert remote == _accuracies(tmp_path / "loky.jsonl") and len(remote) == 2
-    with pytest.raises(SweepError, match="--backend dask"):
-        run_sweep(spec, tmp_path / "x.jsonl", backend="loky", scheduler=cluster.scheduler_address)

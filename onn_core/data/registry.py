@@ -26,13 +26,13 @@ import torch.nn.functional as F
 
 from ..budget import check_fits, dataset_bytes
 from ..errors import DataFormatError
+from ..paths import default_data_home
 from . import formats, shapes_seg, user
 
 if TYPE_CHECKING:
     from ..design import Design
 
 Task = Literal["classification", "segmentation"]
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 GARMENT_CLASSES = (
@@ -43,8 +43,8 @@ SEGMENTATION_CLASSES = ("background", "object")
 
 
 def data_home() -> Path:
-    """Where users put their own copies (``$ONN_DATA_DIR``, default ``<repo>/data``)."""
-    return Path(os.environ.get("ONN_DATA_DIR", REPO_ROOT / "data"))
+    """Where users put their own copies (``$ONN_DATA_DIR``, default ``data/`` of the checkout)."""
+    return Path(os.environ.get("ONN_DATA_DIR") or default_data_home())
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,19 @@ def run_export(config: dict[str, Any], folder: Path, progress: Callable) -> dict
     return {"files": written}
 
 
+def compensation_inputs(config: dict[str, Any]) -> dict[str, str]:
+    """What a ``compensate`` job reads on the studio's host (sent with it to a Dask worker): the run,
+    its bench files, and the teacher an NTKD/KD compensation learns from (the one named in its
+    settings, else the run's own while its folder exists)."""
+    inputs = {name: config[name] for name in ("run", "measured_psfs", "captured_maps", "captured_test_maps")
+              if config.get(name)}  # fmt: skip
+    settings = config.get("settings") or {}
+    teacher = settings.get("teacher") or load_run(config["run"]).config.teacher
+    if teacher and Path(teacher).is_dir():
+        inputs["settings.teacher"] = str(teacher)
+    return inputs
+
+
 def _validator(kind: str) -> Callable[[dict[str, Any]], None]:
     return lambda config: validate(kind, config)
 
@@ -152,7 +165,8 @@ JOB_KINDS = (
     JobKind("fabricate", run_fabricate, _validator("fabricate"), "the yield of a run under fabrication errors",
             ", ".join(sorted(_KEYS["fabricate"]))),
     JobKind("compensate", run_compensate, _validator("compensate"),
-            "fine-tune a run's digital backend to fabricated optics", ", ".join(sorted(_KEYS["compensate"]))),
+            "fine-tune a run's digital backend to fabricated optics", ", ".join(sorted(_KEYS["compensate"])),
+            remote_inputs=compensation_inputs),
     JobKind("export", run_export, _validator("export"), "write a run's fab and collaborator files",
             ", ".join(sorted(_KEYS["export"]))),
 )  # fmt: skip

@@ -20,14 +20,36 @@ def submit(
     database: str | Path | None = None,
     on_worker_death: str = "fail",
     start_worker: bool = True,
+    scheduler: str | None = None,
 ) -> str:
-    """Validate and queue a job, start a worker if none is free; returns the job id."""
+    """Validate and queue a job, start a worker if none is free; returns the job id.
+
+    ``scheduler``: run it on the Dask cluster at this address (``tcp://HOST:8786``) instead of a
+    local process; the cluster is checked now, so one that cannot run it is refused before queueing.
+    """
     validate_job(kind, config)
+    if scheduler is not None:
+        check_remote(kind, config, scheduler)
     with JobStore(database) as store:
-        job_id = store.submit(kind, config, on_worker_death=on_worker_death)
+        job_id = store.submit(kind, config, on_worker_death=on_worker_death, scheduler=scheduler)
         if start_worker:
             ensure_workers(store)
         return job_id
+
+
+def check_remote(kind: str, config: dict[str, Any], scheduler: str) -> None:
+    """Refuse (JobError, ClusterError) a job that cannot run on the Dask cluster at ``scheduler``."""
+    from ..cluster import checked_client
+
+    declared = job_kind(kind)
+    if declared.remote_inputs is None:
+        remote = ", ".join(name for name, other in job_kinds().items() if other.remote_inputs is not None)
+        raise JobError(f"{kind} jobs run on the studio's host only (they write into its run folders); on a "
+                       f"cluster the studio runs {remote} jobs. Fix: submit it without a scheduler.")  # fmt: skip
+    missing = [path for path in declared.remote_inputs(config).values() if not Path(path).exists()]
+    if missing:
+        raise JobError(f"the {kind} job reads {', '.join(missing)}, which this host does not have to send.")
+    checked_client(scheduler).close()
 
 
 def _reap(store: JobStore) -> None:

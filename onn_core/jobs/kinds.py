@@ -64,6 +64,9 @@ class JobKind:
         summary: one line for help texts: what the job does.
         config_help: the keys its config takes.
         progress_text: a progress update → the job's status line.
+        remote_inputs: config → the files it reads on the studio's host, by config field
+            (dotted: ``settings.teacher``), sent with the job when it runs on a Dask cluster
+            (:mod:`onn_core.jobs.remote`); None: the kind runs on the studio's host only.
     """
 
     name: str
@@ -72,6 +75,12 @@ class JobKind:
     summary: str
     config_help: str = ""
     progress_text: Callable[[Any], str] = epoch_text
+    remote_inputs: Callable[[dict[str, Any]], dict[str, str]] | None = None
+
+
+def no_inputs(config: dict[str, Any]) -> dict[str, str]:
+    """``remote_inputs`` of a kind that reads nothing from the studio's host but its dataset."""
+    return {}
 
 
 def extension_modules() -> tuple[str, ...]:

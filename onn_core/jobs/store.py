@@ -5,7 +5,8 @@ Tables:
 * ``jobs`` — one row per job: kind, config JSON, state (queued → running → succeeded | failed |
   cancelled), times, progress fraction and message, metrics so far, error and traceback, artifact
   folder, worker pid/host, heartbeat, attempts, whether cancel was requested, and what to do if
-  its worker dies (``fail`` or ``requeue``).
+  its worker dies (``fail`` or ``requeue``), and the Dask scheduler it runs on (NULL: a local
+  worker process; :mod:`onn_core.jobs.remote`).
 * ``events`` — append-only progress/metric events per job (the curves pages draw).
 * ``workers`` — live worker processes and their heartbeats.
 * ``schema_version`` — the migrations applied so far.
@@ -80,6 +81,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (pid, host)
     );
     """,
+    # 2: a job may run on a Dask cluster (the scheduler's address; NULL: a local worker process).
+    """
+    ALTER TABLE jobs ADD COLUMN scheduler TEXT
+    """,
 ]
 
 
@@ -117,6 +122,7 @@ class Job:
     attempts: int
     cancel_requested: bool
     on_worker_death: str
+    scheduler: str | None = None  # the Dask scheduler it runs on (None: a local worker process)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -220,7 +226,8 @@ class JobStore:
         return self._connection.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
 
     # ------------------------------------------------------------------ submitting and reading
-    def submit(self, kind: str, config: dict[str, Any], *, on_worker_death: str = "fail") -> str:
+    def submit(self, kind: str, config: dict[str, Any], *, on_worker_death: str = "fail",
+               scheduler: str | None = None) -> str:  # fmt: skip
         """Queue a job; returns its id. Its artifact folder is created with ``job.json``."""
         if on_worker_death not in ON_WORKER_DEATH:
             raise JobError(f"on_worker_death must be one of {', '.join(ON_WORKER_DEATH)}, got {on_worker_death!r}.")
@@ -235,9 +242,9 @@ class JobStore:
         (folder / "job.json").write_text(json_text({"id": job_id, "kind": kind, "config": config}))
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO jobs (id, kind, config, state, created, artifact_dir, on_worker_death) "
-                "VALUES (?, ?, ?, 'queued', ?, ?, ?)",
-                (job_id, kind, stored, time.time(), str(folder), on_worker_death),
+                "INSERT INTO jobs (id, kind, config, state, created, artifact_dir, on_worker_death, scheduler) "
+                "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
+                (job_id, kind, stored, time.time(), str(folder), on_worker_death, scheduler),
             )
         return job_id
 

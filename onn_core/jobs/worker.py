@@ -41,11 +41,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..errors import ClusterError
+from ..paths import CHECKOUT  # the folder that holds onn_core: importable from there, checkout or not
 from ..run_files import DiskFullError, atomic_write_text, finite_or_null, is_disk_full, remove_temporaries
 from .kinds import job_kind
+from .remote import RemoteJobFailed, RemoteWorkerLost, run_on_cluster
 from .store import Job, JobStore, LostJob
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 POLL_S = 0.5
 PROGRESS_WRITE_S = 0.5
 CANCEL_POLL_S = 0.5
@@ -174,7 +176,10 @@ def run_job(store: JobStore, job: Job) -> str:
     thread.start()
     try:
         try:
-            metrics = kind.run(job.config, folder, progress)
+            if job.scheduler:  # relayed to a Dask worker; cancel, heartbeats and the store stay here
+                metrics = run_on_cluster(job, kind.remote_inputs(job.config), folder, progress)
+            else:
+                metrics = kind.run(job.config, folder, progress)
         finally:
             stop.set()
             thread.join()
@@ -188,6 +193,13 @@ def run_job(store: JobStore, job: Job) -> str:
             return "lost"
         store.finish(job, "cancelled", message="cancelled; the checkpoint and log written so far are kept")
         return "cancelled"
+    except RemoteWorkerLost as exc:
+        if job.on_worker_death == "requeue":
+            store.finish(job, "queued", message=f"re-queued: {exc}")
+            return "queued"
+        store.finish(job, "failed", message=str(exc), error=f"{exc}; `jobs resume {job.id}` runs it again from the "
+                     "last checkpoint that came back.")  # fmt: skip
+        return "failed"
     except (WorkerStopped, KeyboardInterrupt) as exc:
         reason = "SIGTERM" if isinstance(exc, WorkerStopped) else "Ctrl-C"
         if job.on_worker_death == "requeue":
@@ -200,10 +212,12 @@ def run_job(store: JobStore, job: Job) -> str:
     except Exception as exc:  # any failure ends the job as failed, with its cause kept
         # First, so a full disk has room again to record why (and no half-written file stays).
         remove_temporaries(folder)
-        trace = traceback.format_exc()
+        trace = exc.remote_traceback if isinstance(exc, RemoteJobFailed) else traceback.format_exc()
         disk_full = _disk_full(exc, folder, store.path)
         if disk_full is not None:
             error = f"{disk_full} (`python -m onn_core jobs resume {job.id}` continues from the last checkpoint)"
+        elif isinstance(exc, RemoteJobFailed | ClusterError):  # already says what failed, and where
+            error = str(exc)
         else:
             error = f"{type(exc).__name__}: {exc}"
         _write_error_file(folder / "error.txt", trace if error in trace else f"{trace}\n{error}\n")
@@ -318,7 +332,7 @@ def spawn_worker(database: str | Path, *, idle_exit: float | None = None) -> int
     command = [sys.executable, "-m", "onn_core", "jobs", "worker", "--database", str(database),
                "--idle-exit", str(idle_exit)]  # fmt: skip
     process = subprocess.Popen(
-        command, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        command, cwd=CHECKOUT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     log.close()
     return process.pid

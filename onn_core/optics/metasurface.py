@@ -32,8 +32,9 @@ import numpy as np
 import torch
 
 from ..errors import OpticsInputError, TableError
+from ..paths import asset_path
 
-ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "meta_atoms"
+ASSET_DIR = asset_path("meta_atoms")
 DEFAULT_TABLE_PATH = ASSET_DIR / "sin_750nm.csv"
 TABLE_COLUMNS = ("radius_m", "wavelength_m", "phase_rad", "transmission")
 PARAMETER_COLUMNS = {"radius_m": "radius", "diameter_m": "diameter"}  # the table's first column, either

@@ -11,10 +11,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..paths import asset_path
 from .metrics import HEADLINES
 from .run import REQUIRED_FILES
 
-EXAMPLE_RUN = Path(__file__).resolve().parents[2] / "assets" / "example_run"
+EXAMPLE_RUN = asset_path("example_run")
 EXAMPLE_ID = "example"
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..design import Design
+from ..paths import asset_path
 
-SUMMARY = Path(__file__).resolve().parents[2] / "assets" / "ntkd_regimes_summary.json"
+SUMMARY = asset_path("ntkd_regimes_summary.json")
 REGIME_TEXT = {
     "signed": "signed kernels",
     "non-negative": "non-negative kernels",

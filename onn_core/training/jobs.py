@@ -12,11 +12,13 @@ from typing import Any
 
 from ..data import SPECS
 from ..design import Design
-from ..jobs.kinds import JobKind
+from ..jobs.kinds import JobKind, no_inputs
 from ..jobs.store import JobError
 from ..jobs.worker import job_threads
 from ..models import STUDENTS, TEACHERS
 from .config import TrainConfig
+from .losses import needs_teacher
+from .store import find_teacher
 from .trainer import train
 
 
@@ -57,9 +59,22 @@ def _validator(role: str) -> Callable[[dict[str, Any]], None]:
     return validate
 
 
+def student_inputs(config: dict[str, Any]) -> dict[str, str]:
+    """What a ``train`` job reads on the studio's host (sent with it to a Dask worker): the teacher
+    a distillation learns from: the one it names, else the teacher store's that it would pick here."""
+    train_config, design = training_inputs(config, "student")
+    if not needs_teacher(train_config.method):
+        return {}
+    if train_config.teacher:
+        return {"teacher": train_config.teacher}
+    found = find_teacher(train_config.dataset, split_seed=train_config.split_seed, data_root=train_config.data_root,
+                         input_shape=list(design.input_shape))  # fmt: skip
+    return {"teacher": str(found[0])} if found else {}  # none: the run says so, as it would here
+
+
 JOB_KINDS = (
     JobKind("train", _runner("student"), _validator("student"), "train an optical student",
-            "TrainConfig keys plus an optional 'design' object"),
+            "TrainConfig keys plus an optional 'design' object", remote_inputs=student_inputs),
     JobKind("teacher", _runner("teacher"), _validator("teacher"), "train an electronic teacher",
-            "TrainConfig keys"),
+            "TrainConfig keys", remote_inputs=no_inputs),
 )  # fmt: skip
