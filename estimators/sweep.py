@@ -258,9 +258,9 @@ def _parallel_results(points, backend: str, jobs: int, scheduler: str | None) ->
         cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
     try:
-        # retries: a point whose task raised is tried again once; one whose worker died is re-run by
-        # the scheduler on another worker (points already written stay: the sweep resumes by point id).
-        with parallel_config(backend="dask", n_jobs=-1 if scheduler else jobs, client=client, retries=1):
+        # A point whose worker died is re-run by the scheduler on another worker; points already
+        # written stay (the sweep resumes by point id).
+        with parallel_config(backend="dask", n_jobs=-1 if scheduler else jobs, client=client):
             try:
                 yield from Parallel(return_as="generator_unordered")(tasks)
             except SweepError:

@@ -195,8 +195,8 @@ def where_it_runs(key: str) -> str | None:
                       "here. Every node needs the studio installed (README: On a cluster).")  # fmt: skip
     if choice == "This machine":
         return None
-    address = st.text_input("Scheduler address", key=SCHEDULER, placeholder="tcp://HOST:8786")
-    return address.strip() or None
+    # Empty stays empty (not None): submitting then says an address is needed, rather than running here.
+    return st.text_input("Scheduler address", key=SCHEDULER, placeholder="tcp://HOST:8786").strip()
 
 
 def runs_on(job: jobs.Job) -> str:

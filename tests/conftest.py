@@ -40,15 +40,25 @@ def job_studio(tmp_path, monkeypatch):
 def installed_studio(tmp_path_factory):
     """The studio as `pip install .` lays it out: the wheel built from this checkout (offline: no
     build isolation) and unpacked into a folder of its own, which is all a node puts on its path."""
+    import shutil
     import subprocess
     import sys
     import zipfile
     from pathlib import Path
 
     checkout = Path(__file__).resolve().parents[1]
+    # Built from a copy of what git tracks (and would track): never from the checkout itself,
+    # where setuptools leaves build/ behind and a module deleted since could slip into the wheel.
+    source = tmp_path_factory.mktemp("source")
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=checkout,
+                            capture_output=True, check=True, timeout=60).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        if (checkout / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(checkout / name, source / name)
     wheels = tmp_path_factory.mktemp("wheel")
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                            "--wheel-dir", str(wheels), str(checkout)], capture_output=True, text=True, timeout=300,
+                            "--wheel-dir", str(wheels), str(source)], capture_output=True, text=True, timeout=300,
                            cwd=wheels)  # fmt: skip
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = wheels.glob("onn_studio-*.whl")

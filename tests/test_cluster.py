@@ -3,6 +3,7 @@ only copy of the studio is the installed package (the wheel built from this chec
 studio home of their own, so whatever a job reads from the studio's host must have been sent."""
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -97,6 +98,11 @@ def studio(job_studio):
     return job_studio
 
 
+def remote_starts(job_id: str) -> list[str]:
+    """The Dask workers the job started on, in order (its "remote" events)."""
+    return [event["worker"] for event in jobs.history(job_id) if event["kind"] == "remote"]
+
+
 def pid_running(address: str, job_id: str) -> int:
     """The process id of the Dask worker running the job ``job_id``."""
     from dask.distributed import Client
@@ -117,6 +123,9 @@ def test_a_sweep_runs_on_a_cluster_whose_nodes_have_the_package(cluster, tmp_pat
     assert summary["ran"] == 2, summary
     rows = read_results(tmp_path / "remote.jsonl")
     assert all("result" in row for row in rows), rows
+    run_sweep(SWEEP, tmp_path / "loky.jsonl", backend="loky", jobs=1)  # the same numbers as here
+    accuracy = {row["point_id"]: row["result"]["accuracy"] for row in rows}
+    assert accuracy == {row["point_id"]: row["result"]["accuracy"] for row in read_results(tmp_path / "loky.jsonl")}
     resumed = run_sweep(SWEEP, tmp_path / "remote.jsonl", backend="dask", scheduler=cluster)
     assert resumed["already_done"] == 2 and resumed["ran"] == 0
     with pytest.raises(SweepError, match="--backend dask"):
@@ -156,6 +165,7 @@ def test_a_train_job_on_the_cluster_reports_progress_and_matches_a_local_run(clu
     job = wait_for(finished, timeout=240, interval=0.05)
     assert job.state == "succeeded", job.error
     assert job.scheduler == cluster and "progress" in seen
+    assert len(remote_starts(job_id)) == 1  # it ran on a Dask worker of this cluster
     assert [event["epoch"] for event in jobs.history(job_id) if event["kind"] == "epoch"][:3] == [1, 2, 3]
     folder = Path(job.artifact_dir)
     assert {"model.pt", "metrics.json", "train.log", "checkpoint.pt"} <= {path.name for path in folder.iterdir()}
@@ -174,7 +184,12 @@ def test_a_distillation_on_the_cluster_is_sent_the_teacher_it_learns_from(cluste
                              scheduler=cluster)  # fmt: skip
     student = wait_for(lambda: (job := jobs.status(student_id)).state in jobs.FINAL_STATES and job, timeout=240)
     assert student.state == "succeeded", student.error
-    assert 0 <= student.metrics["accuracy"] <= 1
+    assert remote_starts(teacher_id) and remote_starts(student_id)
+    # The node read the teacher from the files sent with the job (its log says where it lay there);
+    # the run's settings, back here, name the teacher's folder here.
+    folder = Path(student.artifact_dir)
+    assert f"onn-studio-inputs/{student_id}/teacher/" in (folder / "train.log").read_text()
+    assert json.loads((folder / "config.json").read_text())["teacher"] == teacher.artifact_dir
 
 
 def test_cancel_reaches_the_remote_run_and_its_files_come_back(cluster, studio):
@@ -184,7 +199,7 @@ def test_cancel_reaches_the_remote_run_and_its_files_come_back(cluster, studio):
     jobs.cancel(job_id)
     job = wait_for(lambda: (j := jobs.status(job_id)).state in jobs.FINAL_STATES and j, timeout=60, interval=0.05)
     assert job.state == "cancelled", (job.state, job.error)
-    assert time.monotonic() - asked < 10
+    assert time.monotonic() - asked < 20
     folder = Path(job.artifact_dir)
     assert (folder / "train.log").is_file() and (folder / "checkpoint.pt").is_file()
     assert "epoch 1/400" in (folder / "train.log").read_text()
@@ -199,9 +214,9 @@ def test_a_dask_worker_that_dies_fails_or_requeues_the_job_as_a_local_worker_doe
     if on_worker_death == "fail":
         job = wait_for(lambda: (j := jobs.status(job_id)).state in jobs.FINAL_STATES and j, timeout=60)
         assert job.state == "failed" and "Dask worker" in job.error and "died" in job.error, job.error
-        assert time.monotonic() - killed < 15
-    else:  # re-queued, then taken again and sent to a worker alive (the one killed before is restarted)
-        wait_for(lambda: "re-queued" in jobs.status(job_id).message or jobs.status(job_id).attempts > 1, timeout=60)
-        job = wait_for(lambda: (j := jobs.status(job_id)).state == "running" and j.attempts == 2 and j, timeout=120)
+        assert time.monotonic() - killed < 20
+    else:  # re-queued, then taken again and started on a worker alive (the one killed before is restarted)
+        wait_for(lambda: len(remote_starts(job_id)) == 2, timeout=120)
+        assert jobs.status(job_id).attempts == 2
         jobs.cancel(job_id)
         assert wait_for(lambda: jobs.status(job_id).state == "cancelled", timeout=60)

@@ -303,15 +303,26 @@ class JobStore:
     # A worker owns a running job through a lease: (its pid, the attempt number it claimed).
     # Every write it makes is conditional on still holding the lease, so a worker that was
     # declared dead (and whose job was failed or handed to another worker) can change nothing.
-    def claim(self, pid: int, host: str | None = None, *, limit: int | None = None) -> Job | None:
-        """Atomically take the oldest queued job; None if the queue is empty or ``limit`` jobs run."""
+    def claim(self, pid: int, host: str | None = None, *, limit: int | None = None,
+              remote_limit: int | None = None) -> Job | None:  # fmt: skip
+        """Atomically take the oldest queued job that may start; None if the queue is empty or full.
+
+        ``limit`` bounds the jobs running on this host; jobs on a Dask cluster (only relayed from
+        here) count apart, against ``remote_limit`` (None: no bound on either).
+        """
         host = host or socket.gethostname()
         with self._transaction(immediate=True) as db:
-            if limit is not None:
-                running = db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'running'").fetchone()[0]
-                if running >= limit:
-                    return None
-            row = db.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY created LIMIT 1").fetchone()
+            running = dict(db.execute("SELECT scheduler IS NOT NULL, COUNT(*) FROM jobs WHERE state = 'running' "
+                                      "GROUP BY scheduler IS NOT NULL").fetchall())  # fmt: skip
+            allowed = []
+            if limit is None or running.get(0, 0) < limit:
+                allowed.append("scheduler IS NULL")
+            if remote_limit is None or running.get(1, 0) < remote_limit:
+                allowed.append("scheduler IS NOT NULL")
+            if not allowed:
+                return None
+            row = db.execute(f"SELECT id FROM jobs WHERE state = 'queued' AND ({' OR '.join(allowed)}) "
+                             "ORDER BY created LIMIT 1").fetchone()  # fmt: skip
             if row is None:
                 return None
             now = time.time()
@@ -393,11 +404,12 @@ class JobStore:
         with self._transaction() as db:
             db.execute("DELETE FROM workers WHERE pid = ? AND host = ?", (pid, host or socket.gethostname()))
 
-    def reserve_workers(self, stale_after: float, limit: int, spawn) -> list[int]:
-        """Start workers with ``spawn() → pid`` until ``limit`` are alive or no queued job lacks one.
+    def reserve_workers(self, stale_after: float, limit: int, spawn, remote_limit: int = 0) -> list[int]:
+        """Start workers with ``spawn() → pid`` until enough are alive or no queued job lacks one.
 
-        Counting and registering happen in one transaction, so simultaneous callers (two tabs,
-        the app and the CLI) never start more than ``limit``.
+        Enough: ``limit`` for jobs on this host plus ``remote_limit`` for jobs relayed to a Dask
+        cluster, each as far as there are such jobs. Counting and registering happen in one
+        transaction, so simultaneous callers (two tabs, the app and the CLI) never start more.
         """
         started = []
         with self._transaction(immediate=True) as db:
@@ -405,7 +417,10 @@ class JobStore:
             live = db.execute("SELECT COUNT(*) FROM workers").fetchone()[0]
             idle = db.execute("SELECT COUNT(*) FROM workers WHERE job_id IS NULL").fetchone()[0]
             queued = db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()[0]
-            for _ in range(max(0, min(limit - live, queued - idle))):
+            active = dict(db.execute("SELECT scheduler IS NOT NULL, COUNT(*) FROM jobs WHERE state IN ('queued', "
+                                     "'running') GROUP BY scheduler IS NOT NULL").fetchall())  # fmt: skip
+            wanted = min(limit, active.get(0, 0)) + min(remote_limit, active.get(1, 0))
+            for _ in range(max(0, min(wanted - live, queued - idle))):
                 pid = spawn()
                 now = time.time()
                 db.execute(

@@ -67,6 +67,12 @@ def concurrency() -> int:
     return max(1, int(os.environ.get("ONN_JOB_CONCURRENCY", "1")))
 
 
+def remote_concurrency() -> int:
+    """Jobs relayed to a Dask cluster at once (``ONN_REMOTE_JOB_CONCURRENCY``, default 8): a relay
+    mostly waits, so they do not count against :func:`concurrency`."""
+    return max(0, int(os.environ.get("ONN_REMOTE_JOB_CONCURRENCY", "8")))
+
+
 def job_threads() -> int:
     """Torch threads for a job: every usable core but one, so the web server stays responsive."""
     return max(1, len(os.sched_getaffinity(0)) - 1)
@@ -170,6 +176,11 @@ def run_job(store: JobStore, job: Job) -> str:
                 store.report(job, progress=update.fraction, message=message + loss)
             last_write = now
 
+    def started_on(address: str) -> None:  # a remote job's Dask worker, in its status line and events
+        with gate.shielded():
+            store.report(job, progress=0.0, message=f"started on Dask worker {address}",
+                         event={"worker": address}, event_kind="remote")  # fmt: skip
+
     gate = _CancelGate()
     previous = signal.signal(signal.SIGUSR1, gate.on_signal)
     thread = threading.Thread(target=watch, name=f"watch-{job.id}", daemon=True)
@@ -177,7 +188,8 @@ def run_job(store: JobStore, job: Job) -> str:
     try:
         try:
             if job.scheduler:  # relayed to a Dask worker; cancel, heartbeats and the store stay here
-                metrics = run_on_cluster(job, kind.remote_inputs(job.config), folder, progress)
+                metrics = run_on_cluster(job, kind.remote_inputs(job.config), folder, progress,
+                                         on_started=started_on, lost_lease=lost)  # fmt: skip
             else:
                 metrics = kind.run(job.config, folder, progress)
         finally:
@@ -212,6 +224,11 @@ def run_job(store: JobStore, job: Job) -> str:
     except Exception as exc:  # any failure ends the job as failed, with its cause kept
         # First, so a full disk has room again to record why (and no half-written file stays).
         remove_temporaries(folder)
+        if cancelled.is_set() and not lost.is_set() and not isinstance(exc, RemoteJobFailed | RemoteWorkerLost):
+            # The cancel landed inside a library call that turned it into an error of its own
+            # (torch.save's writer: "enforce fail … unexpected pos"): it is still the cancel.
+            store.finish(job, "cancelled", message="cancelled; the checkpoint and log written so far are kept")
+            return "cancelled"
         trace = exc.remote_traceback if isinstance(exc, RemoteJobFailed) else traceback.format_exc()
         disk_full = _disk_full(exc, folder, store.path)
         if disk_full is not None:
@@ -291,7 +308,7 @@ def work(database: str | Path | None = None, *, idle_exit: float | None = 30.0, 
         while True:
             store.reap(stale_after())
             store.worker_heartbeat(pid)
-            job = store.claim(pid, limit=concurrency())
+            job = store.claim(pid, limit=concurrency(), remote_limit=remote_concurrency())
             if job is None:
                 idle_for = time.monotonic() - idle_since
                 if (once or (idle_exit is not None and idle_for > idle_exit)) and store.retire_worker_if_idle(pid):
@@ -341,4 +358,5 @@ def spawn_worker(database: str | Path, *, idle_exit: float | None = None) -> int
 def ensure_workers(store: JobStore, *, limit: int | None = None) -> list[int]:
     """Start workers until ``limit`` (default :func:`concurrency`) are alive or none is needed."""
     store.reap(stale_after())
-    return store.reserve_workers(stale_after(), limit or concurrency(), lambda: spawn_worker(store.path))
+    return store.reserve_workers(stale_after(), limit or concurrency(), lambda: spawn_worker(store.path),
+                                 remote_limit=remote_concurrency())  # fmt: skip
