@@ -62,9 +62,9 @@ def validate_estimate(config: dict[str, Any]) -> None:
 
 
 def run_estimate(config: dict[str, Any], folder: Path, progress: Callable) -> dict[str, Any]:
+    """The exact NTK-regression estimate of a design (seconds to a minute), as a job."""
     from .ntk_regression import estimate
 
-    """The exact NTK-regression estimate of a design (seconds to a minute), as a job."""
     design, dataset, settings = estimate_inputs(config)
     result = estimate(design, dataset, settings, threads=job_threads(), progress=counting(progress, "estimate"))
     atomic_write_json(folder / "estimate.json", result.to_dict())

@@ -98,12 +98,17 @@ def check_cluster(client, modules: Iterable[str] = PROBED_MODULES, *, min_worker
             "threads": sum(info.get("nthreads", 0) for info in workers.values())}  # fmt: skip
 
 
+def local_packages() -> dict[str, str | None]:
+    """This process's versions of the packages Dask reports (python, dask, distributed, …)."""
+    from distributed.versions import get_versions
+
+    return get_versions()["packages"]
+
+
 def _refuse_other_versions(client) -> None:
     """ClusterError naming each node whose :data:`MATCHED_PACKAGES` differ from this process's
     (distributed's own check only warns)."""
-    from distributed.versions import get_versions
-
-    here = get_versions()["packages"]
+    here = local_packages()
     try:
         reported = client.get_versions()
     except Exception as exc:

@@ -205,6 +205,31 @@ def test_cancel_reaches_the_remote_run_and_its_files_come_back(cluster, studio):
     assert "epoch 1/400" in (folder / "train.log").read_text()
 
 
+def test_a_cluster_whose_packages_differ_from_the_studios_is_refused(cluster, monkeypatch):
+    """As if this studio ran another Dask than the nodes (distributed's own check only warns)."""
+    from onn_core import cluster as studio_cluster
+
+    real = studio_cluster.local_packages
+    monkeypatch.setattr(studio_cluster, "local_packages", lambda: {**real(), "dask": "1999.1.0"})
+    with pytest.raises(ClusterError, match=r"the scheduler has dask \S+ \(here 1999.1.0\).*pip install"):
+        studio_cluster.checked_client(cluster)
+
+def test_estimate_and_compensate_jobs_run_on_the_cluster(cluster, studio):
+    design = {**SWEEP["base"], "metasurface_width": 1e-4, "metasurface_height": 1e-4}
+    estimate_id = jobs.submit("estimate", {"design": design, "dataset": "digits", "settings": SWEEP["settings"]},
+                              scheduler=cluster)  # fmt: skip
+    run = studio / "student"
+    train(TrainConfig(**TINY), run, design=Design())  # a finished run here: sent with the job
+    compensate_id = jobs.submit("compensate", {"run": str(run), "error_model": {"kernel_sigma": 0.2, "seed": 1},
+                                               "settings": {"method": "e2e", "fraction": 0.5, "epochs": 1}},
+                                scheduler=cluster)  # fmt: skip
+    for job_id in (estimate_id, compensate_id):
+        job = wait_for(lambda job_id=job_id: (j := jobs.status(job_id)).state in jobs.FINAL_STATES and j, timeout=240)
+        assert job.state == "succeeded", job.error
+        assert remote_starts(job_id)
+    assert 0 <= jobs.status(estimate_id).metrics["accuracy"] <= 1
+    assert {"before", "after"} <= set(jobs.status(compensate_id).metrics)
+
 @pytest.mark.parametrize("on_worker_death", ["fail", "requeue"])
 def test_a_dask_worker_that_dies_fails_or_requeues_the_job_as_a_local_worker_does(cluster, studio, on_worker_death):
     job_id = jobs.submit("train", dict(LONG), scheduler=cluster, on_worker_death=on_worker_death)
@@ -220,3 +245,4 @@ def test_a_dask_worker_that_dies_fails_or_requeues_the_job_as_a_local_worker_doe
         assert jobs.status(job_id).attempts == 2
         jobs.cancel(job_id)
         assert wait_for(lambda: jobs.status(job_id).state == "cancelled", timeout=60)
+
