@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,17 +106,25 @@ def providers() -> Iterator[ModuleType]:
 
 
 _KINDS: dict[str, JobKind] = {}
+_KINDS_LOCK = threading.Lock()  # a Dask worker with several threads may start two jobs at once
 
 
 def job_kinds() -> dict[str, JobKind]:
     """Every registered kind by name (providers are read once per process)."""
-    if not _KINDS:
-        for module in providers():
-            for kind in getattr(module, "JOB_KINDS", ()):
-                if kind.name in _KINDS:
-                    raise RuntimeError(f"job kind {kind.name!r} is declared twice ({module.__name__})")
-                _KINDS[kind.name] = kind
+    with _KINDS_LOCK:
+        if not _KINDS:
+            _register_kinds()
     return _KINDS
+
+
+def _register_kinds() -> None:
+    found: dict[str, JobKind] = {}  # filled whole or not at all: a provider that fails leaves none half-read
+    for module in providers():
+        for kind in getattr(module, "JOB_KINDS", ()):
+            if kind.name in found:
+                raise RuntimeError(f"job kind {kind.name!r} is declared twice ({module.__name__})")
+            found[kind.name] = kind
+    _KINDS.update(found)
 
 
 def job_kind(name: str) -> JobKind:

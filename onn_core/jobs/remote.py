@@ -30,6 +30,7 @@ see a remote job as they see a local one:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -356,7 +357,8 @@ def run_on_cluster(job, inputs: dict[str, str], folder: Path, progress: Callable
     finally:
         if future is not None and not future.done():  # stopped here (SIGTERM, an error): stop it there too
             _stop(client, future, token)
-        client.unsubscribe_topic(topic)
+        with contextlib.suppress(Exception):  # not subscribed (it failed before), or the scheduler is gone
+            client.unsubscribe_topic(topic)
         client.close()
 
 
