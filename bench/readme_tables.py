@@ -310,6 +310,20 @@ def reproduce_table4_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def layout_export_table(result: dict) -> str:
+    """The default design's layout in each format: bytes, write and read seconds, discs read back."""
+    names = {"gds": "GDSII", "gds.gz": "GDSII, gzip", "oas": "OASIS"}
+    lines = [f"`{result['command']}` — {result['date'][:10]}, {result['hardware']}: the default design, "
+             f"{result['sub_optics']} sub-optics of {result['phase_pixels_per_side']}² phase pixels.", "",
+             "| format | file | write (s) | read back (s) | discs read back | checks |", "|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        failed = [name for name, ok in row["checks"].items() if not ok]
+        lines.append(f"| {names.get(row['format'], row['format'])} | {row['bytes'] / 1e6:,.1f} MB "
+                     f"| {row['seconds']:.1f} | {row['read_seconds']:.1f} | {row['discs']:,} "
+                     f"| {', '.join(failed) or 'all pass'} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def inverse_design_table(result: dict) -> str:
     design = result.get("design", {})
     lines = [f"`{result['command']}` — {result['generated'][:10]}, CPU, {design.get('threads', 2)} threads."]
@@ -504,6 +518,7 @@ TABLES = {
     "ntkd_cost": ntkd_cost_table,
     "ntk_engines": ntk_engines_table,
     "ntkd_regimes": ntkd_regimes_table,
+    "layout_export": layout_export_table,
 }
 
 

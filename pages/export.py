@@ -14,6 +14,8 @@ from studio.widgets import chosen_run, job_panel, through_the_router
 
 DESCRIPTIONS = {
     "gds": "GDSII layout: one disc per meta-atom, one cell per sub-optic (gdstk, µm units, 1 nm grid)",
+    "oas": "OASIS layout: the same cells and discs as the GDSII, compressed, a fraction of its size (what mask "
+           "shops take for large layouts)",
     "npz": "radius and phase maps (units in the metadata), kernels and PSFs",
     "png": "radius and phase maps of the whole metasurface with mm axes, target vs realised kernels",
     "csv": "one radius matrix per sub-optic (nm) with an index of centres, and the kernels (zipped)",
@@ -21,12 +23,14 @@ DESCRIPTIONS = {
     "safetensors": "the trained weights, without pickle; config and design as metadata",
     "html": "a self-contained report a collaborator can open anywhere",
 }
-MIME = {".gds": "application/octet-stream", ".npz": "application/octet-stream", ".png": "image/png",
+MIME = {".gds": "application/octet-stream", ".oas": "application/octet-stream", ".npz": "application/octet-stream",
+        ".png": "image/png",
         ".json": "application/json", ".safetensors": "application/octet-stream", ".html": "text/html",
         ".zip": "application/zip"}  # fmt: skip
-# Above this many meta-atoms, writing a GDS takes long enough to belong in a background job.
+# Above this many meta-atoms, writing a layout takes long enough to belong in a background job.
 INLINE_ATOMS = 20_000_000
-NEEDS_METASURFACE = ("gds", "npz", "png", "csv")
+LAYOUTS = {"gds": "metasurface.gds", "oas": "metasurface.oas"}  # layout format → its file
+NEEDS_METASURFACE = (*LAYOUTS, "npz", "png", "csv")
 
 through_the_router(__file__)
 st.title("Export")
@@ -82,21 +86,23 @@ def download(paths: list[str], name: str) -> None:
 
 
 @st.fragment(run_every=2)
-def gds_job_panel() -> None:
-    """The background GDS job of this run: progress and Cancel, or why it failed; once it is done,
-    the page is redrawn with the file's download."""
-    job = next((j for j in jobs.list_jobs() if j.kind == "export" and j.config.get("run") == str(run.folder)), None)
+def layout_job_panel(name: str) -> None:
+    """The background job writing this run's ``name`` layout: progress and Cancel, or why it failed;
+    once it is done, the page is redrawn with the file's download."""
+    job = next((j for j in jobs.list_jobs() if j.kind == "export" and j.config.get("run") == str(run.folder)
+                and j.config.get("formats") == [name]), None)  # fmt: skip
     if job is None:
         return
-    if job_panel(job, f"GDS export (job {job.id})") == "succeeded" and st.session_state.get("export.gds_job") != job.id:
-        st.session_state["export.gds_job"] = job.id
+    seen = f"export.{name}_job"
+    if job_panel(job, f"{name.upper()} export (job {job.id})") == "succeeded" and st.session_state.get(seen) != job.id:
+        st.session_state[seen] = job.id
         st.rerun(scope="app")
 
 
 atoms = 0 if metasurface is None else metasurface.disc_radius().size * metasurface.atoms_per_phase_pixel**2
 # Everything this run can export now, in one click (a layout too big to write inline stays a job).
 ready = [name for name in FORMATS if (metasurface is not None or name not in NEEDS_METASURFACE)
-         and not (name == "gds" and atoms > INLINE_ATOMS)]  # fmt: skip
+         and not (name in LAYOUTS and atoms > INLINE_ATOMS)]  # fmt: skip
 with st.container(border=True):
     st.markdown(f"**Everything** — {', '.join(name.upper() for name in ready)} in one zip")
     if st.button("Prepare all", key="prepare-all", type="primary"):
@@ -111,22 +117,22 @@ for name in FORMATS:
         if needs_metasurface and metasurface is None:
             st.caption("Needs a metasurface (inverse design) first.")
             continue
-        if name == "gds":
-            gds_job_panel()  # a layout job started here or from the CLI
-        if name == "gds" and atoms > INLINE_ATOMS:
+        if name in LAYOUTS:
+            layout_job_panel(name)  # a layout job started here or from the CLI
+        if name in LAYOUTS and atoms > INLINE_ATOMS:
             st.caption(f"{atoms:,} meta-atoms: the layout is written by a background job (about a minute per "
                        "10⁸ atoms).")  # fmt: skip
-            if st.button("Write GDS in the background", key="gds-job"):
+            if st.button(f"Write {name.upper()} in the background", key=f"{name}-job"):
                 try:
-                    job_id = jobs.submit("export", {"run": str(run.folder), "formats": ["gds"], "out": str(out)})
+                    job_id = jobs.submit("export", {"run": str(run.folder), "formats": [name], "out": str(out)})
                     st.success(f"Export job {job_id} queued; the file appears here when it is done.")
                 except jobs.JobError as error:
                     st.error(str(error))
-            if (out / "metasurface.gds").exists():
-                download([str(out / "metasurface.gds")], name)
+            if (out / LAYOUTS[name]).exists():
+                download([str(out / LAYOUTS[name])], name)
             continue
         if st.button(f"Prepare {name.upper()}", key=f"prepare-{name}"):
             prepare([name])
         if files := prepared(name):
-            # The layout itself for GDS (its read-back summary stays beside it on disk).
-            download(files[:1] if name == "gds" else files, name)
+            # The layout itself (its summary stays beside it on disk).
+            download(files[:1] if name in LAYOUTS else files, name)

@@ -151,7 +151,7 @@ def test_fabricate_page_scores_captured_maps_and_compensates_from_them():
 def test_export_page_prepares_downloads(studio):
     at = open_page("export")
     assert [t.value for t in at.title] == ["Export"]
-    for name in ("json", "gds", "html"):
+    for name in ("json", "gds", "oas", "html"):
         next(b for b in at.button if b.label == f"Prepare {name.upper()}").click().run()
         assert not at.exception, at.exception
     assert len(at.get("download_button")) >= 3
@@ -161,12 +161,14 @@ def test_export_page_prepares_downloads(studio):
     from onn_core.fabrication.gds import read_gds_summary
 
     assert len(read_gds_summary(out / "metasurface.gds")["sub_optic_cells"]) == 16
+    assert read_gds_summary(out / "metasurface.oas")["discs"] == read_gds_summary(out / "metasurface.gds")["discs"]
     next(b for b in at.button if b.label == "Prepare all").click().run()  # one click, one zip of every export
     assert not at.exception, at.exception
     assert [b for b in at.get("download_button") if b.proto.label == "Download example-all.zip"]
     names = {Path(path).name for path in at.session_state["export.example.all"]}
     assert {"metasurface.gds", "design.json", "report.html"} <= names
-    assert {Path(name).suffix for name in names} >= {".gds", ".npz", ".png", ".csv", ".json", ".safetensors", ".html"}
+    assert {Path(name).suffix for name in names} >= {".gds", ".oas", ".npz", ".png", ".csv", ".json", ".safetensors",
+                                                     ".html"}  # fmt: skip
 
 
 def test_train_page_submits_a_job_shows_it_live_and_links_the_finished_run():

@@ -18,7 +18,7 @@ from onn_core.errors import DesignError, MeasuredDataError, OpticsInputError, Tr
 from onn_core.fabrication.compensate import CompensationSettings, captured_subset, compensate, compensate_captured
 from onn_core.fabrication.error_model import ErrorModel
 from onn_core.fabrication.evaluate import error_curve, load_captured_maps, monte_carlo
-from onn_core.fabrication.export import export, run_metasurface
+from onn_core.fabrication.export import FORMATS, export, run_metasurface
 from onn_core.fabrication.fabricated import FabricatedFrontend, _tap_blur_matrix, designed_captures, fabricate
 from onn_core.fabrication.inverse_design import InverseDesignSettings, Metasurface, inverse_design
 from onn_core.fabrication.jobs import validate as validate_job
@@ -485,7 +485,7 @@ def test_exports_write_what_a_fab_and_a_collaborator_need(designed_run, tmp_path
 
     from onn_core.fabrication.gds import read_gds_summary
 
-    written = export(designed_run, ["npz", "png", "csv", "gds", "json", "safetensors", "html"], tmp_path)
+    written = export(designed_run, list(FORMATS), tmp_path)
     maps = np.load(tmp_path / "metasurface_maps.npz", allow_pickle=False)
     metadata = json.loads(str(maps["metadata"]))
     assert maps["radius_m"].shape == (16, 102, 102) and maps["phase_rad"].shape == (16, 1, 102, 102)
@@ -506,8 +506,11 @@ def test_exports_write_what_a_fab_and_a_collaborator_need(designed_run, tmp_path
     assert len(gds["sub_optic_cells"]) == 16 and "SUBOPTIC_K007_MINUS" in gds["sub_optic_cells"]
     atoms = (102 * round(1.172e-6 / 293e-9)) ** 2
     assert 0 < gds["discs"] <= 16 * atoms
-    assert set(written) == {"npz", "png", "csv", "gds", "json", "safetensors", "html"}
+    oas = read_gds_summary(tmp_path / "metasurface.oas")  # the same layout as OASIS
+    assert oas["discs"] == gds["discs"] and oas["sub_optic_cells"] == gds["sub_optic_cells"]
+    assert set(written) == {"npz", "png", "csv", "gds", "oas", "json", "safetensors", "html"}
     page = (tmp_path / "report.html").read_text()
+    assert f"{gds['discs']:,} discs" in page and "metasurface.oas" in page  # the report lists both layouts
     assert "data:image/png;base64," in page and "kernel correlation" in page and "<script" not in page
     assert "energy / image</th><td>" in page and "µJ (sensor read-out" in page  # the run's cost.energy
 
@@ -532,9 +535,10 @@ def test_cli_inverse_design_then_export_gds(small_run, tmp_path, capsys):
     assert main(["inverse-design", "--run", str(run_copy), "--iterations", "5", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["iterations"] == 5 and len(answer["fidelity"]) == 8
-    assert main(["export", "--run", str(run_copy), "--format", "gds", "--json"]) == 0
-    files = json.loads(capsys.readouterr().out)["files"]["gds"]
-    assert files[0].endswith("metasurface.gds")
+    for form in ("gds", "oas"):
+        assert main(["export", "--run", str(run_copy), "--format", form, "--json"]) == 0
+        files = json.loads(capsys.readouterr().out)["files"][form]
+        assert files[0].endswith(f"metasurface.{form}")
 
 
 def test_the_default_design_is_realised_at_0_95_and_its_layout_asks_for_every_disc(small_run):
@@ -542,7 +546,7 @@ def test_the_default_design_is_realised_at_0_95_and_its_layout_asks_for_every_di
     sub-optics of 802² phase pixels, ≈ 1.6·10⁸ meta-atoms): a few Adam steps from the multi-focus
     start already realise every trained kernel at correlation ≥ 0.95, and the layout asks for one
     disc per pillar. Writing and reading back that 570 MB GDSII takes over a minute, so it runs in
-    ``bench/gds_scale.py`` (bench/results/gds_scale.json); test_gds.py checks the same on smaller
+    ``bench/layout_export.py`` (bench/results/layout_export.json); test_gds.py checks the same on smaller
     layouts. (bench/inverse_design.py runs all 500 iterations.)"""
     from onn_core.fabrication.gds import expected_disc_count
     from onn_core.training.run import build_run_model

@@ -13,6 +13,7 @@ from onn_core.fabrication.gds import (
     expected_disc_count,
     read_gds_summary,
     write_metasurface_gds,
+    write_metasurface_oas,
 )
 
 PITCH = 293e-9
@@ -114,13 +115,19 @@ def axis_atom(design) -> float:
 def test_flattened_sub_optic_matches_the_radius_map_atom_for_atom(design, written):
     radii, path, summary, _ = written
     library = gdstk.read_gds(str(path))
-    cell = next(cell for cell in library.cells if cell.name == summary.cells[1]).copy("FLAT").flatten()
+    assert_cell_matches_radius_map(library, summary.cells[1], radii[1], design)
+
+
+def assert_cell_matches_radius_map(library, name, radii, design):
+    """Every pillar of sub-optic cell ``name``, flattened: one per atom whose radius reaches 10 nm,
+    at its lattice site, with its radius."""
+    cell = next(cell for cell in library.cells if cell.name == name).copy("FLAT").flatten()
     boxes = np.array([polygon.bounding_box() for polygon in cell.polygons])  # (discs, 2, 2), µm
     centres = boxes.mean(axis=1) * 1e-6
     found_radii = (boxes[:, 1, 0] - boxes[:, 0, 0]) / 2 * 1e-6
 
     axis = axis_atom(design)
-    atom_radius = np.repeat(np.repeat(quantised(radii[1]), 4, axis=0), 4, axis=1)
+    atom_radius = np.repeat(np.repeat(quantised(radii), 4, axis=0), 4, axis=1)
     rows, cols = np.nonzero(atom_radius >= 10e-9 - 1e-15)
     expected = np.column_stack([cols, rows]).astype(float)
     expected = (expected - axis) * PITCH
@@ -130,6 +137,23 @@ def test_flattened_sub_optic_matches_the_radius_map_atom_for_atom(design, writte
     np.testing.assert_array_equal(found[order], np.column_stack([cols, rows]))
     np.testing.assert_allclose(centres[order], expected, atol=1 * NM)
     np.testing.assert_allclose(found_radii[order], atom_radius[rows, cols], atol=1 * NM)
+
+
+def test_oasis_holds_the_same_layout_as_gdsii_in_a_fraction_of_the_bytes(design, written, tmp_path):
+    radii, gds_path, gds_summary, _ = written
+    path = tmp_path / "lens.oas"
+    calls = []
+    summary = write_metasurface_oas(path, design, radii, PHASE_PIXEL, progress=lambda done, total: calls.append(done))
+    assert summary.format == "oas" and calls == [1, 2, 3, 4, 5] and summary.file_bytes == path.stat().st_size
+    back, gds_back = read_gds_summary(path), read_gds_summary(gds_path)
+    for key in ("top_cells", "sub_optic_cells", "discs", "discs_per_cell", "unit_m", "precision_m"):
+        assert back[key] == gds_back[key], key
+    assert back["discs"] == summary.discs == gds_summary.discs == expected_disc_count(radii, PHASE_PIXEL, design)
+    np.testing.assert_allclose(back["disc_radii_m"], gds_back["disc_radii_m"], atol=1e-3 * NM)
+    assert summary.file_bytes < gds_summary.file_bytes / 4
+    library = gdstk.read_oas(str(path), tolerance=1e-4)
+    for index in (0, 3):
+        assert_cell_matches_radius_map(library, summary.cells[index], radii[index], design)
 
 
 def test_constant_map_merges_to_one_array_per_sub_optic(design, tmp_path):

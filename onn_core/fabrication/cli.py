@@ -193,7 +193,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     compensate.add_argument("--json", action="store_true")
     compensate.set_defaults(handler=_cmd_compensate)
 
-    export = commands.add_parser("export", help="files for the fab and collaborators (GDSII, maps, weights)")
+    export = commands.add_parser("export", help="files for the fab and collaborators (GDSII, OASIS, maps, weights)")
     export.add_argument("--run", required=True, metavar="DIR")
     export.add_argument("--format", required=True, choices=(*FORMATS, "all"))
     export.add_argument("--out", default=None, metavar="DIR", help="default: RUN/export")

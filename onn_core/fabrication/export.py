@@ -13,12 +13,13 @@ png            ``radius_map.png`` (pillar diameters over the metasurface, mm axe
 csv            ``csv/sub_optics.csv`` (index: kernel, sign, centre in m, file), one drawn-disc radius matrix
                per sub-optic in nm (``csv/<cell>_disc_radius_nm.csv``, first row −y), ``csv/kernels.csv``
 gds            ``metasurface.gds``: one disc per meta-atom, one cell per sub-optic (gdstk; µm units)
+oas            ``metasurface.oas``: the same layout as OASIS (repetitions, circles, compressed cells)
 json           ``design.json`` and ``report.json`` (metrics, fidelity, provenance)
 safetensors    ``model.safetensors``: the trained weights without pickle, config and design as metadata
 html           ``report.html``: one self-contained page (figures embedded) a collaborator can open anywhere
 =============  ==========================================================================================
 
-Formats that describe meta-atoms (npz, png, csv, gds) need a metasurface: the run's inverse
+Formats that describe meta-atoms (npz, png, csv, gds, oas) need a metasurface: the run's inverse
 design (``metasurface.npz``) or a physical-frontend run's own radius maps.
 """
 
@@ -38,7 +39,7 @@ from ..training.run import FinishedRun, load_history
 from .fabricated import metasurface_from_physical
 from .inverse_design import METASURFACE_JSON, Metasurface, realised_psf_image
 
-FORMATS = ("npz", "png", "csv", "gds", "json", "safetensors", "html")
+FORMATS = ("npz", "png", "csv", "gds", "oas", "json", "safetensors", "html")  # html last: it lists the layouts
 EXPORT_SCHEMA = "onn-export/1"
 
 
@@ -260,14 +261,24 @@ def export_png(run: FinishedRun, out: Path, *, max_pixels: int = 1600) -> list[P
 
 
 def export_gds(run: FinishedRun, out: Path, *, quantisation: float = 1e-9) -> list[Path]:
-    from .gds import write_metasurface_gds
+    return _export_layout(run, out, "gds", quantisation)
+
+
+def export_oas(run: FinishedRun, out: Path, *, quantisation: float = 1e-9) -> list[Path]:
+    return _export_layout(run, out, "oas", quantisation)
+
+
+def _export_layout(run: FinishedRun, out: Path, form: str, quantisation: float) -> list[Path]:
+    """``metasurface.<form>`` and its summary ``metasurface_<form>.json`` (what was written: discs, bytes, seconds)."""
+    from .gds import write_metasurface_gds, write_metasurface_oas
 
     metasurface = run_metasurface(run)
-    path = out / "metasurface.gds"
-    summary = write_metasurface_gds(path, metasurface.design, metasurface.disc_radius(), metasurface.phase_pixel,
-                                    quantisation_m=quantisation)  # fmt: skip
-    (out / "metasurface_gds.json").write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
-    return [path, out / "metasurface_gds.json"]
+    path = out / f"metasurface.{form}"
+    write = write_metasurface_gds if form == "gds" else write_metasurface_oas
+    summary = write(path, metasurface.design, metasurface.disc_radius(), metasurface.phase_pixel,
+                    quantisation_m=quantisation)  # fmt: skip
+    (out / f"metasurface_{form}.json").write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
+    return [path, out / f"metasurface_{form}.json"]
 
 
 def _energy_text(energy: dict[str, Any] | None) -> str:
@@ -276,6 +287,28 @@ def _energy_text(energy: dict[str, Any] | None) -> str:
         return "–"
     return (f"{energy['total_j'] * 1e6:.3g} µJ (sensor read-out {energy['sensor_j'] * 1e6:.3g}, "
             f"digital {energy['digital_j'] * 1e6:.3g}; docs/ENERGY.md)")  # fmt: skip
+
+
+LAYOUT_NAMES = {"gds": "GDSII", "oas": "OASIS"}
+
+
+def _layout_files(out: Path) -> str:
+    """The layouts exported beside the report (from their summaries), or how to write them."""
+    import html
+
+    rows = []
+    for form, name in LAYOUT_NAMES.items():
+        try:
+            summary = json.loads((out / f"metasurface_{form}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        rows.append(f"<tr><th>{name}</th><td>{html.escape(Path(summary['path']).name)}: "
+                    f"{summary['file_bytes'] / 1e6:,.1f} MB, {summary['discs']:,} discs in "
+                    f"{summary['sub_optic_cells']} sub-optic cells, written in {summary['seconds']:.1f} s</td></tr>")
+    if not rows:
+        return ("<p>None exported with this report; write them with <code>python -m onn_core export --format "
+                "gds</code> (or <code>oas</code>, OASIS: the same layout in a fraction of the bytes).</p>")
+    return f"<table>{''.join(rows)}</table>"
 
 
 def export_html(run: FinishedRun, out: Path) -> list[Path]:
@@ -359,6 +392,7 @@ def export_html(run: FinishedRun, out: Path) -> list[Path]:
              f"{fidelity['phase_pixel_m'] * 1e9:.0f} nm"), ("kernel correlation (min / mean)",
              f"{fidelity['min_correlation']:.4f} / {fidelity['mean_correlation']:.4f}"),
             ("light on the kernel window", f"{100 * fidelity['mean_efficiency']:.0f} %")]))  # fmt: skip
+        sections.append("<h2>Layout files</h2>" + _layout_files(out))
     style = ("body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;color:#1a202c}"
              "table{border-collapse:collapse}th,td{border:1px solid #cbd5e0;padding:4px 8px;text-align:left}"
              "th{background:#edf2f7}img{max-width:100%}")  # fmt: skip
@@ -371,8 +405,8 @@ def export_html(run: FinishedRun, out: Path) -> list[Path]:
     return [path]
 
 
-EXPORTERS = {"npz": export_npz, "png": export_png, "csv": export_csv, "gds": export_gds, "json": export_json,
-             "safetensors": export_safetensors, "html": export_html}  # fmt: skip
+EXPORTERS = {"npz": export_npz, "png": export_png, "csv": export_csv, "gds": export_gds, "oas": export_oas,
+             "json": export_json, "safetensors": export_safetensors, "html": export_html}  # fmt: skip
 
 
 def export(run: FinishedRun, formats: list[str], out: str | Path | None = None) -> dict[str, list[str]]:
