@@ -40,6 +40,34 @@ def test_phase_is_differentiable_in_radius():
     np.testing.assert_allclose(radius.grad.numpy(), analytic, rtol=1e-2)
 
 
+@pytest.mark.parametrize("grid", ["even (the shipped 1 nm)", "uneven"])
+def test_lookup_is_the_piecewise_linear_interpolant_on_any_grid(grid):
+    """An even grid is looked up by arithmetic, an uneven one by search: both give np.interp's
+    values exactly, knots and the last radius included, and the segment's slope as gradient."""
+    table = default_meta_atom_table()
+    if grid == "uneven":
+        keep = np.unique(np.r_[0, np.arange(1, 240, 3), np.arange(200, 241), 240])
+        table = type(table)(table.radii[keep], table.wavelengths, table.phase[:, keep], table.transmission[:, keep],
+                            "uneven", table.parameter)  # fmt: skip
+        assert table._uniform_step is None
+    else:
+        assert table._uniform_step == pytest.approx(1e-9)
+    rng = np.random.default_rng(0)
+    radii = np.r_[rng.uniform(0, 240e-9, 5000), table.radii]
+    radius = torch.tensor(radii, dtype=torch.float64, requires_grad=True)
+    for wavelength in SIN_PHASE_FITS:
+        row = table._row(wavelength)
+        phase, transmission = table.response(radius, wavelength)
+        np.testing.assert_allclose(phase.detach().numpy(), np.interp(radii, table.radii, table.phase[row]), atol=1e-12)
+        np.testing.assert_allclose(transmission.detach().numpy(), np.interp(radii, table.radii,
+                                                                            table.transmission[row]), atol=1e-12)
+    (gradient,) = torch.autograd.grad(table.response(radius[:5000], 532e-9)[0].sum(), radius)
+    row = table._row(532e-9)
+    segment = np.clip(np.searchsorted(table.radii, radii[:5000], side="right") - 1, 0, len(table.radii) - 2)
+    slopes = np.diff(table.phase[row]) / np.diff(table.radii)
+    np.testing.assert_allclose(gradient[:5000].numpy(), slopes[segment], rtol=1e-9)
+
+
 def test_out_of_range_radius_and_unknown_wavelength_are_refused():
     table = default_meta_atom_table()
     with pytest.raises(OpticsInputError, match="fabricable range 0–240 nm"):

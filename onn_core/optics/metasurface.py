@@ -24,6 +24,7 @@ value; :meth:`MetaAtomTable.disc_radius` turns it into the radius a layout draws
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,16 +125,35 @@ class MetaAtomTable:
                 f"got {float(detached.min()) * 1e9:.1f}–{float(detached.max()) * 1e9:.1f} nm."
             )
         row = self._row(wavelength)
-        grid = torch.as_tensor(self.radii, dtype=radius.dtype, device=radius.device)
-        phase = torch.as_tensor(self.phase[row], dtype=radius.dtype, device=radius.device)
-        transmission = torch.as_tensor(self.transmission[row], dtype=radius.dtype, device=radius.device)
-        upper = torch.clamp(torch.searchsorted(grid, detached.contiguous(), right=True), 1, grid.numel() - 1)
-        lower = upper - 1
-        weight = (radius - grid[lower]) / (grid[upper] - grid[lower])
-        return (
-            torch.lerp(phase[lower], phase[upper], weight),
-            torch.lerp(transmission[lower], transmission[upper], weight),
-        )
+        segments = self._segments(row, radius.dtype, radius.device)  # (R - 1, 5): start, values, slopes
+        if self._uniform_step is not None:
+            # Tables on an even grid (the shipped one: 1 nm): the segment is arithmetic, not a
+            # binary search over every pillar (a physical frontend looks up ~10⁷ radii a step).
+            lower = torch.clamp(((detached - self.radii[0]) / self._uniform_step).long(), 0, len(self.radii) - 2)
+        else:
+            grid = torch.as_tensor(self.radii, dtype=radius.dtype, device=radius.device)
+            lower = torch.clamp(torch.searchsorted(grid, detached.contiguous(), right=True), 1, grid.numel() - 1) - 1
+        start, phase, phase_slope, transmission, transmission_slope = segments[lower].unbind(-1)
+        offset = radius - start
+        return phase + phase_slope * offset, transmission + transmission_slope * offset
+
+    @functools.cached_property
+    def _uniform_step(self) -> float | None:
+        """The radius step (metres) if the table's radii are evenly spaced (to 1e-6 of a step), else None."""
+        steps = np.diff(self.radii)
+        return float(steps.mean()) if np.allclose(steps, steps.mean(), rtol=1e-6, atol=0) else None
+
+    def _segments(self, row: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Each segment of the piecewise-linear response at wavelength row ``row`` as (start radius,
+        phase, phase slope, transmission, transmission slope): one gather per lookup, not four."""
+        key = (row, dtype, str(device))
+        cache = self.__dict__.setdefault("_segment_cache", {})
+        if key not in cache:
+            step = np.diff(self.radii)
+            columns = [self.radii[:-1], self.phase[row][:-1], np.diff(self.phase[row]) / step,
+                       self.transmission[row][:-1], np.diff(self.transmission[row]) / step]  # fmt: skip
+            cache[key] = torch.as_tensor(np.stack(columns, axis=-1), dtype=dtype, device=device)
+        return cache[key]
 
     def radius_for_phase(self, phase: torch.Tensor, wavelength: float, bins: int = 4096) -> torch.Tensor:
         """Radii (metres) whose phase at ``wavelength`` is nearest to ``phase`` (radians) modulo 2π.
