@@ -283,3 +283,40 @@ def test_invalid_arguments_are_refused_clearly(kwargs, message):
 def test_invalid_fields_are_refused_clearly(field, message):
     with pytest.raises(OpticsInputError, match=message):
         propagate(field, wavelength=500e-9, pitch=1e-6, distance=1e-3)
+
+
+def test_a_window_of_the_output_is_the_whole_field_sliced_values_and_gradients():
+    torch.manual_seed(0)
+    field = torch.randn(2, 3, 120, 120, dtype=torch.complex128, requires_grad=True)
+    settings = dict(wavelength=[450e-9, 532e-9, 635e-9], pitch=1e-6, distance=2e-4, padding=40)
+    window = (slice(30, 75), slice(50, 100))
+    whole = propagate(field, **settings)
+    part = propagate(field, **settings, window=window)
+    assert part.shape == (2, 3, 45, 50)
+    torch.testing.assert_close(part, whole[..., window[0], window[1]], rtol=0, atol=1e-12)
+    weights = torch.randn(part.shape, dtype=torch.float64)
+    (expected,) = torch.autograd.grad((whole[..., window[0], window[1]].abs() ** 2 * weights).sum(), field)
+    (found,) = torch.autograd.grad((part.abs() ** 2 * weights).sum(), field)
+    torch.testing.assert_close(found, expected, rtol=0, atol=1e-10)
+    for bad in ((slice(0, 0), slice(0, 5)), (slice(0, 121), slice(0, 5)), (slice(None, 5), slice(0, 5))):
+        with pytest.raises(OpticsInputError, match="window"):
+            propagate(field, **settings, window=bad)
+
+
+def test_sub_optic_taps_from_the_window_equal_those_from_the_whole_sensor_plane():
+    """The kernel reads only the samples its taps integrate; it must not change by doing so."""
+    from onn_core.optics.metasurface import default_meta_atom_table
+    from onn_core.optics.psf import _overlap_matrix
+    from onn_core.optics.suboptic import suboptic_kernel_taps, suboptic_padding
+
+    table = default_meta_atom_table()
+    torch.manual_seed(1)
+    radius = torch.rand(2, 96, 96, dtype=torch.float64) * 200e-9 + 20e-9
+    geometry = dict(phase_pixel=1.172e-6, distance=3e-4, tap_pitch=8e-6, taps=5)
+    taps = suboptic_kernel_taps(radius, table=table, wavelengths=[532e-9], **geometry)
+    padding = suboptic_padding(96, phase_pixel=1.172e-6, wavelengths=[532e-9], distance=3e-4, window=5 * 8e-6)
+    at_sensor = propagate(table.field(radius, 532e-9), wavelength=532e-9, pitch=1.172e-6, distance=3e-4,
+                          padding=padding)  # fmt: skip
+    irradiance = at_sensor.abs() ** 2 / (96**2 * 1.172e-6**2)
+    weight = _overlap_matrix(96, 1.172e-6, 5, 8e-6, torch.float64, "cpu")
+    torch.testing.assert_close(taps[:, 0], weight @ irradiance @ weight.T, rtol=1e-12, atol=1e-15)

@@ -213,6 +213,7 @@ def propagate(
     method: str = "asm",
     padding: int | tuple[int, int] | None = None,
     band_limit: bool = True,
+    window: tuple[slice, slice] | None = None,
 ) -> torch.Tensor:
     """Propagate a complex field by ``distance`` and return it on the same grid.
 
@@ -229,9 +230,13 @@ def propagate(
             geometry by :func:`linear_convolution_padding`, so the convolution is linear.
         band_limit: apply the Matsushima–Shimobaba band limit (recommended; without it the
             sampled transfer function aliases at long distances).
+        window: (rows, columns) slices of the output grid: only those samples are computed and
+            returned (a sensor that integrates a small window needs no more). The values are
+            those of the whole field, sliced; the inverse transform then runs along x over
+            every row but along y over the window's columns only.
 
     Returns:
-        The propagated field, same shape, dtype and device as ``field``.
+        The propagated field, same shape, dtype and device as ``field`` (the window's shape if given).
     """
     check_field(field)
     check_positive("pitch", pitch)
@@ -280,10 +285,11 @@ def propagate(
             str(field.device),
         )
         transfer = transfer_cache.get(key, build)
-    return _convolve_cropped(field, transfer, padded_shape)
+    return _convolve_cropped(field, transfer, padded_shape, window)
 
 
-def _convolve_cropped(field: torch.Tensor, transfer: torch.Tensor, padded_shape) -> torch.Tensor:
+def _convolve_cropped(field: torch.Tensor, transfer: torch.Tensor, padded_shape,
+                      window: tuple[slice, slice] | None = None) -> torch.Tensor:  # fmt: skip
     """Multiply the zero-padded spectrum by ``transfer``; return the top-left (ny, nx) block.
 
     ``fft2(..., s=...)`` pads inside the transform, so no padded copy of the input is made, and
@@ -297,7 +303,20 @@ def _convolve_cropped(field: torch.Tensor, transfer: torch.Tensor, padded_shape)
         spectrum = spectrum * transfer
     else:
         spectrum.mul_(transfer)
-    return torch.fft.ifft2(spectrum)[..., :ny, :nx].contiguous()
+    if window is None:
+        return torch.fft.ifft2(spectrum)[..., :ny, :nx].contiguous()
+    rows, columns = (_within(part, size, name) for part, size, name in zip(window, (ny, nx), ("rows", "columns"),
+                                                                          strict=True))  # fmt: skip
+    along_x = torch.fft.ifft(spectrum, dim=-1)[..., columns]
+    return torch.fft.ifft(along_x, dim=-2)[..., rows, :].contiguous()
+
+
+def _within(part: slice, size: int, name: str) -> slice:
+    """A window slice checked to lie inside the unpadded grid (outside it the padded grid's wrap-around would show)."""
+    start, stop, step = part.indices(size)
+    if step != 1 or stop <= start or part.start is None or part.stop is None or not 0 <= part.start < part.stop <= size:
+        raise OpticsInputError(f"window {name} must be a slice start:stop with 0 ≤ start < stop ≤ {size}; got {part}.")
+    return slice(start, stop)
 
 
 def _centred_fft2(field: torch.Tensor, padded_shape: tuple[int, int]) -> torch.Tensor:

@@ -91,13 +91,19 @@ def suboptic_kernel_taps(
     if blur_sigma > 0:
         # Blurring then integrating over a tap = integrating with a blurred tap window.
         weight = weight @ _gaussian_blur_matrix(samples, blur_sigma / phase_pixel, radius.dtype, radius.device)
+    # Only the samples some tap integrates matter (the window is ~1/10 of the sub-optic per side):
+    # the field is computed there alone, and the rest of the sensor plane never is.
+    used = torch.nonzero(weight.abs().sum(dim=0) > 0).flatten()
+    span = slice(int(used[0]), int(used[-1]) + 1) if used.numel() else slice(0, samples)
+    weight = weight[:, span]
     per_wavelength = []
     if fields is not None and tuple(fields.shape) != (radius.shape[0], len(wavelengths), samples, samples):
         raise OpticsInputError(f"fields must be (sub-optics, wavelengths, n, n) = ({radius.shape[0]}, "
                                f"{len(wavelengths)}, {samples}, {samples}); got {tuple(fields.shape)}.")  # fmt: skip
     for channel, wavelength in enumerate(wavelengths):
         field = table.field(radius, wavelength) if fields is None else fields[:, channel]
-        at_sensor = propagate(field, wavelength=wavelength, pitch=phase_pixel, distance=distance, padding=padding)
+        at_sensor = propagate(field, wavelength=wavelength, pitch=phase_pixel, distance=distance, padding=padding,
+                              window=(span, span))  # fmt: skip
         # Irradiance per m² as a fraction of the power incident on the sub-optic (n² unit samples).
         irradiance = (at_sensor.real**2 + at_sensor.imag**2) / (samples**2 * phase_pixel**2)
         per_wavelength.append(weight @ irradiance @ weight.T)
