@@ -6,10 +6,10 @@ from estimators.calibration import shipped as shipped_calibration
 from estimators.surrogate import CURVES, check_design_for, surrogate_curve, surrogate_for
 from onn_core import jobs
 from onn_core.data.registry import SPECS, dataset_status
-from onn_core.errors import DesignError, SurrogateUnavailable, SweepError
+from onn_core.errors import ClusterError, DesignError, SurrogateUnavailable, SweepError
 from onn_core.training.metrics import headline_label
 from studio.plots import estimate_curve_figure
-from studio.widgets import dataset_picker, job_panel, sidebar_design, through_the_router
+from studio.widgets import dataset_picker, job_panel, sidebar_design, through_the_router, where_it_runs
 
 SWEPT = ("mnist", "fashion-mnist", "shapes-seg")
 
@@ -108,11 +108,12 @@ st.write(
 config = {"design": design.to_dict(), "dataset": dataset}
 active = latest_estimate_job(config["design"], dataset)
 busy = active is not None and active.state in jobs.ACTIVE_STATES
+scheduler = where_it_runs("estimate.runs_on")
 if st.button("Run exact estimate", icon=":material/play_arrow:", disabled=busy,
              help="Already running for this design and dataset." if busy else None):  # fmt: skip
     try:
-        jobs.submit("estimate", config)
-    except jobs.JobError as error:
+        jobs.submit("estimate", config, scheduler=scheduler)
+    except (jobs.JobError, ClusterError) as error:
         st.error(str(error))
 
 

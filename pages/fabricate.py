@@ -6,14 +6,22 @@ from pathlib import Path
 import streamlit as st
 
 from onn_core import jobs
-from onn_core.errors import DesignError
+from onn_core.errors import ClusterError, DesignError
 from onn_core.fabrication.error_form import ERROR_FIELDS, error_model_from_form, form_from_error_model
 from onn_core.fabrication.error_model import TYPICAL_PROCESS
 from onn_core.fabrication.evaluate import captured_score, load_captured_maps, monte_carlo
 from onn_core.fabrication.export import run_metasurface
 from onn_core.fabrication.measured import MAX_MEASURED_BYTES, read_measured_psfs
 from studio.run_plots import error_curve_figure, yield_figure
-from studio.widgets import accepted_upload, cached_run, chosen_run, job_panel, teacher_picker, through_the_router
+from studio.widgets import (
+    accepted_upload,
+    cached_run,
+    chosen_run,
+    job_panel,
+    teacher_picker,
+    through_the_router,
+    where_it_runs,
+)
 
 QUICK_IMAGES = 1000
 
@@ -169,6 +177,7 @@ elif "train" in captured:
     st.warning("Captured maps of training images need captured maps of test images beside them to be scored; "
                "until then compensation uses the simulated fabrication.")  # fmt: skip
 ready = method == "e2e" or teacher is not None
+scheduler = where_it_runs("fabricate.runs_on")
 if st.button("Compensate (background job)", icon=":material/tune:", disabled=not ready):
     chosen = {"method": method, "epochs": int(epochs), **({"teacher": teacher} if teacher is not None else {})}
     config = {"run": str(run.folder), "error_model": errors.to_dict(), "settings": {**chosen, "fraction": fraction}}
@@ -178,8 +187,8 @@ if st.button("Compensate (background job)", icon=":material/tune:", disabled=not
     elif measured_path:
         config["measured_psfs"] = measured_path
     try:
-        jobs.submit("compensate", config)
-    except jobs.JobError as error:
+        jobs.submit("compensate", config, scheduler=scheduler)
+    except (jobs.JobError, ClusterError) as error:
         st.error(str(error))
 
 

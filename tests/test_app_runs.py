@@ -100,6 +100,24 @@ def test_compensation_runs_as_a_job_and_the_page_shows_before_and_after():
     assert "After e2e" in labels and "Drop recovered" in labels
 
 
+@pytest.mark.parametrize(("page", "button"), [("fabricate", "Compensate"), ("estimate", "Run exact estimate")])
+def test_a_cluster_that_is_not_there_is_said_and_nothing_is_queued(page, button):
+    """Compensation and the exact estimate run on a Dask cluster too; an address nobody answers
+    at is refused in the page's words, and the job is not queued."""
+    from onn_core import jobs
+
+    at = open_page(page)
+    if page == "fabricate":
+        at.radio(key="fabricate.method").set_value("e2e").run()  # needs no teacher: the button is live
+    at.radio(key=f"{page}.runs_on").set_value("A Dask cluster").run()
+    next(b for b in at.button if button in b.label).click().run()  # no address yet
+    assert any("not of the form tcp://HOST:PORT" in e.value for e in at.error), at.error
+    at.text_input(key="studio.scheduler").set_value("tcp://127.0.0.1:1").run()
+    next(b for b in at.button if button in b.label).click().run()
+    assert any("cannot reach the Dask scheduler at tcp://127.0.0.1:1" in e.value for e in at.error), at.error
+    assert not at.exception and jobs.list_jobs() == []
+
+
 def _captures(split: str, count: int, **errors) -> bytes:
     """The example run's feature maps of the first ``count`` ``split`` images through a fabricated draw (.npz)."""
     import io
