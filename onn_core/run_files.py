@@ -109,6 +109,12 @@ def json_text(value: Any, *, indent: int | None = 2) -> str:
     return json.dumps(finite_or_null(value), indent=indent, allow_nan=False)
 
 
+def plain_json(value: Any) -> Any:
+    """``value`` as strict JSON values: unknown types as text, NaN and infinities as None (what a
+    job's metrics and progress events must be to cross to the store or over the network)."""
+    return json.loads(json.dumps(finite_or_null(value), default=str, allow_nan=False))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 

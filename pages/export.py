@@ -8,7 +8,7 @@ import streamlit as st
 
 from onn_core import jobs
 from onn_core.errors import DesignError, OpticsInputError
-from onn_core.fabrication.export import FORMATS, export, run_metasurface
+from onn_core.fabrication.export import FORMATS, LAYOUT_NAMES, export, layout_file, run_metasurface
 from onn_core.paths import studio_home
 from studio.widgets import chosen_run, job_panel, through_the_router
 
@@ -29,8 +29,7 @@ MIME = {".gds": "application/octet-stream", ".oas": "application/octet-stream", 
         ".zip": "application/zip"}  # fmt: skip
 # Above this many meta-atoms, writing a layout takes long enough to belong in a background job.
 INLINE_ATOMS = 20_000_000
-LAYOUTS = {"gds": "metasurface.gds", "oas": "metasurface.oas"}  # layout format → its file
-NEEDS_METASURFACE = (*LAYOUTS, "npz", "png", "csv")
+NEEDS_METASURFACE = (*LAYOUT_NAMES, "npz", "png", "csv")
 
 through_the_router(__file__)
 st.title("Export")
@@ -102,7 +101,7 @@ def layout_job_panel(name: str) -> None:
 atoms = 0 if metasurface is None else metasurface.disc_radius().size * metasurface.atoms_per_phase_pixel**2
 # Everything this run can export now, in one click (a layout too big to write inline stays a job).
 ready = [name for name in FORMATS if (metasurface is not None or name not in NEEDS_METASURFACE)
-         and not (name in LAYOUTS and atoms > INLINE_ATOMS)]  # fmt: skip
+         and not (name in LAYOUT_NAMES and atoms > INLINE_ATOMS)]  # fmt: skip
 with st.container(border=True):
     st.markdown(f"**Everything** — {', '.join(name.upper() for name in ready)} in one zip")
     if st.button("Prepare all", key="prepare-all", type="primary"):
@@ -117,9 +116,9 @@ for name in FORMATS:
         if needs_metasurface and metasurface is None:
             st.caption("Needs a metasurface (inverse design) first.")
             continue
-        if name in LAYOUTS:
+        if name in LAYOUT_NAMES:
             layout_job_panel(name)  # a layout job started here or from the CLI
-        if name in LAYOUTS and atoms > INLINE_ATOMS:
+        if name in LAYOUT_NAMES and atoms > INLINE_ATOMS:
             st.caption(f"{atoms:,} meta-atoms: the layout is written by a background job (about a minute per "
                        "10⁸ atoms).")  # fmt: skip
             if st.button(f"Write {name.upper()} in the background", key=f"{name}-job"):
@@ -128,11 +127,11 @@ for name in FORMATS:
                     st.success(f"Export job {job_id} queued; the file appears here when it is done.")
                 except jobs.JobError as error:
                     st.error(str(error))
-            if (out / LAYOUTS[name]).exists():
-                download([str(out / LAYOUTS[name])], name)
+            if (out / layout_file(name)).exists():
+                download([str(out / layout_file(name))], name)
             continue
         if st.button(f"Prepare {name.upper()}", key=f"prepare-{name}"):
             prepare([name])
         if files := prepared(name):
             # The layout itself (its summary stays beside it on disk).
-            download(files[:1] if name in LAYOUTS else files, name)
+            download(files[:1] if name in LAYOUT_NAMES else files, name)

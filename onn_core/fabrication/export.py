@@ -273,7 +273,7 @@ def _export_layout(run: FinishedRun, out: Path, form: str, quantisation: float) 
     from .gds import write_metasurface_gds, write_metasurface_oas
 
     metasurface = run_metasurface(run)
-    path = out / f"metasurface.{form}"
+    path = out / layout_file(form)
     write = write_metasurface_gds if form == "gds" else write_metasurface_oas
     summary = write(path, metasurface.design, metasurface.disc_radius(), metasurface.phase_pixel,
                     quantisation_m=quantisation)  # fmt: skip
@@ -289,7 +289,12 @@ def _energy_text(energy: dict[str, Any] | None) -> str:
             f"digital {energy['digital_j'] * 1e6:.3g}; docs/ENERGY.md)")  # fmt: skip
 
 
-LAYOUT_NAMES = {"gds": "GDSII", "oas": "OASIS"}
+LAYOUT_NAMES = {"gds": "GDSII", "oas": "OASIS"}  # layout formats
+
+
+def layout_file(form: str) -> str:
+    """The file a layout format is exported to: ``metasurface.gds`` / ``metasurface.oas``."""
+    return f"metasurface.{form}"
 
 
 def _layout_files(out: Path) -> str:

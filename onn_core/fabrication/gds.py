@@ -271,6 +271,13 @@ def disc_cell_name(radius_m: float) -> str:
     return f"{DISC_CELL_PREFIX}{round(radius_m / 1e-9):04d}NM"
 
 
+def _disc_cell(radius_m: float, layer: int, datatype: int) -> gdstk.Cell:
+    """The cell of one pillar radius (metres): ``DISC_R0123NM`` holding its disc."""
+    cell = gdstk.Cell(disc_cell_name(radius_m))
+    cell.add(_disc_polygon(radius_m, layer, datatype))
+    return cell
+
+
 def _disc_polygon(radius_m: float, layer: int, datatype: int) -> gdstk.Polygon:
     radius_um = radius_m / GDS_UNIT_M
     cosine = max(1.0 - GDS_PRECISION_M / radius_m, -1.0)
@@ -432,10 +439,7 @@ def write_metasurface_gds(
             row, col, height, width, level = _block_arrays(levels, layout.min_level, max_blocks)
             for value in np.unique(level).tolist():
                 if value not in disc_cells:
-                    radius = value * layout.quantisation_m
-                    disc_cell = gdstk.Cell(disc_cell_name(radius))
-                    disc_cell.add(_disc_polygon(radius, layer, datatype))
-                    disc_cells[value] = disc_cell
+                    disc_cells[value] = _disc_cell(value * layout.quantisation_m, layer, datatype)
             origin_x = _snapped_origin_um(col * a, centre_twice, pitch_grid)
             origin_y = _snapped_origin_um(row * a, centre_twice, pitch_grid)
             columns, rows = (width * a).tolist(), (height * a).tolist()
@@ -523,10 +527,8 @@ def write_metasurface_oas(
         for start, stop in zip([0, *bounds.tolist()], [*bounds.tolist(), level.size], strict=True):
             value = int(level[start])
             if value not in pixel_cells:
-                radius = value * layout.quantisation_m
-                disc_cell = gdstk.Cell(disc_cell_name(radius))
-                disc_cell.add(_disc_polygon(radius, plan.layer, plan.datatype))
-                pixel_cell = gdstk.Cell(PIXEL_CELL_PREFIX + disc_cell_name(radius).removeprefix(DISC_CELL_PREFIX))
+                disc_cell = _disc_cell(value * layout.quantisation_m, plan.layer, plan.datatype)
+                pixel_cell = gdstk.Cell(PIXEL_CELL_PREFIX + disc_cell.name.removeprefix(DISC_CELL_PREFIX))
                 pixel_cell.add(gdstk.Reference(disc_cell, (0.0, 0.0), columns=a, rows=a, spacing=spacing))
                 library.add(disc_cell, pixel_cell)
                 pixel_cells[value] = pixel_cell

@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..run_files import atomic_write, finite_or_null
+from ..run_files import atomic_write, plain_json
 
 INPUT_SCHEME = "onn-input://"  # a config value naming a file sent with the job
 EVENT_INTERVAL_S = 0.25  # progress events sent at most this often (epoch ends always)
@@ -92,13 +92,6 @@ def unpack(files: dict[str, bytes], folder: Path) -> None:
         atomic_write(target, lambda handle, content=content: handle.write(content))
 
 
-def _get_field(config: dict[str, Any], dotted: str) -> Any:
-    value: Any = config
-    for key in dotted.split("."):
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
-
-
 def _set_field(config: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, last = dotted.split(".")
     for key in parents:
@@ -114,8 +107,7 @@ def sent_inputs(inputs: dict[str, str], config: dict[str, Any]) -> tuple[dict[st
     for field, host_path in inputs.items():
         path = Path(host_path)
         place = f"{field}/{path.name}"
-        files.update({f"{place}/{name}" if path.is_dir() else f"{field}/{name}": content
-                      for name, content in pack(path).items()})  # fmt: skip
+        files.update({f"{place}/{name}" if path.is_dir() else place: content for name, content in pack(path).items()})
         _set_field(config, field, INPUT_SCHEME + place)
     return config, files
 
@@ -160,10 +152,6 @@ def cancel_remote(token: str) -> bool:
     return True
 
 
-def _json_event(value: Any) -> Any:
-    return json.loads(json.dumps(finite_or_null(value), default=str))
-
-
 def inputs_root(job_id: str) -> Path:
     """Where a job's sent files are placed on a node: the same path for every attempt of the job,
     so a resumed run's settings (which name its teacher's folder) are the same each time."""
@@ -202,7 +190,7 @@ def remote_job(kind_name: str, config: dict[str, Any], folder_files: dict[str, b
             raise JobCancelled
         now = time.monotonic()
         if update.phase in ("validate", "done") or now - last_sent >= EVENT_INTERVAL_S:
-            worker.log_event(topic, {"type": "progress", "update": _json_event(asdict(update))})
+            worker.log_event(topic, {"type": "progress", "update": plain_json(asdict(update))})
             last_sent = now
 
     with tempfile.TemporaryDirectory(prefix="onn-job-") as scratch:
@@ -215,7 +203,7 @@ def remote_job(kind_name: str, config: dict[str, Any], folder_files: dict[str, b
                 unpack(folder_files, folder)
                 unpack(input_files, inputs)
                 worker.log_event(topic, {"type": "started", "worker": worker.address, "pid": os.getpid()})
-                outcome["metrics"] = _json_event(job_kind(kind_name).run(_placed(config, inputs), folder, progress))
+                outcome["metrics"] = plain_json(job_kind(kind_name).run(_placed(config, inputs), folder, progress))
                 outcome["state"] = "succeeded"
             finally:
                 with running.lock:  # no cancel is raised once the outcome is decided; clear one in flight

@@ -39,11 +39,10 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from ..errors import ClusterError
 from ..paths import CHECKOUT  # the folder that holds onn_core: importable from there, checkout or not
-from ..run_files import DiskFullError, atomic_write_text, finite_or_null, is_disk_full, remove_temporaries
+from ..run_files import DiskFullError, atomic_write_text, is_disk_full, plain_json, remove_temporaries
 from .kinds import job_kind
 from .remote import RemoteJobFailed, RemoteWorkerLost, run_on_cluster
 from .store import Job, JobStore, LostJob
@@ -196,7 +195,7 @@ def run_job(store: JobStore, job: Job) -> str:
             stop.set()
             thread.join()
             gate.disarm()  # the job's outcome is decided: an interrupt still in flight changes nothing
-        store.finish(job, "succeeded", message="finished", metrics=_json_safe(metrics))
+        store.finish(job, "succeeded", message="finished", metrics=plain_json(metrics))
         return "succeeded"
     except LostJob:
         return "lost"  # declared dead meanwhile: the job is someone else's now, write nothing
@@ -242,13 +241,6 @@ def run_job(store: JobStore, job: Job) -> str:
         return "failed"
     finally:
         signal.signal(signal.SIGUSR1, previous)
-
-
-def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Metrics as strict JSON values: unknown types as text, NaN and infinities as None."""
-    import json
-
-    return json.loads(json.dumps(finite_or_null(metrics), default=str, allow_nan=False))
 
 
 def _disk_full(error: BaseException, folder: Path, database: Path) -> DiskFullError | None:
