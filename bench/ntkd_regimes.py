@@ -80,7 +80,9 @@ bench/results/ntkd_regimes.json (rewritten after every run), and assets/ntkd_reg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import itertools
 import json
@@ -171,7 +173,7 @@ def methods_of(regime: str) -> tuple[str, ...]:
 
 # ---------------------------------------------------------------------------- running
 def _write(path: Path, text: str) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
 
@@ -179,6 +181,18 @@ def _write(path: Path, text: str) -> None:
 def _finished(folder: Path) -> dict | None:
     path = folder / "metrics.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _run_or_read(config: TrainConfig, folder: Path, **kwargs) -> tuple[dict, float]:
+    """Train a run and time it (wall clock, the teacher's kernel included), or read it back if it
+    finished but its row was not saved: its test split is not evaluated a second time, and its
+    seconds are then the run's own training clock."""
+    finished = _finished(folder)
+    if finished is not None:
+        return finished, round(finished["train_seconds"], 1)
+    started = time.perf_counter()
+    metrics = train(config, folder, **kwargs)
+    return metrics, round(time.perf_counter() - started, 1)
 
 
 def teachers(dataset: str, threads: int) -> dict[str, Path]:
@@ -252,8 +266,21 @@ def load_results() -> dict:
     return {"selection": [], "rows": [], "chosen": {}, "convergence": {}}
 
 
+@contextlib.contextmanager
+def _results_lock():
+    # Datasets run in parallel processes: each read-merge-write of the results holds this lock.
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def save_results(results: dict) -> None:
-    # Re-read before writing: other datasets may run in parallel processes.
+    with _results_lock():
+        _merge_and_save(results)
+
+
+def _merge_and_save(results: dict) -> None:
     merged = load_results()
     for key in ("selection", "rows"):
         seen = {_key(r) for r in results[key]}
@@ -296,11 +323,10 @@ def select(dataset: str, regime: str, folders: dict[str, Path], threads: int, re
             return done[_key(row)]["val"]
         config = config_for(dataset, regime, method, settings, SELECTION_SEED, folders, threads)
         folder = RUNS / dataset / regime / "select" / _name(method, settings)
-        started = time.perf_counter()
-        metrics = train(config, folder, design=design, data=validation_only(dataset, config, design))
+        metrics, seconds = _run_or_read(config, folder, design=design, data=validation_only(dataset, config, design))
         curve = [epoch[next(k for k in epoch if k.startswith("val_") and k != "val_loss")]
                  for epoch in json.loads((folder / "history.json").read_text(encoding="utf-8"))]  # fmt: skip
-        row.update(val=metrics["best_val"], seconds=round(time.perf_counter() - started, 1), val_curve=curve)
+        row.update(val=metrics["best_val"], seconds=seconds, val_curve=curve)
         results["selection"].append(row)
         done[_key(row)] = row
         if method == "e2e":
@@ -343,11 +369,10 @@ def final_runs(dataset: str, regime: str, chosen: dict, folders: dict[str, Path]
         if _key(row) in done:
             continue
         config = config_for(dataset, regime, method, settings, seed, folders, threads)
-        started = time.perf_counter()
-        metrics = train(config, RUNS / dataset / regime / method / f"seed{seed}", design=design)
+        metrics, seconds = _run_or_read(config, RUNS / dataset / regime / method / f"seed{seed}", design=design)
         row.update(test=_score(metrics), val=metrics["best_val"],
                    engine=config.ntk_engine if "ntkd" in method else None,
-                   seconds=round(time.perf_counter() - started, 1))  # fmt: skip
+                   seconds=seconds)  # fmt: skip
         results["rows"].append(row)
         save_results(results)
         print(f"{dataset}/{regime} {method} seed {seed}: test {row['test']:.4f}", flush=True)
