@@ -369,8 +369,9 @@ def design_group(
 
     def simulate(values: torch.Tensor) -> torch.Tensor:
         return suboptic_kernel_taps(
-            low + (high - low) * torch.sigmoid(values), table=table, wavelengths=design.wavelengths,
-            phase_pixel=phase_pixel, distance=design.sensor_distance, tap_pitch=tap_pitch, taps=taps, padding=padding,
+            values, table=table, wavelengths=design.wavelengths, phase_pixel=phase_pixel,
+            distance=design.sensor_distance, tap_pitch=tap_pitch, taps=taps, padding=padding,
+            logit_range=(low, high - low),
         )  # fmt: skip
 
     history: list[float] = []

@@ -405,9 +405,9 @@ class PhysicalFrontend(OpticalFrontend):
         # integrated straight onto taps (an odd count, so the window is centred on the axis); a
         # tap's power is exactly the sum over its sensor pixels.
         kernels = suboptic_kernel_taps(
-            self.radius_map(), table=self.table, wavelengths=design.wavelengths, phase_pixel=self.phase_pixel,
+            self.radius_logit, table=self.table, wavelengths=design.wavelengths, phase_pixel=self.phase_pixel,
             distance=design.sensor_distance, tap_pitch=design.tap_pitch * self.scale, taps=design.kernel_taps,
-            padding=self.padding,
+            padding=self.padding, logit_range=(self.radius_low, self.radius_span),
         )  # fmt: skip
         if held is not None:
             self._held = (key, kernels)

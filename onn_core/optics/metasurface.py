@@ -28,6 +28,7 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -63,6 +64,19 @@ def sin_fit_phase(radius: np.ndarray, wavelength: float) -> np.ndarray:
     amplitude, linear, width = SIN_PHASE_FITS[key]
     r_um = np.asarray(radius, dtype=np.float64) * 1e6
     return 2 * math.pi * (-amplitude * (np.exp((r_um**2 - linear * r_um) / (-width)) - 1))
+
+
+class SegmentColumns(NamedTuple):
+    """A wavelength's response per table segment i = [r_i, r_{i+1}], each a contiguous (R − 1,)
+    tensor (a 1-D gather per column is several times faster than one row gather of all of them):
+    value at r_i, rise over the segment, and slope per metre, of the phase (rad) and transmission."""
+
+    phase: torch.Tensor
+    phase_step: torch.Tensor
+    phase_slope: torch.Tensor
+    transmission: torch.Tensor
+    transmission_step: torch.Tensor
+    transmission_slope: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -115,27 +129,48 @@ class MetaAtomTable:
         Piecewise-linear in radius, so it is differentiable almost everywhere (for inverse
         design). Radii outside the table raise: clamp them to :attr:`radius_range` first.
         """
+        row = self._row(wavelength)
+        segment, fraction = self.locate(radius)
+        columns = self.segment_columns(row, radius.dtype, radius.device)
+        phase = gather_segments(columns.phase, segment) + gather_segments(columns.phase_step, segment) * fraction
+        transmission = gather_segments(columns.transmission, segment) + gather_segments(
+            columns.transmission_step, segment) * fraction  # fmt: skip
+        return phase, transmission
+
+    def locate(self, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(segment, fraction) of each radius (metres): the table interval [r_i, r_{i+1}] holding it
+        (an index for :func:`gather_segments`) and how far along it the radius lies, 0..1
+        (differentiable w.r.t. ``radius``). Radii outside the table raise."""
         if not isinstance(radius, torch.Tensor) or not radius.is_floating_point():
             raise OpticsInputError("radius must be a floating-point tensor of radii in metres.")
-        low, high = self.radius_range
-        detached = radius.detach()
-        if bool((detached < low - 1e-15).any()) or bool((detached > high + 1e-15).any()):
-            raise OpticsInputError(
-                f"radii must lie in the fabricable range {low * 1e9:.0f}–{high * 1e9:.0f} nm of the table; "
-                f"got {float(detached.min()) * 1e9:.1f}–{float(detached.max()) * 1e9:.1f} nm."
-            )
-        row = self._row(wavelength)
-        segments = self._segments(row, radius.dtype, radius.device)  # (R - 1, 5): start, values, slopes
+        self.check_in_range(radius)
+        return self._locate_unchecked(radius)
+
+    def _locate_unchecked(self, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        last = len(self.radii) - 2
         if self._uniform_step is not None:
             # Tables on an even grid (the shipped one: 1 nm): the segment is arithmetic, not a
             # binary search over every pillar (a physical frontend looks up ~10⁷ radii a step).
-            lower = torch.clamp(((detached - self.radii[0]) / self._uniform_step).long(), 0, len(self.radii) - 2)
-        else:
-            grid = torch.as_tensor(self.radii, dtype=radius.dtype, device=radius.device)
-            lower = torch.clamp(torch.searchsorted(grid, detached.contiguous(), right=True), 1, grid.numel() - 1) - 1
-        start, phase, phase_slope, transmission, transmission_slope = segments[lower].unbind(-1)
-        offset = radius - start
-        return phase + phase_slope * offset, transmission + transmission_slope * offset
+            position = (radius - self.radii[0]) / self._uniform_step
+            segment = position.detach().int().clamp_(0, last)
+            return segment, position - segment
+        grid = torch.as_tensor(self.radii, dtype=radius.dtype, device=radius.device)
+        segment = torch.clamp(torch.searchsorted(grid, radius.detach().contiguous(), right=True), 1, last + 1) - 1
+        start = gather_segments(grid[:-1].contiguous(), segment)
+        width = gather_segments(torch.diff(grid), segment)
+        return segment, (radius - start) / width
+
+    def check_in_range(self, radius: torch.Tensor) -> None:
+        """Raise a clear error unless every radius (metres) lies in the table's fabricable range."""
+        if radius.numel() == 0:
+            return
+        low, high = self.radius_range
+        smallest, largest = (float(v) for v in torch.aminmax(radius.detach()))
+        if not (smallest >= low - 1e-15 and largest <= high + 1e-15):  # NaN fails too
+            raise OpticsInputError(
+                f"radii must lie in the fabricable range {low * 1e9:.0f}–{high * 1e9:.0f} nm of the table; "
+                f"got {smallest * 1e9:.1f}–{largest * 1e9:.1f} nm."
+            )
 
     @functools.cached_property
     def _uniform_step(self) -> float | None:
@@ -143,16 +178,17 @@ class MetaAtomTable:
         steps = np.diff(self.radii)
         return float(steps.mean()) if np.allclose(steps, steps.mean(), rtol=1e-6, atol=0) else None
 
-    def _segments(self, row: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """Each segment of the piecewise-linear response at wavelength row ``row`` as (start radius,
-        phase, phase slope, transmission, transmission slope): one gather per lookup, not four."""
+    def segment_columns(self, row: int, dtype: torch.dtype, device) -> SegmentColumns:
+        """The piecewise-linear response at wavelength row ``row``, one entry per segment (cached)."""
         key = (row, dtype, str(device))
         cache = self.__dict__.setdefault("_segment_cache", {})
         if key not in cache:
-            step = np.diff(self.radii)
-            columns = [self.radii[:-1], self.phase[row][:-1], np.diff(self.phase[row]) / step,
-                       self.transmission[row][:-1], np.diff(self.transmission[row]) / step]  # fmt: skip
-            cache[key] = torch.as_tensor(np.stack(columns, axis=-1), dtype=dtype, device=device)
+            width = np.diff(self.radii)
+            phase, transmission = self.phase[row], self.transmission[row]
+            columns = (phase[:-1], np.diff(phase), np.diff(phase) / width, transmission[:-1], np.diff(transmission),
+                       np.diff(transmission) / width)  # fmt: skip
+            cache[key] = SegmentColumns(*(torch.as_tensor(np.ascontiguousarray(c), dtype=dtype, device=device)
+                                          for c in columns))  # fmt: skip
         return cache[key]
 
     def radius_for_phase(self, phase: torch.Tensor, wavelength: float, bins: int = 4096) -> torch.Tensor:
@@ -175,6 +211,12 @@ class MetaAtomTable:
         """Complex transmission t·exp(iφ) of a radius map (metres) at ``wavelength`` (metres)."""
         phase, transmission = self.response(radius, wavelength)
         return torch.polar(transmission, phase)
+
+
+def gather_segments(column: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
+    """``column[segment]`` for a 1-D per-segment column and an index tensor of any shape (int32 or
+    int64): a flat ``index_select``, the fastest gather here for ~10⁶ indices."""
+    return column.index_select(0, segment.reshape(-1)).view(segment.shape)
 
 
 def load_meta_atom_table(path: str | Path) -> MetaAtomTable:

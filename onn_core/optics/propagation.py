@@ -259,33 +259,38 @@ def propagate(
             raise OpticsInputError(f"padding must be non-negative, got {padding}.")
     padded_shape = (next_fast_size(ny + pad_y), next_fast_size(nx + pad_x))
 
-    def build() -> torch.Tensor:
-        return transfer_function(
-            method,
-            padded_shape,
-            pitch=pitch,
-            wavelength=wavelengths,
-            distance=distance,
-            band_limit=band_limit,
-            dtype=field.dtype,
-            device=field.device,
-        )
-
     if requires_grad(distance, wavelength):
-        transfer = build()
+        transfer = transfer_function(method, padded_shape, pitch=pitch, wavelength=wavelengths, distance=distance,
+                                     band_limit=band_limit, dtype=field.dtype, device=field.device)  # fmt: skip
     else:
-        key = (
-            method,
-            padded_shape,
-            float(pitch),
-            _cache_key_part(wavelengths),
-            _cache_key_part(distance),
-            band_limit,
-            field.dtype,
-            str(field.device),
-        )
-        transfer = transfer_cache.get(key, build)
+        transfer = cached_transfer(method, padded_shape, pitch=pitch, wavelength=wavelengths, distance=distance,
+                                   band_limit=band_limit, dtype=field.dtype, device=field.device)  # fmt: skip
     return _convolve_cropped(field, transfer, padded_shape, window)
+
+
+def cached_transfer(
+    method: str,
+    padded_shape: tuple[int, int],
+    *,
+    pitch: float,
+    wavelength: float | torch.Tensor,
+    distance: float | torch.Tensor,
+    band_limit: bool = True,
+    dtype: torch.dtype = torch.complex64,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """:func:`transfer_function` through the bounded cache (constant geometry: no gradient flows to it).
+
+    Args as :func:`transfer_function`: pitch, wavelength and distance in metres.
+    """
+
+    def build() -> torch.Tensor:
+        return transfer_function(method, padded_shape, pitch=pitch, wavelength=wavelength, distance=distance,
+                                 band_limit=band_limit, dtype=dtype, device=device)  # fmt: skip
+
+    key = (method, tuple(padded_shape), float(pitch), _cache_key_part(wavelength), _cache_key_part(distance),
+           band_limit, dtype, str(device if device is not None else "cpu"))  # fmt: skip
+    return transfer_cache.get(key, build)
 
 
 def _convolve_cropped(field: torch.Tensor, transfer: torch.Tensor, padded_shape,
