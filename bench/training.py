@@ -30,7 +30,9 @@ sys.path.insert(0, str(ROOT))
 from onn_core.data import dataset_status, load_dataset  # noqa: E402
 from onn_core.design import Design  # noqa: E402
 from onn_core.models import FrontendOptions, build_student  # noqa: E402
+from onn_core.training import TrainConfig  # noqa: E402
 from onn_core.training.metrics import task_loss  # noqa: E402
+from onn_core.training.trainer import build_optimiser  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "training.json"
 
@@ -44,7 +46,7 @@ class Conv2dFrontend(nn.Conv2d):
 
 
 def epoch_seconds(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int) -> float:
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimiser = build_optimiser(model, TrainConfig(learning_rate=1e-3, weight_decay=0.0))  # as the trainer builds it
     started = time.perf_counter()
     for start in range(0, len(images), batch):
         loss = task_loss("classification", model(images[start : start + batch]), labels[start : start + batch])

@@ -232,3 +232,30 @@ def test_a_missing_dataset_or_teacher_is_said_before_any_work(tmp_path):
     with pytest.raises(TrainingError, match=r"is not a finished teacher run folder \(it lacks config.json"):
         TrainConfig(dataset="digits", method="kd", teacher=str(tmp_path)).check_sources()
     TrainConfig(dataset="digits").check_sources()
+
+
+def test_a_physical_student_gets_the_fused_adamw_with_the_reference_numbers():
+    """Its ~10⁷ radius logits are updated in one fused pass; the values are AdamW's all the same."""
+    from onn_core.models import FrontendOptions, build_student
+    from onn_core.training.trainer import build_optimiser
+
+    small = Design(metasurface_height=130e-6, metasurface_width=130e-6, kernel_size=60e-6, kernel_spacing=10e-6,
+                   sensor_distance=150e-6, sensor_pixel_pitch=2e-6, sensor_pixels_per_tap=2, kernel_taps=5,
+                   input_height=12, input_width=12)  # fmt: skip
+    config = TrainConfig(learning_rate=1e-2, weight_decay=1e-3)
+    ideal = build_student("compressed-meta", small, 10, FrontendOptions(kind="ideal"))
+    assert not build_optimiser(ideal, config).defaults["fused"]
+    torch.manual_seed(0)
+    physical = build_student("compressed-meta", small, 10, FrontendOptions(kind="physical"))
+    reference = [p.detach().clone().requires_grad_() for p in physical.parameters()]
+    fused = build_optimiser(physical, config)
+    assert fused.defaults["fused"]
+    plain = torch.optim.AdamW(reference, lr=1e-2, weight_decay=1e-3)
+    for _ in range(3):
+        for parameter, twin in zip(physical.parameters(), reference, strict=True):
+            gradient = torch.randn_like(parameter)
+            parameter.grad, twin.grad = gradient, gradient.clone()
+        fused.step()
+        plain.step()
+    for parameter, twin in zip(physical.parameters(), reference, strict=True):
+        torch.testing.assert_close(parameter.detach(), twin.detach(), rtol=1e-5, atol=1e-6)
