@@ -72,7 +72,11 @@ Runs live in var/regimes/ (resumable: a finished run is read, not retrained; a t
 after var/ was lost must have the weights recorded under "teachers", or the script stops; amended
 2026-12-04: fashion-mnist's first teacher was lost that way and today's code retrains it to other
 weights, so its 18 rows and 19 selection runs moved to "superseded" (kept, in no verdict) and
-fashion-mnist reruns from scratch, selection included). Results:
+fashion-mnist reruns from scratch, selection included; amended 2026-12-05, before any ``physical``
+run: mnist's teacher of the signed and non-negative regimes was lost with var/ before digests
+were recorded, so ``physical`` distils from a teacher retrained to the same specification, whose
+digest is recorded from then on; every method of that regime learns from that one teacher, so its
+verdicts stand on their own, but its rows are not paired with the other mnist regimes'). Results:
 bench/results/ntkd_regimes.json (rewritten after every run), and assets/ntkd_regimes_summary.json
 (the measured ordering per dataset and regime, which the Train page and ``--method auto`` read).
 """
