@@ -259,37 +259,23 @@ def propagate(
             raise OpticsInputError(f"padding must be non-negative, got {padding}.")
     padded_shape = (next_fast_size(ny + pad_y), next_fast_size(nx + pad_x))
 
-    if requires_grad(distance, wavelength):
-        transfer = transfer_function(method, padded_shape, pitch=pitch, wavelength=wavelengths, distance=distance,
-                                     band_limit=band_limit, dtype=field.dtype, device=field.device)  # fmt: skip
-    else:
-        transfer = cached_transfer(method, padded_shape, pitch=pitch, wavelength=wavelengths, distance=distance,
-                                   band_limit=band_limit, dtype=field.dtype, device=field.device)  # fmt: skip
+    make = transfer_function if requires_grad(distance, wavelength) else cached_transfer
+    transfer = make(method, padded_shape, pitch=pitch, wavelength=wavelengths, distance=distance,
+                    band_limit=band_limit, dtype=field.dtype, device=field.device)  # fmt: skip
     return _convolve_cropped(field, transfer, padded_shape, window)
 
 
-def cached_transfer(
-    method: str,
-    padded_shape: tuple[int, int],
-    *,
-    pitch: float,
-    wavelength: float | torch.Tensor,
-    distance: float | torch.Tensor,
-    band_limit: bool = True,
-    dtype: torch.dtype = torch.complex64,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """:func:`transfer_function` through the bounded cache (constant geometry: no gradient flows to it).
-
-    Args as :func:`transfer_function`: pitch, wavelength and distance in metres.
-    """
+def cached_transfer(method: str, padded_shape: tuple[int, int], **settings) -> torch.Tensor:
+    """``transfer_function(method, padded_shape, **settings)`` through the bounded cache (constant
+    geometry: no gradient flows to it). Settings as :func:`transfer_function`, lengths in metres."""
 
     def build() -> torch.Tensor:
-        return transfer_function(method, padded_shape, pitch=pitch, wavelength=wavelength, distance=distance,
-                                 band_limit=band_limit, dtype=dtype, device=device)  # fmt: skip
+        return transfer_function(method, padded_shape, **settings)
 
-    key = (method, tuple(padded_shape), float(pitch), _cache_key_part(wavelength), _cache_key_part(distance),
-           band_limit, dtype, str(device if device is not None else "cpu"))  # fmt: skip
+    def part(value):
+        return _cache_key_part(value) if isinstance(value, torch.Tensor | float | int) else str(value)
+
+    key = (method, tuple(padded_shape), *((name, part(value)) for name, value in sorted(settings.items())))
     return transfer_cache.get(key, build)
 
 
