@@ -97,6 +97,8 @@ def test_uneven_lossy_tables_take_the_same_path_with_the_same_numbers(monkeypatc
     radius = random_radius(count=2, seed=6, low=0.0, span=240e-9)
     radius[0, :4, :4] = 0.0  # the first knot and the dark end of the 532 nm row
     radius[1, :4, :4] = 240e-9
+    dark = table.radii[(table.transmission[1] == 0) & (np.roll(table.transmission[1], -1) > 0)][0]
+    radius[0, 10:14, 10:14] = float(dark)  # a dark knot whose transmission rises into the next segment
     probe = torch.randn(2, 2, TAPS, TAPS, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     found, found_gradient = value_and_gradient(lambda r: fast_taps(r, table, [450e-9, 532e-9]), radius, probe)
     monkeypatch.setattr(suboptic, "_fused_allowed", lambda *_: False)
@@ -156,3 +158,48 @@ def test_logits_mapped_inside_equal_radii_mapped_outside():
     assert float((found_gradient - expected_gradient).norm() / expected_gradient.norm()) < 1e-9
     with pytest.raises(OpticsInputError, match="fabricable range"):
         fast_taps(torch.full_like(logits, float("nan")), table, [532e-9], logit_range=(low, span))
+
+
+def test_the_lossy_gradient_is_the_derivative_of_the_taps():
+    """The varying-transmission backward against a central difference (no autograd on either side)."""
+    table = uneven_table_with_losses()
+    generator = torch.Generator().manual_seed(13)
+    radius = random_radius(count=2, seed=14, low=0.0, span=240e-9)
+    # Mid-segment radii, so ±step stays inside one segment of the uneven grid.
+    segment = np.clip(np.searchsorted(table.radii, radius.numpy(), side="right") - 1, 0, len(table.radii) - 2)
+    radius = torch.as_tensor((table.radii[segment] + table.radii[segment + 1]) / 2)
+    probe = torch.randn(2, 2, TAPS, TAPS, dtype=torch.float64, generator=generator)
+    direction = torch.randn(radius.shape, dtype=torch.float64, generator=generator)
+    _, gradient = value_and_gradient(lambda r: fast_taps(r, table, [450e-9, 532e-9]), radius, probe)
+    step = 1e-13
+    plus = (fast_taps(radius + step * direction, table, [450e-9, 532e-9]) * probe).sum()
+    minus = (fast_taps(radius - step * direction, table, [450e-9, 532e-9]) * probe).sum()
+    assert float((gradient * direction).sum()) == pytest.approx(float((plus - minus) / (2 * step)), rel=1e-6)
+
+
+def test_what_the_fast_path_does_not_differentiate_goes_the_composite_way():
+    table = default_meta_atom_table()
+    radius = random_radius(count=2, seed=15)
+    # Given fields carry the values: the radius map only sets the grid, and no gradient reaches it.
+    fields = table.field(radius, 532e-9).unsqueeze(1)
+    taps = fast_taps(radius.clone().requires_grad_(), table, [532e-9], fields=fields)
+    assert not taps.requires_grad
+    torch.testing.assert_close(taps, fast_taps(radius, table, [532e-9]), rtol=1e-12, atol=1e-18)
+    with pytest.raises(OpticsInputError, match=r"fields must be torch\.complex128"):
+        fast_taps(radius, table, [532e-9], fields=fields.to(torch.complex64))
+    # A distance that needs a gradient (the fast path's is for the radii only).
+    distance = torch.tensor(DISTANCE, dtype=torch.float64, requires_grad=True)
+    taps = suboptic_kernel_taps(radius, table=table, wavelengths=[532e-9], phase_pixel=PIXEL, distance=distance,
+                                tap_pitch=TAP_PITCH, taps=TAPS, padding=suboptic_padding(
+                                    SAMPLES, phase_pixel=PIXEL, wavelengths=[532e-9], distance=DISTANCE,
+                                    window=TAPS * TAP_PITCH))  # fmt: skip
+    (gradient,) = torch.autograd.grad(taps.sum(), distance)
+    assert torch.isfinite(gradient) and float(gradient) != 0
+    # Forward-mode AD: the directional derivative equals the reverse-mode gradient's projection.
+    direction = torch.randn(radius.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(16))
+    with torch.autograd.forward_ad.dual_level():
+        dual = torch.autograd.forward_ad.make_dual(radius, direction)
+        tangent = torch.autograd.forward_ad.unpack_dual(fast_taps(dual, table, [532e-9]).sum()).tangent
+    _, reverse = value_and_gradient(lambda r: fast_taps(r, table, [532e-9]), radius,
+                                    torch.ones(2, 1, TAPS, TAPS, dtype=torch.float64))  # fmt: skip
+    assert float(tangent) == pytest.approx(float((reverse * direction).sum()), rel=1e-9)

@@ -259,3 +259,18 @@ def test_a_physical_student_gets_the_fused_adamw_with_the_reference_numbers():
         plain.step()
     for parameter, twin in zip(physical.parameters(), reference, strict=True):
         torch.testing.assert_close(parameter.detach(), twin.detach(), rtol=1e-5, atol=1e-6)
+
+    # A checkpoint written by the reference optimiser (before this change) resumes fused, with its moments.
+    from onn_core.training.loop import RunState
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(plain, lambda epoch: 1.0)
+    checkpoint = RunState("run").to_checkpoint(physical, plain, scheduler)
+    resumed = build_optimiser(physical, config)
+    RunState.from_checkpoint(checkpoint, physical, resumed, torch.optim.lr_scheduler.LambdaLR(resumed, lambda e: 1.0))
+    assert resumed.param_groups[0]["fused"]
+    moments = [resumed.state[p]["exp_avg"] for p in physical.parameters()]
+    torch.testing.assert_close(moments, [plain.state[p]["exp_avg"] for p in reference])
+    for parameter in physical.parameters():
+        parameter.grad = torch.randn_like(parameter)
+    resumed.step()
+    assert all(torch.isfinite(p).all() for p in physical.parameters())

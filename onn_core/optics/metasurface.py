@@ -210,7 +210,9 @@ class MetaAtomTable:
     def field(self, radius: torch.Tensor, wavelength: float) -> torch.Tensor:
         """Complex transmission t·exp(iφ) of a radius map (metres) at ``wavelength`` (metres)."""
         phase, transmission = self.response(radius, wavelength)
-        return torch.polar(transmission, phase)
+        # Not torch.polar: its gradient w.r.t. the amplitude is 0 where the amplitude is 0, so a
+        # dark pillar could never learn to let light through.
+        return transmission * torch.complex(torch.cos(phase), torch.sin(phase))
 
 
 def gather_segments(column: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.autograd import forward_ad
 
 from ..errors import OpticsInputError
 from .metasurface import MetaAtomTable, gather_segments
@@ -103,13 +104,20 @@ def suboptic_kernel_taps(
     used = torch.nonzero(weight.abs().sum(dim=0) > 0).flatten()
     span = slice(int(used[0]), int(used[-1]) + 1) if used.numel() else slice(0, samples)
     weight = weight[:, span]
-    if fields is not None and tuple(fields.shape) != (radius.shape[0], len(wavelengths), samples, samples):
-        raise OpticsInputError(f"fields must be (sub-optics, wavelengths, n, n) = ({radius.shape[0]}, "
-                               f"{len(wavelengths)}, {samples}, {samples}); got {tuple(fields.shape)}.")  # fmt: skip
-    if _fused_allowed(radius, fields):
+    if fields is not None:
+        if tuple(fields.shape) != (radius.shape[0], len(wavelengths), samples, samples):
+            expected = (radius.shape[0], len(wavelengths), samples, samples)
+            raise OpticsInputError(f"fields must be (sub-optics, wavelengths, n, n) = {expected}; "
+                                   f"got {tuple(fields.shape)}.")  # fmt: skip
+        if fields.dtype != _complex_of(radius.dtype):
+            raise OpticsInputError(f"fields must be {_complex_of(radius.dtype)} to match the {radius.dtype} radius "
+                                   f"map; got {fields.dtype}.")  # fmt: skip
+    if _fused_allowed(radius, fields, distance, wavelengths):
         plan = _TapPlan(table, tuple(float(w) for w in wavelengths), phase_pixel, float(distance), samples,
                         next_fast_size(samples + padding), weight, span, logit_range)  # fmt: skip
-        return _WindowedTaps.apply(radius, fields, plan)
+        # Given fields carry the values; the radius map then only sets the grid and gets no gradient.
+        values = radius if fields is None else radius.detach()
+        return _WindowedTaps.apply(values, fields, plan, torch.is_grad_enabled() and values.requires_grad)
     if logit_range is not None:
         radius = logit_range[0] + logit_range[1] * torch.sigmoid(radius)
     return _composite_kernel_taps(radius, fields, table, wavelengths, phase_pixel, distance, padding, weight, span)
@@ -129,10 +137,19 @@ def _composite_kernel_taps(radius, fields, table, wavelengths, phase_pixel, dist
     return torch.stack(per_wavelength, dim=1)
 
 
-def _fused_allowed(radius: torch.Tensor, fields: torch.Tensor | None) -> bool:
-    # The hand-written backward is first-order and has no vmap/jvp rule: under torch.func
-    # transforms, or when a gradient must reach given fields, the composite path runs instead.
+def _complex_of(dtype: torch.dtype) -> torch.dtype:
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+
+def _fused_allowed(radius: torch.Tensor, fields: torch.Tensor | None, distance, wavelengths) -> bool:
+    # The hand-written backward is first-order, for the radii only, with no vmap/jvp rule: under
+    # torch.func transforms or forward-mode AD, or when a gradient must reach given fields, the
+    # distance or the wavelengths, the composite path runs instead.
     if fields is not None and fields.requires_grad:
+        return False
+    if any(isinstance(value, torch.Tensor) and value.requires_grad for value in (distance, *wavelengths)):
+        return False
+    if forward_ad.unpack_dual(radius).tangent is not None:
         return False
     return not torch._C._are_functorch_transforms_active()
 
@@ -153,8 +170,8 @@ class _TapPlan:
 
     def transfer(self, channel: int, dtype: torch.dtype, device) -> torch.Tensor:
         return cached_transfer("asm", (self.padded, self.padded), pitch=self.phase_pixel,
-                               wavelength=self.wavelengths[channel], distance=self.distance, dtype=dtype,
-                               device=device)  # fmt: skip
+                               wavelength=self.wavelengths[channel], distance=self.distance, band_limit=True,
+                               dtype=dtype, device=device)  # fmt: skip
 
     @property
     def irradiance_scale(self) -> float:
@@ -181,17 +198,17 @@ class _WindowedTaps(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, radius: torch.Tensor, fields: torch.Tensor | None, plan: _TapPlan) -> torch.Tensor:
+    def forward(ctx, radius: torch.Tensor, fields: torch.Tensor | None, plan: _TapPlan, keep: bool) -> torch.Tensor:
         sub_optics, n, size, window = radius.shape[0], plan.samples, plan.padded, plan.window
         channels, taps, width = len(plan.wavelengths), plan.weight.shape[0], window.stop - window.start
-        complex_dtype = torch.complex128 if radius.dtype == torch.float64 else torch.complex64
+        complex_dtype = _complex_of(radius.dtype)
         lookups = None
         if fields is None:
             lookups = [_Lookup(plan, wavelength, radius) for wavelength in plan.wavelengths]
         padded = torch.zeros(_CHUNK, size, size, dtype=complex_dtype, device=radius.device)
         windows = torch.empty(sub_optics, channels, width, width, dtype=complex_dtype, device=radius.device)
         kernels = torch.empty(sub_optics, channels, taps, taps, dtype=radius.dtype, device=radius.device)
-        keep = fields is None and radius.requires_grad
+        keep = keep and fields is None  # decided outside: inside forward(), grad mode is always off
         # One tensor per sub-optic and wavelength, kept as made: a single stack would be a fresh
         # ~80 MB block whose every page faults in on first touch (measured: 35 ms of a 0.2 s pass).
         kept: list[torch.Tensor | None] = []  # per channel and chunk: z, and dφ/d(input) where it suffices
@@ -203,8 +220,8 @@ class _WindowedTaps(torch.autograd.Function):
                 else:
                     made, phase_derivative = fields[chunk, channel], None
                 padded[: chunk.stop - chunk.start, :n, :n] = made
-                if keep:
-                    kept += [made, phase_derivative]
+                if keep:  # z is only read back with dφ/d(input); a varying transmission is recomputed
+                    kept += [made if phase_derivative is not None else None, phase_derivative]
                 spectrum = torch.fft.fft2(padded[: chunk.stop - chunk.start])
                 spectrum.mul_(transfer)
                 along_x = torch.fft.ifft(spectrum, dim=-1)[..., window]
@@ -221,7 +238,7 @@ class _WindowedTaps(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_kernels: torch.Tensor):
         if not ctx.needs_input_grad[0]:
-            return None, None, None
+            return None, None, None, None
         radius, windows, *kept = ctx.saved_tensors
         plan, lookups = ctx.plan, ctx.lookups
         sub_optics, channels, n = radius.shape[0], len(plan.wavelengths), plan.samples
@@ -255,7 +272,7 @@ class _WindowedTaps(torch.autograd.Function):
                     grad_radius[chunk] = gradient
                 else:
                     grad_radius[chunk] += gradient
-        return grad_radius, None, None
+        return grad_radius, None, None, None
 
 
 _CHUNK = 1  # sub-optics per pass: measured fastest (1: 282 ms a step, 2: 325, 4: 425, 8: 546), in cache

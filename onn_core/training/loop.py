@@ -161,7 +161,12 @@ class RunState:
     ) -> RunState:
         """Restore the modules and the RNG from a checkpoint of this run; returns where it stood."""
         model.load_state_dict(state["model"])
+        # The state (moments, steps) comes from the checkpoint; the implementation stays the one
+        # built for this run (a checkpoint from before fused AdamW must not switch it off).
+        built = [{key: group[key] for key in ("fused", "foreach") if key in group} for group in optimiser.param_groups]
         optimiser.load_state_dict(state["optimiser"])
+        for group, implementation in zip(optimiser.param_groups, built, strict=True):
+            group.update(implementation)
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng_state"])
         return cls(state["run_id"], state["epoch"], json.loads(state["history"]), state["best_score"],
