@@ -105,8 +105,8 @@ def suboptic_kernel_taps(
     span = slice(int(used[0]), int(used[-1]) + 1) if used.numel() else slice(0, samples)
     weight = weight[:, span]
     if fields is not None:
-        if tuple(fields.shape) != (radius.shape[0], len(wavelengths), samples, samples):
-            expected = (radius.shape[0], len(wavelengths), samples, samples)
+        expected = (radius.shape[0], len(wavelengths), samples, samples)
+        if tuple(fields.shape) != expected:
             raise OpticsInputError(f"fields must be (sub-optics, wavelengths, n, n) = {expected}; "
                                    f"got {tuple(fields.shape)}.")  # fmt: skip
         if fields.dtype != _complex_of(radius.dtype):
