@@ -106,6 +106,7 @@ sys.path.insert(0, str(ROOT))
 from onn_core.data import load_dataset  # noqa: E402
 from onn_core.design import Design  # noqa: E402
 from onn_core.training import TrainConfig, train  # noqa: E402
+from onn_core.training.evidence import NOT_THE_TEACHERS  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "ntkd_regimes.json"
 SUMMARY = ROOT / "assets" / "ntkd_regimes_summary.json"
@@ -428,7 +429,7 @@ def verdicts(results: dict) -> list[dict]:
                 entry[f"{method}_verdict"] = judge(differences, means[method], means.get("kd"))
         gain, control = entry.get("ntkd_minus_e2e"), entry.get("ntkd-random-teacher_minus_e2e")
         if gain and control and gain["mean"] > 0:
-            entry["control"] = ("gain not the teacher's" if control["mean"] >= 0.5 * gain["mean"]
+            entry["control"] = (NOT_THE_TEACHERS if control["mean"] >= 0.5 * gain["mean"]
                                 else "the teacher's: the control recovers under half the gain")  # fmt: skip
         out.append(entry)
     return out

@@ -504,6 +504,15 @@ def test_the_measured_ordering_is_phrased_for_a_designer_and_picks_the_method():
     assert (method, settings) == ("e2e", {}) and why.startswith("no measurements for mnist with signed kernels")
     assert "digits/non-negative" in why
     assert choose_method("mnist", "signed", {})[2].count("measured: nothing yet") == 1
+    # When a teacher trained one epoch on 64 images gains as much, the line says the gain is not the teacher's.
+    from onn_core.training.evidence import NOT_THE_TEACHERS
+
+    regulariser = {"measured": {"digits": {"physical": {
+        "seeds": 5, "gain_over_e2e_points": {"kd": -0.4, "ntkd": 0.3}, "best": "ntkd", "control": NOT_THE_TEACHERS,
+        "chosen": {"beta": 0.3}}}}}  # fmt: skip
+    method, _, why = choose_method("digits", "physical", regulariser)
+    assert method == "ntkd" and "gains as much: not the teacher's knowledge" in why
+    assert "not the teacher's" not in measured("digits", "non-negative", MEASURED).line()
 
 
 def test_train_method_auto_follows_the_measurements_and_says_why(tmp_path, monkeypatch, capsys):

@@ -27,6 +27,7 @@ REGIME_TEXT = {
 }
 METHOD_TEXT = {"e2e": "e2e", "kd": "KD", "ntkd": "NTKD", "kd+ntkd": "KD+NTKD"}
 FALLBACK_METHOD = "e2e"  # needs no teacher, and nothing measured says another is better
+NOT_THE_TEACHERS = "gain not the teacher's"  # bench/ntkd_regimes.py's control verdict when the control gains as much
 
 
 def design_regime(design: Design, *, frontend: str = "ideal", sensor_noise: bool = False) -> str:
@@ -49,12 +50,18 @@ class Evidence:
     best: str
     settings: dict[str, Any] = field(default_factory=dict)
     verdict: str | None = None
+    control: str | None = None  # the random-teacher control's verdict on NTKD's gain
 
     def line(self) -> str:
-        """E.g. "measured on mnist, non-negative kernels, 5 seeds: KD +1.7, NTKD +1.1 over e2e"."""
+        """E.g. "measured on mnist, non-negative kernels, 5 seeds: KD +1.7, NTKD +1.1 over e2e"; when
+        the random-teacher control gains as much as NTKD, the line says so (a designer should know
+        that gain is a regulariser's, not the teacher's knowledge)."""
         gains = ", ".join(f"{METHOD_TEXT[m]} {g:+.1f}" for m, g in sorted(self.gains.items(), key=lambda i: -i[1]))
+        caveat = ""
+        if self.control == NOT_THE_TEACHERS:
+            caveat = " (NTKD from a teacher trained one epoch on 64 images gains as much: not the teacher's knowledge)"
         return (f"measured on {self.dataset}, {REGIME_TEXT.get(self.regime, self.regime)}, {self.seeds} seeds: "
-                f"{gains} over e2e")  # fmt: skip
+                f"{gains} over e2e{caveat}")  # fmt: skip
 
 
 def load_summary(path: Path | None = None) -> dict[str, Any]:
@@ -70,7 +77,7 @@ def measured(dataset: str, regime: str, summary: dict[str, Any] | None = None) -
     if not entry:
         return None
     return Evidence(dataset, regime, int(entry["seeds"]), dict(entry["gain_over_e2e_points"]), entry["best"],
-                    dict(entry.get("chosen") or {}), entry.get("ntkd_verdict"))  # fmt: skip
+                    dict(entry.get("chosen") or {}), entry.get("ntkd_verdict"), entry.get("control"))  # fmt: skip
 
 
 def choose_method(dataset: str, regime: str, summary: dict[str, Any] | None = None) -> tuple[str, dict, str]:
