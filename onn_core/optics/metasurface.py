@@ -185,8 +185,9 @@ class MetaAtomTable:
         if key not in cache:
             width = np.diff(self.radii)
             phase, transmission = self.phase[row], self.transmission[row]
-            columns = (phase[:-1], np.diff(phase), np.diff(phase) / width, transmission[:-1], np.diff(transmission),
-                       np.diff(transmission) / width)  # fmt: skip
+            phase_step, transmission_step = np.diff(phase), np.diff(transmission)
+            columns = (phase[:-1], phase_step, phase_step / width, transmission[:-1], transmission_step,
+                       transmission_step / width)  # fmt: skip
             cache[key] = SegmentColumns(*(torch.as_tensor(np.ascontiguousarray(c), dtype=dtype, device=device)
                                           for c in columns))  # fmt: skip
         return cache[key]

@@ -242,7 +242,7 @@ class _WindowedTaps(torch.autograd.Function):
         radius, windows, *kept = ctx.saved_tensors
         plan, lookups = ctx.plan, ctx.lookups
         sub_optics, channels, n = radius.shape[0], len(plan.wavelengths), plan.samples
-        chunks = _chunks(sub_optics)
+        saved = zip(kept[0::2], kept[1::2], strict=True)  # (z, dφ/d(input)) in the forward's order
         size, window = plan.padded, plan.window
         width = window.stop - window.start
         # Zero buffers whose zero parts stay zero: only the window's rows/columns are ever written.
@@ -252,7 +252,7 @@ class _WindowedTaps(torch.autograd.Function):
         weight = plan.weight.to(grad_kernels.dtype)
         for channel in range(channels):
             transfer_conj = plan.transfer(channel, windows.dtype, radius.device).conj().resolve_conj()
-            for number, chunk in enumerate(chunks):
+            for chunk in _chunks(sub_optics):
                 count = chunk.stop - chunk.start
                 grad_irradiance = weight.T @ grad_kernels[chunk, channel] @ weight
                 grad_window = windows[chunk, channel] * (grad_irradiance * (2 * plan.irradiance_scale))
@@ -261,8 +261,7 @@ class _WindowedTaps(torch.autograd.Function):
                 spectrum = torch.fft.fft(columns_placed[:count], dim=-1)
                 spectrum.mul_(transfer_conj)
                 grad_aperture = torch.fft.ifft2(spectrum)[..., :n, :n]
-                place = 2 * (channel * len(chunks) + number)
-                aperture, phase_derivative = kept[place : place + 2]
+                aperture, phase_derivative = next(saved)
                 if phase_derivative is not None:
                     # Constant transmission: Im(z*·z̄) = t·Im(e^{-iφ}·z̄) is the phase's whole gradient.
                     gradient = torch.mul(aperture.conj(), grad_aperture).imag.mul_(phase_derivative)
@@ -337,9 +336,7 @@ class _Lookup:
         """The gradient w.r.t. the chunk's radii (or logits) from z̄ when the transmission varies
         with radius: r̄ = Im(e^{-iφ}·z̄)·t·φ'(r) + Re(e^{-iφ}·z̄)·t'(r)."""
         segment, fraction, squashed = self._locate(chunk, check=False)  # checked by the forward pass
-        phase, transmission = self._phase_and_transmission(segment, fraction)
-        if transmission is None:
-            transmission = torch.ones_like(phase)
+        phase, transmission = self._phase_and_transmission(segment, fraction)  # varying, so never None
         rotated = torch.complex(torch.cos(phase), -torch.sin(phase)) * grad_aperture
         gradient = (rotated.imag * transmission * gather_segments(self.columns.phase_slope, segment)
                     + rotated.real * gather_segments(self.columns.transmission_slope, segment))  # fmt: skip
