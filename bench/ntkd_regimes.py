@@ -4,6 +4,9 @@ Usage:
     python bench/ntkd_regimes.py [--datasets mnist fashion-mnist shapes-seg] [--regimes ...] [--threads 2]
     python bench/ntkd_regimes.py --summary      # verdicts and the studio's summary from what has run
 
+More cores: start the same command several times (``--threads 1`` each); every (dataset, regime)
+is claimed by one process at a time (var/regimes/<dataset>/<regime>.claim), the others skip it.
+
 PROTOCOL (fixed on 2026-12-02, before any run; the script implements it and nothing else)
 
 Datasets (split seed 0 throughout; teachers and students share every split):
@@ -212,6 +215,15 @@ def teachers(dataset: str, threads: int) -> dict[str, Path]:
     return folders
 
 
+@contextlib.contextmanager
+def _teachers_lock(dataset: str):
+    path = RUNS / dataset / "teachers.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def weights_digest(path: Path) -> str:
     """A digest of the weights themselves (names, shapes, values), not of the file's bytes."""
     digest = hashlib.sha256()
@@ -278,6 +290,24 @@ def _results_lock():
     with open(RESULTS.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+@contextlib.contextmanager
+def claim(dataset: str, regime: str):
+    """Hold (dataset, regime) for this process, or yield False if another process holds it.
+
+    Several processes may be started with the same arguments to use more cores: each takes the
+    regimes no other process holds, so no run folder is ever trained by two processes at once.
+    The claim is an OS lock on a file, released when the process ends, however it ends."""
+    path = RUNS / dataset / f"{regime}.claim"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def save_results(results: dict) -> None:
@@ -469,11 +499,17 @@ def main() -> None:
         regimes = [r for r in DATASETS[dataset]["regimes"] if r in args.regimes]
         if not regimes:
             continue
-        folders = teachers(dataset, args.threads)
+        with _teachers_lock(dataset):  # a second process waits for the first's teachers
+            folders = teachers(dataset, args.threads)
         check_teachers_unchanged(dataset, folders, results)
         for regime in regimes:
-            chosen = select(dataset, regime, folders, args.threads, results)
-            final_runs(dataset, regime, chosen, folders, args.threads, results)
+            with claim(dataset, regime) as mine:
+                if not mine:
+                    print(f"{dataset}/{regime}: another process is running it; skipped", flush=True)
+                    continue
+                results = load_results()  # what other processes have saved since this one started
+                chosen = select(dataset, regime, folders, args.threads, results)
+                final_runs(dataset, regime, chosen, folders, args.threads, results)
 
 
 if __name__ == "__main__":
