@@ -9,6 +9,13 @@ Usage:
 settings chosen on validation) instead of Table 3's signed ones, and writes
 bench/results/reproduce_table4_non_negative.json; the signed results stay in
 reproduce_table4.json. Compensation uses the default (structured) student kernel either way.
+The non-negative students go through **the signed table's calibrated process** (its error model,
+read from reproduce_table4.json), not a calibration of their own: the same fab and camera, other
+students. Amended 2026-12-05, before any non-negative test score: calibrating the segmentation
+students to the 15-point target is impossible with a plausible process — their validation drop
+was 0.0, 0.3, 3.5, 14.8 and 16.3 points at × 1, 2, 4, 8 and 16 of the base model (target 16.5),
+and × 32 asks for a gain spread above 100 % — so the comparison is made at equal process, where
+it is physical. A calibration that leaves the plausible range now stops with that explanation.
 
 Students: the NTKD-trained students of ``bench/reproduce_table3.py`` (var/table3/<task>/ntkd/seedN,
 5 seeds; run that first), as the method fabricates its NTKD-trained model. Each seed's student is
@@ -51,6 +58,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from onn_core.errors import DesignError  # noqa: E402
 from onn_core.fabrication.compensate import CompensationSettings, compensate  # noqa: E402
 from onn_core.fabrication.error_model import ErrorModel  # noqa: E402
 from onn_core.fabrication.evaluate import monte_carlo  # noqa: E402
@@ -98,8 +106,12 @@ def calibrate(runs, base: ErrorModel, target: float, log) -> tuple[ErrorModel, l
     low, high = 0.0, 1.0
     while drop(high) < target:
         low, high = high, high * 2
-        if high > 64:
-            raise RuntimeError("the base error model cannot reach the target drop; enlarge it")
+        try:
+            base.scaled(high)
+        except DesignError as error:
+            raise SystemExit(f"the base error model cannot reach a {100 * target:.1f}-point drop within a plausible "
+                             f"process: × {low:g} reaches {100 * trials[-1]['drop']:.1f} points, and × {high:g} "
+                             f"is refused ({error})") from None  # fmt: skip
     for _ in range(6):
         middle = (low + high) / 2
         if drop(middle) >= target:
@@ -107,6 +119,16 @@ def calibrate(runs, base: ErrorModel, target: float, log) -> tuple[ErrorModel, l
         else:
             low = middle
     return base.scaled(high), trials
+
+
+def signed_process(task: str) -> ErrorModel:
+    """The error model the signed table calibrated for ``task`` (the same fab and camera)."""
+    signed = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if task not in signed.get("tasks", {}):
+        raise SystemExit(
+            f"no calibrated process for {task}: run `python bench/reproduce_table4.py --tasks {task}` first"
+        )
+    return ErrorModel.from_dict(signed["tasks"][task]["error_model"])
 
 
 def summarise(task: str, per_seed: dict[str, list[float]], reference: list[float], metric: str) -> list[dict]:
@@ -156,12 +178,16 @@ def main() -> int:
             raise SystemExit(f"missing trained students {missing}: run `{producer}` first")
         runs = [load_run(folder) for folder in folders]
         first = runs[0]
-        log(f"{task}: calibrating the error model on validation (target drop {100 * TARGET_DROP[task]:.0f} points)")
+        log(f"{task}: {len(runs)} students of the {args.regime} regime")
         given = dict(item.split("=", 1) for item in args.scale)
         if task in given:
             errors, trials = BASE[task].scaled(float(given[task])), [{"factor": float(given[task]), "reused": True}]
             log(f"  reusing the calibrated scale × {given[task]}")
+        elif args.regime != "signed":
+            errors, trials = signed_process(task), [{"reused": "the signed table's calibrated error model"}]
+            log(f"  the signed table's process: {', '.join(errors.describe())}")
         else:
+            log(f"  calibrating the error model on validation (target drop {100 * TARGET_DROP[task]:.0f} points)")
             errors, trials = calibrate(runs, BASE[task], MARGIN * TARGET_DROP[task], log)
         entry = {"error_model": errors.to_dict(), "terms": errors.describe(), "calibration": trials, "seeds": [],
                  "command": " ".join(sys.argv)}  # fmt: skip
