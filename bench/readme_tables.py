@@ -278,9 +278,10 @@ def app_latency_table(result: dict) -> str:
 
 def reproduce_table4_table(result: dict) -> str:
     commands = sorted({entry.get("command", result["command"]) for entry in result["tasks"].values()})
+    threads = result.get("threads", 2)  # the script's default before it recorded its threads
     lines = [
-        f"{', '.join(f'`{c}`' for c in commands)} — {result['generated'][:10]}, CPU, 2 threads. Test metric (%), "
-        "mean ± std over seeds "
+        f"{', '.join(f'`{c}`' for c in commands)} — {result['generated'][:10]}, CPU, {threads} "
+        f"thread{'s' if threads != 1 else ''}. Test metric (%), mean ± std over seeds "
         f"(one trained student and one fabrication draw per seed); compensation on "
         f"{100 * result['compensation']['fraction']:.0f} % of the training images, "
         f"{result['compensation']['epochs']} epochs, backend only.",

@@ -162,7 +162,7 @@ def main() -> int:
     table4_runs = "table4" if args.regime == "signed" else f"table4-{args.regime}"
     existing = json.loads(results.read_text()) if results.exists() else {}
     report = {"generated": datetime.now(UTC).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
-              "paper": PAPER, "compensation": COMPENSATION, "tasks": existing.get("tasks", {}),
+              "paper": PAPER, "compensation": COMPENSATION, "threads": args.threads, "tasks": existing.get("tasks", {}),
               "rows": [row for row in existing.get("rows", []) if row["dataset"] not in args.tasks]}  # fmt: skip
 
     def log(text: str) -> None:
