@@ -539,11 +539,9 @@ TABLES = {
 }
 
 
-def main(names: list[str] | None = None) -> None:
-    only = set(sys.argv[1:] if names is None else names)  # e.g. `python bench/readme_tables.py bad_inputs`
-    unknown = sorted(only - set(TABLES))
-    if unknown:
-        raise SystemExit(f"no such table: {', '.join(unknown)} (known: {', '.join(TABLES)})")
+def rendered(only: set[str] | frozenset[str] = frozenset()) -> dict[Path, str]:
+    """Each document's text with the blocks named in ``only`` (every block if empty) rendered
+    from bench/results/*.json; nothing is written."""
     texts = {path: path.read_text(encoding="utf-8") for path in documents()}
     if not only:  # a block nobody renders would silently go stale
         for path, text in texts.items():
@@ -566,6 +564,15 @@ def main(names: list[str] | None = None) -> None:
         for holder in holders:
             rendered = relink(table, holder)
             texts[holder] = pattern.sub(lambda m, t=rendered: m.group(1) + t + "\n" + m.group(2), texts[holder])
+    return texts
+
+
+def main(names: list[str] | None = None) -> None:
+    only = set(sys.argv[1:] if names is None else names)  # e.g. `python bench/readme_tables.py bad_inputs`
+    unknown = sorted(only - set(TABLES))
+    if unknown:
+        raise SystemExit(f"no such table: {', '.join(unknown)} (known: {', '.join(TABLES)})")
+    texts = rendered(only)
     changed = []
     for path, text in texts.items():
         if text != path.read_text(encoding="utf-8"):

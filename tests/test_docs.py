@@ -114,3 +114,12 @@ def test_every_benchmark_table_has_a_home():
     texts = [path.read_text(encoding="utf-8") for path in tables.documents()]
     homeless = [name for name in tables.TABLES if not any(tables.markers(name).search(text) for text in texts)]
     assert not homeless, f"no README.md or docs/*.md holds the markers of: {homeless}"
+
+
+def test_benchmark_tables_are_what_their_results_render():
+    """README.md and docs/*.md show the measured numbers, not an older rendering of them."""
+    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "bench" / "readme_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    stale = [path.name for path, text in tables.rendered().items() if text != path.read_text(encoding="utf-8")]
+    assert not stale, f"{stale} differ from bench/results/*.json: run `python bench/readme_tables.py`"
