@@ -3,6 +3,7 @@
 Usage:
     python bench/ntkd_regimes.py [--datasets mnist fashion-mnist shapes-seg] [--regimes ...] [--threads 2]
     python bench/ntkd_regimes.py --summary      # verdicts and the studio's summary from what has run
+    python bench/ntkd_regimes.py --figure       # docs/ntkd_regimes_e2e_curves.png: have the epochs sufficed?
 
 More cores: start the same command several times (``--threads 1`` each); every (dataset, regime)
 is claimed by one process at a time (var/regimes/<dataset>/<regime>.claim), the others skip it.
@@ -119,6 +120,7 @@ from onn_core.training.evidence import NOT_THE_TEACHERS  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "ntkd_regimes.json"
 SUMMARY = ROOT / "assets" / "ntkd_regimes_summary.json"
+FIGURE = ROOT / "docs" / "ntkd_regimes_e2e_curves.png"
 RUNS = ROOT / "var" / "regimes"
 SELECTION_SEED = 100
 SEEDS = range(5)
@@ -518,14 +520,47 @@ def summary(results: dict) -> dict:
     return out
 
 
+def convergence_figure(results: dict, path: Path = FIGURE) -> None:
+    """The e2e validation curve of every (dataset, regime), with the two 5-epoch windows the
+    ``converged`` test compares: the protocol asks to *show* that e2e has stopped improving."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = results.get("convergence", {})
+    datasets = [d for d in DATASETS if curves.get(d)]
+    figure, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.4), squeeze=False)
+    for axis, dataset in zip(axes[0], datasets, strict=True):
+        for regime, entry in sorted(curves[dataset].items()):
+            curve = [100 * value for value in entry["e2e_val_curve"]]
+            change = entry["last5_minus_previous5_points"]
+            flat = "" if entry["converged"] else ", not flat"
+            epochs = range(1, len(curve) + 1)
+            (line,) = axis.plot(epochs, curve, marker=".", ms=3, lw=0.8, label=f"{regime} ({change:+.2f}{flat})")
+            axis.plot(epochs[-10:], curve[-10:], lw=2.4, color=line.get_color())  # the two windows compared
+        axis.set_xlabel("epoch (thick: the last 10, whose halves are compared)")
+        axis.set_ylabel("validation mIoU (%)" if dataset == "shapes-seg" else "validation accuracy (%)")
+        axis.set_title(f"{dataset}: e2e, seed {SELECTION_SEED}")
+        axis.legend(fontsize=7, loc="lower right", title="last 5 − previous 5 (points)", title_fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--summary", action="store_true", help="only recompute verdicts and the studio's summary")
+    parser.add_argument("--figure", action="store_true", help=f"only draw {FIGURE.relative_to(ROOT)}")
     args = parser.parse_args()
     results = load_results()
+    if args.figure:
+        convergence_figure(results)
+        print(f"wrote {FIGURE.relative_to(ROOT)}")
+        return
     if args.summary:
         save_results(results)
         print(json.dumps(results["verdicts"], indent=2))
