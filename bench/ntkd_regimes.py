@@ -476,7 +476,9 @@ def verdicts(results: dict) -> list[dict]:
     groups = itertools.groupby(sorted(results["rows"], key=lambda r: (r["dataset"], r["regime"])),
                                key=lambda r: (r["dataset"], r["regime"]))  # fmt: skip
     for (dataset, regime), group in groups:
-        rows = list(group)
+        chosen = results.get("chosen", {}).get(dataset, {}).get(regime, {})
+        # Only runs with the settings chosen on validation count (a re-selection leaves older rows behind).
+        rows = [r for r in group if r["method"] not in chosen or r.get("settings") == chosen[r["method"]]]
         means = {m: 100 * statistics.fmean(r["test"] for r in rows if r["method"] == m)
                  for m in METHODS if any(r["method"] == m for r in rows)}  # fmt: skip
         # Complete only when every method of the regime has every seed.
