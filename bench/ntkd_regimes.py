@@ -5,8 +5,9 @@ Usage:
     python bench/ntkd_regimes.py --summary      # verdicts and the studio's summary from what has run
     python bench/ntkd_regimes.py --figure       # docs/ntkd_regimes_e2e_curves.png: have the epochs sufficed?
 
-More cores: start the same command several times (``--threads 1`` each); every (dataset, regime)
-is claimed by one process at a time (var/regimes/<dataset>/<regime>.claim), the others skip it.
+More cores: start the same command several times (``--threads 1`` each). Every run is claimed by
+one process at a time (an OS lock on ``<run folder>.claim``): the others take the next run and
+read a claimed one back once it has finished, so no run is trained twice.
 
 PROTOCOL (fixed on 2026-12-02, before any run; the script implements it and nothing else)
 
@@ -199,17 +200,36 @@ def _finished(folder: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def _run_or_read(config: TrainConfig, folder: Path, **kwargs) -> tuple[dict, float]:
+def _run_or_read(config: TrainConfig, folder: Path, *, wait: bool, **kwargs) -> tuple[dict, float] | None:
     """Train a run and time it (wall clock, the teacher's kernel included), or read it back if it
-    finished but its row was not saved: its test split is not evaluated a second time, and its
-    seconds are then the run's own training clock."""
-    finished = _finished(folder)
-    if finished is not None:
-        _check_same_run(config, folder)
-        return finished, round(finished["train_seconds"], 1)
-    started = time.perf_counter()
-    metrics = train(config, folder, **kwargs)
-    return metrics, round(time.perf_counter() - started, 1)
+    finished (here or in another process): its test split is not evaluated a second time, and its
+    seconds are then the run's own training clock. None when another process is running it and
+    ``wait`` is false; with ``wait``, block until it is free (finished, or its process gone)."""
+    with run_claim(folder, wait=wait) as mine:
+        if not mine:
+            return None
+        finished = _finished(folder)
+        if finished is not None:
+            _check_same_run(config, folder)
+            return finished, round(finished["train_seconds"], 1)
+        started = time.perf_counter()
+        metrics = train(config, folder, **kwargs)
+        return metrics, round(time.perf_counter() - started, 1)
+
+
+@contextlib.contextmanager
+def run_claim(folder: Path, *, wait: bool):
+    """Hold ``folder``'s run for this process (an OS file lock, released however the process ends),
+    or yield False at once if another process holds it and ``wait`` is false."""
+    path = folder.with_name(f"{folder.name}.claim")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def _check_same_run(config: TrainConfig, folder: Path) -> None:
@@ -314,24 +334,6 @@ def _results_lock():
         yield
 
 
-@contextlib.contextmanager
-def claim(dataset: str, regime: str):
-    """Hold (dataset, regime) for this process, or yield False if another process holds it.
-
-    Several processes may be started with the same arguments to use more cores: each takes the
-    regimes no other process holds, so no run folder is ever trained by two processes at once.
-    The claim is an OS lock on a file, released when the process ends, however it ends."""
-    path = RUNS / dataset / f"{regime}.claim"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-
-
 def save_results(results: dict) -> None:
     with _results_lock():
         _merge_and_save(results)
@@ -386,13 +388,17 @@ def select(dataset: str, regime: str, folders: dict[str, Path], threads: int, re
     done = {_key(r): r for r in results["selection"]}
     design = design_of(dataset, regime)
 
-    def trial(method: str, settings: dict) -> float:
+    def trial(method: str, settings: dict, wait: bool) -> float | None:
         row = {"dataset": dataset, "regime": regime, "method": method, "settings": settings, "seed": SELECTION_SEED}
         if _key(row) in done:
             return done[_key(row)]["val"]
         config = config_for(dataset, regime, method, settings, SELECTION_SEED, folders, threads)
         folder = RUNS / dataset / regime / "select" / _name(method, settings)
-        metrics, seconds = _run_or_read(config, folder, design=design, data=validation_only(dataset, config, design))
+        outcome = _run_or_read(config, folder, wait=wait, design=design,
+                               data=validation_only(dataset, config, design))  # fmt: skip
+        if outcome is None:
+            return None
+        metrics, seconds = outcome
         curve = [epoch[next(k for k in epoch if k.startswith("val_") and k != "val_loss")]
                  for epoch in json.loads((folder / "history.json").read_text(encoding="utf-8"))]  # fmt: skip
         row.update(val=metrics["best_val"], seconds=seconds, val_curve=curve)
@@ -405,7 +411,9 @@ def select(dataset: str, regime: str, folders: dict[str, Path], threads: int, re
         return row["val"]
 
     def best(method: str, candidates: list[dict]) -> dict:
-        scores = [trial(method, settings) for settings in candidates]
+        # First the candidates no other process is running, then wait for (and read back) the rest.
+        scores = [trial(method, settings, wait=False) for settings in candidates]
+        scores = [trial(method, s, wait=True) if v is None else v for s, v in zip(candidates, scores, strict=True)]
         return candidates[max(range(len(scores)), key=lambda i: (scores[i], -i))]
 
     searched = grid(dataset, regime)
@@ -432,19 +440,32 @@ def final_runs(dataset: str, regime: str, chosen: dict, folders: dict[str, Path]
                results: dict) -> None:  # fmt: skip
     done = {_key(r) for r in results["rows"]}
     design = design_of(dataset, regime)
-    for seed, method in itertools.product(SEEDS, methods_of(regime)):
+
+    def run(seed: int, method: str, wait: bool) -> bool:
+        """Run (or read back) one final run; False if another process holds it and ``wait`` is false."""
         settings = chosen[method]
         row = {"dataset": dataset, "regime": regime, "method": method, "seed": seed, "settings": settings}
         if _key(row) in done:
-            continue
+            return True
         config = config_for(dataset, regime, method, settings, seed, folders, threads)
-        metrics, seconds = _run_or_read(config, RUNS / dataset / regime / method / f"seed{seed}", design=design)
+        outcome = _run_or_read(config, RUNS / dataset / regime / method / f"seed{seed}", wait=wait, design=design)
+        if outcome is None:
+            return False
+        metrics, seconds = outcome
         row.update(test=_score(metrics), val=metrics["best_val"],
                    engine=config.ntk_engine if "ntkd" in method else None,
                    seconds=seconds)  # fmt: skip
         results["rows"].append(row)
+        done.add(_key(row))
         save_results(results)
         print(f"{dataset}/{regime} {method} seed {seed}: test {row['test']:.4f}", flush=True)
+        return True
+
+    # First the runs no other process holds, then wait for (and read back) the ones it held.
+    held = [(seed, method) for seed, method in itertools.product(SEEDS, methods_of(regime))
+            if not run(seed, method, wait=False)]  # fmt: skip
+    for seed, method in held:
+        run(seed, method, wait=True)
 
 
 # ---------------------------------------------------------------------------- verdicts
@@ -575,13 +596,9 @@ def main() -> None:
             folders = teachers(dataset, args.threads)
         check_teachers_unchanged(dataset, folders, results)
         for regime in regimes:
-            with claim(dataset, regime) as mine:
-                if not mine:
-                    print(f"{dataset}/{regime}: another process is running it; skipped", flush=True)
-                    continue
-                results = load_results()  # what other processes have saved since this one started
-                chosen = select(dataset, regime, folders, args.threads, results)
-                final_runs(dataset, regime, chosen, folders, args.threads, results)
+            results = load_results()  # what other processes have saved since this one started
+            chosen = select(dataset, regime, folders, args.threads, results)
+            final_runs(dataset, regime, chosen, folders, args.threads, results)
 
 
 if __name__ == "__main__":
