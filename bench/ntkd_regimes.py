@@ -205,7 +205,7 @@ def _run_or_read(config: TrainConfig, folder: Path, *, wait: bool, **kwargs) -> 
     finished (here or in another process): its test split is not evaluated a second time, and its
     seconds are then the run's own training clock. None when another process is running it and
     ``wait`` is false; with ``wait``, block until it is free (finished, or its process gone)."""
-    with run_claim(folder, wait=wait) as mine:
+    with file_lock(folder.with_name(f"{folder.name}.claim"), wait=wait) as mine:
         if not mine:
             return None
         finished = _finished(folder)
@@ -218,10 +218,10 @@ def _run_or_read(config: TrainConfig, folder: Path, *, wait: bool, **kwargs) -> 
 
 
 @contextlib.contextmanager
-def run_claim(folder: Path, *, wait: bool):
-    """Hold ``folder``'s run for this process (an OS file lock, released however the process ends),
-    or yield False at once if another process holds it and ``wait`` is false."""
-    path = folder.with_name(f"{folder.name}.claim")
+def file_lock(path: Path, *, wait: bool = True):
+    """Hold an OS lock on ``path`` (released however the process ends) and yield True, or yield
+    False at once if another process holds it and ``wait`` is false. Processes share the results
+    file, each dataset's teachers and each run folder through these locks."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
         try:
@@ -256,15 +256,6 @@ def teachers(dataset: str, threads: int) -> dict[str, Path]:
     return folders
 
 
-@contextlib.contextmanager
-def _teachers_lock(dataset: str):
-    path = RUNS / dataset / "teachers.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
 def weights_digest(path: Path) -> str:
     """A digest of the weights themselves (names, shapes, values), not of the file's bytes."""
     digest = hashlib.sha256()
@@ -279,15 +270,8 @@ def check_teachers_unchanged(dataset: str, folders: dict[str, Path], results: di
     """Runs resume across machines and sessions, whose var/ may be gone: a retrained teacher must
     be the one the earlier rows learnt from (same weights, bit for bit), or the script stops."""
     digests = {name: weights_digest(folder / "model.pt") for name, folder in folders.items()}
-    with _results_lock():
-        recorded = load_results().get("teachers", {}).get(dataset, {})
-        changed = {name: (recorded[name], digest) for name, digest in digests.items()
-                   if name in recorded and recorded[name] != digest}  # fmt: skip
-        if changed:
-            sys.exit(f"{dataset}: the teacher weights differ from the ones earlier rows learnt from {changed}; "
-                     "restore var/regimes/ or rerun this dataset from scratch.")  # fmt: skip
-        results.setdefault("teachers", {}).setdefault(dataset, {}).update(digests)
-        _merge_and_save(results)
+    results.setdefault("teachers", {}).setdefault(dataset, {}).update(digests)
+    save_results(results)  # the merge compares them with the digests the file records
 
 
 def _score(metrics: dict) -> float:
@@ -325,17 +309,8 @@ def load_results() -> dict:
     return {"selection": [], "rows": [], "chosen": {}, "convergence": {}}
 
 
-@contextlib.contextmanager
-def _results_lock():
-    # Datasets run in parallel processes: each read-merge-write of the results holds this lock.
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def save_results(results: dict) -> None:
-    with _results_lock():
+    with file_lock(RESULTS.with_suffix(".lock")):  # processes run in parallel: one read-merge-write at a time
         _merge_and_save(results)
 
 
@@ -355,7 +330,8 @@ def _merge_and_save(results: dict) -> None:
         recorded = merged.setdefault("teachers", {}).setdefault(dataset, {})
         clash = {name: (recorded[name], d) for name, d in digests.items() if recorded.get(name, d) != d}
         if clash:
-            sys.exit(f"{dataset}: teacher digests differ between this process and the results file {clash}")
+            sys.exit(f"{dataset}: the teacher weights differ from the ones earlier rows learnt from {clash}; "
+                     "restore var/regimes/ or rerun this dataset from scratch.")  # fmt: skip
         recorded.update(digests)
     if "superseded" not in merged and "superseded" in results:
         merged["superseded"] = results["superseded"]
@@ -592,7 +568,7 @@ def main() -> None:
         regimes = [r for r in DATASETS[dataset]["regimes"] if r in args.regimes]
         if not regimes:
             continue
-        with _teachers_lock(dataset):  # a second process waits for the first's teachers
+        with file_lock(RUNS / dataset / "teachers.lock"):  # a second process waits for the first's teachers
             folders = teachers(dataset, args.threads)
         check_teachers_unchanged(dataset, folders, results)
         for regime in regimes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -317,8 +318,6 @@ def reproduce_table4_table(result: dict) -> str:
 
 def _paired_gain(seeds: list[dict]) -> str:
     """Mean ± standard error of NTKD − e2e compensation over seeds, in points, and how many are > 0."""
-    import statistics
-
     differences = [100 * (seed["ntkd"] - seed["e2e"]) for seed in seeds if "ntkd" in seed and "e2e" in seed]
     if not differences:
         return "–"
@@ -425,8 +424,6 @@ def ntk_engines_table(result: dict) -> str:
 
 def ntkd_regimes_table(result: dict) -> str:
     """Per dataset and regime: mean ± std test score of each method, NTKD's paired gain and verdict."""
-    import statistics
-
     methods = ("e2e", "kd", "ntkd", "kd+ntkd", "ntkd-random-teacher")
     lines = [
         f"`{result['script']}` — {result['date'][:10]}, {result['machine']}. Test score (%), mean ± std over "
@@ -469,8 +466,6 @@ def ntkd_regimes_table(result: dict) -> str:
 def table3_by_regime(result: dict) -> str:
     """The method's Table 3 layout (no transfer, KD, NTKD, KD+NTKD) per dataset, one row per regime,
     from the regimes benchmark (exact student kernel; finished comparisons only)."""
-    import statistics
-
     lines = [
         "Test score (%), mean ± std over seeds 0–4, from `bench/results/ntkd_regimes.json` (the structured, "
         "exact student kernel; settings chosen on validation).",
@@ -562,8 +557,8 @@ def rendered(only: set[str] | frozenset[str] = frozenset()) -> dict[Path, str]:
             continue
         table = render(json.loads(path.read_text()))
         for holder in holders:
-            rendered = relink(table, holder)
-            texts[holder] = pattern.sub(lambda m, t=rendered: m.group(1) + t + "\n" + m.group(2), texts[holder])
+            linked = relink(table, holder)
+            texts[holder] = pattern.sub(lambda m, t=linked: m.group(1) + t + "\n" + m.group(2), texts[holder])
     return texts
 
 
