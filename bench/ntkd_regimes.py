@@ -95,9 +95,7 @@ bench/results/ntkd_regimes.json (rewritten after every run), and assets/ntkd_reg
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import itertools
 import json
@@ -116,6 +114,7 @@ sys.path.insert(0, str(ROOT))
 
 from onn_core.data import load_for_design  # noqa: E402
 from onn_core.design import Design  # noqa: E402
+from onn_core.run_files import file_lock  # noqa: E402
 from onn_core.training import TrainConfig, train  # noqa: E402
 from onn_core.training.evidence import NOT_THE_TEACHERS  # noqa: E402
 
@@ -215,21 +214,6 @@ def _run_or_read(config: TrainConfig, folder: Path, *, wait: bool, **kwargs) -> 
         started = time.perf_counter()
         metrics = train(config, folder, **kwargs)
         return metrics, round(time.perf_counter() - started, 1)
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, *, wait: bool = True):
-    """Hold an OS lock on ``path`` (released however the process ends) and yield True, or yield
-    False at once if another process holds it and ``wait`` is false. Processes share the results
-    file, each dataset's teachers and each run folder through these locks."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
 
 
 def _check_same_run(config: TrainConfig, folder: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import math
@@ -129,6 +130,25 @@ def atomic_save(obj: Any, path: Path) -> None:
     import torch  # here, not at the top: the CLI and job store import this module and rarely save tensors
 
     atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold an OS lock on ``path`` and yield True, or yield False at once if another process (or
+    another open of the file) holds it and ``wait`` is false.
+
+    The lock is ``flock``'s: the kernel releases it however the holder ends, so a killed process
+    never leaves a stale lock behind. The lock file itself stays (it is empty and harmless).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:  # "a", not "w": never truncate what a caller may have kept there
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def run_logger(folder: Path, name: str = "train.log") -> logging.Logger:

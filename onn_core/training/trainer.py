@@ -47,7 +47,7 @@ from ..models import (
 )
 from ..models.frontends import held_kernels
 from ..paths import studio_home
-from ..run_files import atomic_save, atomic_write_json, atomic_write_text, close_logger, run_logger
+from ..run_files import atomic_save, atomic_write_json, atomic_write_text, close_logger, file_lock, run_logger
 from ..user_input import load_weights, read_json, refusal
 from .config import TrainConfig
 from .loop import RunState, divergence, train_epoch
@@ -233,6 +233,47 @@ def _read_cache(cache: Path, fits: Callable[[torch.Tensor], bool], log: logging.
     return stored
 
 
+# How often a run waiting for another process's teacher cache looks again (seconds): the caches
+# take minutes to half an hour to build, so a second's delay is nothing, and the progress report
+# made at each look keeps the waiting run cancellable.
+CACHE_WAIT_POLL_S = 1.0
+
+
+def _built_once(
+    cache: Path,
+    fits: Callable[[torch.Tensor], bool],
+    build: Callable[[], torch.Tensor],
+    log: logging.Logger,
+    what: str,
+    progress: ProgressCallback | None,
+) -> torch.Tensor:
+    """The tensor cached at ``cache``, built by ``build`` and saved there if it is not.
+
+    Built once across processes: the builder holds an OS lock on ``<cache>.lock``, and a second
+    run needing the same cache (another studio job, another benchmark process) waits for it and
+    reads what the first wrote, instead of spending the same half hour again. While it waits it
+    reports progress, so a cancel still stops it. A builder that dies releases the lock (the
+    kernel drops it) and leaves no half-written file (the save is atomic); the next run builds it.
+    """
+    lock = cache.with_name(f"{cache.name}.lock")
+    waiting = None
+    while True:
+        with file_lock(lock, wait=False) as mine:
+            if mine:  # read under the lock: the previous holder may have just written it
+                stored = _read_cache(cache, fits, log, what)
+                if stored is not None:
+                    return stored
+                built = build()
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                atomic_save(built, cache)
+                return built
+        if waiting is None:
+            log.info("another run is computing the %s; waiting for it (%s)", what, lock)
+            waiting = counting(progress, "prepare", {"task": f"waiting for another run's {what}"})
+        waiting(0, 1)  # a cancelled job raises here
+        time.sleep(CACHE_WAIT_POLL_S)
+
+
 # The n × n table of the teacher's kernel is kept only for training sets up to this many images
 # (256 MiB of float32).
 TEACHER_TABLE_MAX_IMAGES = 8192
@@ -264,17 +305,17 @@ def teacher_kernel_table(
     per_minibatch = config.epochs * math.ceil(count / config.batch_size) * min(config.ntk_batch, config.batch_size)
     if TeacherKernelTable.cost(count, block) > per_minibatch:
         return None
+    def build() -> torch.Tensor:
+        started = time.perf_counter()
+        report = counting(progress, "prepare", {"task": "teacher kernel table"})  # a once-only phase, cancellable
+        table = TeacherKernelTable(teacher, data.train.images, output_pool=config.ntk_output_pool, progress=report)
+        log.info("teacher's exact kernel table (%d images) in %.1f s", count, time.perf_counter() - started)
+        return table.table
+
     cache = _teacher_cache("teacher-kernel", folder, data, f"{config.ntk_output_pool}:v1")
-    stored = _read_cache(cache, lambda table: table.shape == (count, count), log, "teacher's exact kernel table")
-    if stored is not None:
-        return TeacherKernelTable.from_table(stored)
-    started = time.perf_counter()
-    report = counting(progress, "prepare", {"task": "teacher kernel table"})  # a once-only phase, cancellable
-    table = TeacherKernelTable(teacher, data.train.images, output_pool=config.ntk_output_pool, progress=report)
-    log.info("teacher's exact kernel table (%d images) in %.1f s", count, time.perf_counter() - started)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(table.table, cache)
-    return table
+    stored = _built_once(cache, lambda table: table.shape == (count, count), build, log,
+                         "teacher's exact kernel table", progress)  # fmt: skip
+    return TeacherKernelTable.from_table(stored)
 
 
 def teacher_sketch(
@@ -290,25 +331,24 @@ def teacher_sketch(
     The key covers the teacher's weights, the exact training images, m and the output pooling,
     so a cached sketch is reused across seeds and methods but never for other data.
     """
-    cache = _teacher_cache("teacher-sketch", folder, data, f"{config.ntk_sketch}:{config.ntk_output_pool}:v1")
-    stored = _read_cache(cache, lambda features: features.shape[0] == len(data.train), log, "teacher NTK sketch")
-    if stored is not None:
-        return TeacherSketch.from_features(stored)
-    started = time.perf_counter()
-    report = counting(progress, "prepare", {"task": "teacher NTK sketch"})  # a long, once-only phase
+    def build() -> torch.Tensor:
+        started = time.perf_counter()
+        report = counting(progress, "prepare", {"task": "teacher NTK sketch"})  # a long, once-only phase
+        # vmap over the directions holds directions × batch × activations at once: keep that
+        # product bounded (a U-Net on 64 × 64 images at batch 256 took 23 GB and was killed).
+        pixels = int(data.train.images[0].numel())
+        batch_size = max(4, min(256, 2**22 // (config.ntk_sketch * pixels)))
+        sketch = TeacherSketch(
+            teacher, data.train.images, directions=config.ntk_sketch, seed=0, output_pool=config.ntk_output_pool,
+            progress=report, batch_size=batch_size,
+        )  # fmt: skip
+        log.info("teacher NTK sketch (%d directions) in %.1f s", config.ntk_sketch, time.perf_counter() - started)
+        return sketch.features
 
-    # vmap over the directions holds directions × batch × activations at once: keep that product
-    # bounded (a U-Net on 64 × 64 images at batch 256 took 23 GB and was killed).
-    pixels = int(data.train.images[0].numel())
-    batch_size = max(4, min(256, 2**22 // (config.ntk_sketch * pixels)))
-    sketch = TeacherSketch(
-        teacher, data.train.images, directions=config.ntk_sketch, seed=0, output_pool=config.ntk_output_pool,
-        progress=report, batch_size=batch_size,
-    )  # fmt: skip
-    log.info("teacher NTK sketch (%d directions) in %.1f s", config.ntk_sketch, time.perf_counter() - started)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(sketch.features, cache)
-    return sketch
+    cache = _teacher_cache("teacher-sketch", folder, data, f"{config.ntk_sketch}:{config.ntk_output_pool}:v1")
+    features = _built_once(cache, lambda features: features.shape[0] == len(data.train), build, log,
+                           "teacher NTK sketch", progress)  # fmt: skip
+    return TeacherSketch.from_features(features)
 
 
 def build_optimiser(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
