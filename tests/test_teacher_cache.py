@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from onn_core.run_files import atomic_save, file_lock
+from onn_core.run_files import DiskFullError, atomic_save, file_lock
 from onn_core.training import trainer
 from onn_core.training.trainer import _built_once
 
@@ -42,7 +42,7 @@ def test_a_run_waiting_for_another_runs_cache_reads_it_instead_of_building_it(tm
 
     with file_lock(cache.with_name(f"{cache.name}.lock")) as mine:  # "another process" is building it
         assert mine
-        thread = threading.Thread(target=waiting_run)
+        thread = threading.Thread(target=waiting_run, daemon=True)
         thread.start()
         wait_until(lambda: len(reports) >= 3, "the second run reports that it waits")
         assert not builds and "value" not in result  # it waits, it does not build
@@ -57,19 +57,19 @@ def test_a_run_waiting_for_another_runs_cache_reads_it_instead_of_building_it(tm
 
 def test_concurrent_runs_build_the_cache_once_and_share_it(tmp_path):
     cache = tmp_path / "teacher-kernel" / "k.pt"
-    builds, results = [], []
-    started = threading.Event()
+    builds, results, waiters = [], [], set()
 
-    def slow_build():
+    def build_while_the_others_wait():
         builds.append(1)
-        started.set()
-        time.sleep(0.3)  # long enough that the other runs arrive while it builds
+        wait_until(lambda: len(waiters) >= 2, "the other two runs wait for this build")
         return torch.full((2, 2), 7.0)
 
     def run():
-        results.append(_built_once(cache, lambda t: t.shape == (2, 2), slow_build, LOG, "table", None))
+        report = lambda _progress: waiters.add(threading.get_ident())  # noqa: E731
+        results.append(_built_once(cache, lambda t: t.shape == (2, 2), build_while_the_others_wait, LOG, "table",
+                                   report))  # fmt: skip
 
-    threads = [threading.Thread(target=run) for _ in range(3)]
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -77,6 +77,32 @@ def test_concurrent_runs_build_the_cache_once_and_share_it(tmp_path):
     assert len(builds) == 1
     assert len(results) == 3 and all(torch.equal(r, torch.full((2, 2), 7.0)) for r in results)
     assert torch.equal(torch.load(cache, weights_only=True), torch.full((2, 2), 7.0))
+
+
+def test_a_cache_that_exists_is_read_without_taking_the_lock(tmp_path):
+    cache = tmp_path / "s.pt"
+    atomic_save(torch.ones(3), cache)
+    with file_lock(cache.with_name(f"{cache.name}.lock")):  # a run that holds the lock does not delay a reader
+        stored = _built_once(cache, lambda t: True, lambda: pytest.fail("must not build"), LOG, "sketch", None)
+    assert torch.equal(stored, torch.ones(3))
+
+
+def test_where_no_lock_can_be_taken_the_run_builds_the_cache_itself(tmp_path, monkeypatch):
+    def no_locks(path, *, wait=True):
+        raise PermissionError(13, "read-only folder", str(path))
+
+    monkeypatch.setattr(trainer, "file_lock", no_locks)
+    cache = tmp_path / "s.pt"
+    built = _built_once(cache, lambda t: True, lambda: torch.ones(2), LOG, "sketch", None)
+    assert torch.equal(built, torch.ones(2)) and cache.exists()
+
+
+def test_a_failing_build_is_not_mistaken_for_a_lock_that_cannot_be_taken(tmp_path):
+    def full_disk():
+        raise DiskFullError(tmp_path / "s.pt")
+
+    with pytest.raises(DiskFullError):
+        _built_once(tmp_path / "s.pt", lambda t: True, full_disk, LOG, "sketch", None)
 
 
 def test_a_cancel_stops_a_run_that_waits_for_a_cache(tmp_path):

@@ -15,6 +15,7 @@ JSON files are strict JSON (a NaN is written as null).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -252,26 +253,46 @@ def _built_once(
     Built once across processes: the builder holds an OS lock on ``<cache>.lock``, and a second
     run needing the same cache (another studio job, another benchmark process) waits for it and
     reads what the first wrote, instead of spending the same half hour again. While it waits it
-    reports progress, so a cancel still stops it. A builder that dies releases the lock (the
-    kernel drops it) and leaves no half-written file (the save is atomic); the next run builds it.
+    reports progress and sleeps in short polls, so a cancel still stops it (a blocking lock could
+    not be interrupted). A builder that dies releases the lock (the kernel drops it) and leaves no
+    half-written file (the save is atomic); the next run builds it.
+
+    A cache that exists is read without the lock (atomic saves mean a reader sees the whole file
+    or none), so a read-only or shared studio home still serves it. Where the lock cannot be
+    taken at all (a read-only folder, a network filesystem without locks) the run builds the
+    cache itself, as if alone. On network filesystems the sharing is best-effort: at worst two
+    runs build the same cache, never a wrong one.
     """
+    stored = _read_cache(cache, fits, log, what)
+    if stored is not None:
+        return stored
+
+    def build_and_save() -> torch.Tensor:
+        stored = _read_cache(cache, fits, log, what)  # the previous holder may have just written it
+        if stored is not None:
+            return stored
+        built = build()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(built, cache)
+        return built
+
     lock = cache.with_name(f"{cache.name}.lock")
     waiting = None
     while True:
-        with file_lock(lock, wait=False) as mine:
-            if mine:  # read under the lock: the previous holder may have just written it
-                stored = _read_cache(cache, fits, log, what)
-                if stored is not None:
-                    return stored
-                built = build()
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                atomic_save(built, cache)
-                return built
+        holding = contextlib.ExitStack()
+        try:  # only taking the lock is guarded here: a failing build (a full disk) must still raise
+            mine = holding.enter_context(file_lock(lock, wait=False))
+        except OSError as error:
+            log.warning("cannot lock %s (%s); computing the %s without sharing it", lock, error, what)
+            return build_and_save()
+        with holding:
+            if mine:
+                return build_and_save()
         if waiting is None:
             log.info("another run is computing the %s; waiting for it (%s)", what, lock)
             waiting = counting(progress, "prepare", {"task": f"waiting for another run's {what}"})
-        waiting(0, 1)  # a cancelled job raises here
-        time.sleep(CACHE_WAIT_POLL_S)
+        waiting(0, 1)  # the job's progress: a remote job's cancel is raised from here
+        time.sleep(CACHE_WAIT_POLL_S)  # a local job's cancel lands when the sleep ends
 
 
 # The n × n table of the teacher's kernel is kept only for training sets up to this many images
