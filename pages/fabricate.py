@@ -51,9 +51,8 @@ if metasurface is None:
     st.info("This run's kernels were trained free and have no metasurface yet. Kernel, capture and camera errors "
             "work now; pillar radius and phase errors need the radius maps of an inverse design.")  # fmt: skip
     design_job = latest_job("inverse-design", run.folder)
-    if design_job is not None and design_job.state in jobs.ACTIVE_STATES:
-        job_panel(design_job, "Inverse design")
-    elif st.button("Run inverse design (background job)", icon=":material/auto_fix_high:"):
+    designing = design_job is not None and design_job.state in jobs.ACTIVE_STATES  # its live panel: results_panel
+    if not designing and st.button("Run inverse design (background job)", icon=":material/auto_fix_high:"):
         try:
             jobs.submit("inverse-design", {"run": str(run.folder)})
             st.rerun()
@@ -198,8 +197,7 @@ def results_panel() -> None:
     if metasurface is None and design_job is not None:
         if design_job.state == "succeeded":
             st.rerun(scope="app")  # the radius maps exist now: redraw the whole page with them
-        elif design_job.state in ("failed", "cancelled"):
-            job_panel(design_job, "Inverse design")
+        job_panel(design_job, "Inverse design")  # here, not in the page body: its progress moves every 2 s
     for kind in ("fabricate", "compensate"):
         job = latest_job(kind, run.folder)
         if job is None:

@@ -302,3 +302,19 @@ def test_the_dataset_and_the_train_form_are_kept_across_pages_and_the_dataset_ac
     assert reloaded.selectbox(key="train.dataset").value == "digits"
     stale = open_page("train", dataset="no-such-data")
     assert any("'no-such-data' in the link is not here" in w.value for w in stale.warning)
+
+
+def test_a_running_inverse_design_is_shown_once_live_and_not_offered_again(monkeypatch):
+    from onn_core import jobs
+    from onn_core.fabrication import export
+
+    monkeypatch.setattr(export, "run_metasurface", lambda run, required=True: None)  # free kernels, no metasurface
+    job_id = jobs.submit("inverse-design", {"run": str(EXAMPLE_RUN)}, start_worker=False)
+    at = open_page("fabricate")
+    bars = [p for p in at.get("progress") if p.proto.text.startswith("Inverse design")]
+    assert len(bars) == 1 and "queued" in bars[0].proto.text  # drawn by the page's live (2 s) fragment only
+    assert not [b for b in at.button if b.label.startswith("Run inverse design")]
+    next(b for b in at.button if b.label == "Cancel").click().run()
+    assert jobs.status(job_id).state == "cancelled"
+    again = open_page("fabricate")
+    assert any(b.label.startswith("Run inverse design") for b in again.button)
