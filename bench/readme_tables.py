@@ -459,7 +459,7 @@ def ntkd_regimes_table(result: dict) -> str:
     if not keys:
         lines.append("| (running: no final runs yet) | | | | | | | | | | | |")
     selected = len(result.get("selection", []))
-    lines += ["", f"Selection runs so far: {selected}; final runs: {len(result['rows'])}."]
+    lines += ["", f"Selection runs: {selected}; final runs: {len(result['rows'])}."]
     return "\n".join(lines)
 
 
