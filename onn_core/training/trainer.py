@@ -326,6 +326,7 @@ def teacher_kernel_table(
     per_minibatch = config.epochs * math.ceil(count / config.batch_size) * min(config.ntk_batch, config.batch_size)
     if TeacherKernelTable.cost(count, block) > per_minibatch:
         return None
+
     def build() -> torch.Tensor:
         started = time.perf_counter()
         report = counting(progress, "prepare", {"task": "teacher kernel table"})  # a once-only phase, cancellable
